@@ -1,0 +1,47 @@
+"""The conversation state machine: pure, standard library only.
+
+    applied = apply(conversation_or_none, parse_event(envelope))
+
+`apply` returns the new conversation and the effects the server must record, or
+raises `Stale` or `Rejected` naming the status and the event.
+"""
+
+from .conversation import (
+    ANSWERED_STATES,
+    UNANSWERED_STATES,
+    Conversation,
+    MessageStatusChanged,
+    OfferEnded,
+    OfferStarted,
+    RecordingAdded,
+    State,
+    Status,
+    TicketLinked,
+    TranscriptAppended,
+)
+from .events import EVENT_TYPES, Customer, Event, InvalidEvent, parse_event
+from .machine import Applied, Rejected, Stale, TransitionError, apply
+
+__all__ = [
+    "ANSWERED_STATES",
+    "EVENT_TYPES",
+    "UNANSWERED_STATES",
+    "Applied",
+    "Conversation",
+    "Customer",
+    "Event",
+    "InvalidEvent",
+    "MessageStatusChanged",
+    "OfferEnded",
+    "OfferStarted",
+    "RecordingAdded",
+    "Rejected",
+    "Stale",
+    "State",
+    "Status",
+    "TicketLinked",
+    "TranscriptAppended",
+    "TransitionError",
+    "apply",
+    "parse_event",
+]

@@ -1,0 +1,371 @@
+"""Events as frozen dataclasses, and the parser that builds them from an envelope.
+
+Each event type is a dataclass whose annotations are its schema: the parser reads
+them to check `data`, so adding a field to an event is one line here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Literal
+
+Channel = Literal["call", "chat", "sms", "whatsapp"]
+Sender = Literal["customer", "agent", "system"]
+HangupSource = Literal["customer", "agent", "system"]
+
+ID_MAX_LENGTH = 200
+
+
+class InvalidEvent(Exception):
+    """An envelope or its data does not describe a valid event."""
+
+    def __init__(self, code: str, message: str, field: str | None = None):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.field = field
+
+
+@dataclass(frozen=True)
+class Customer:
+    name: str
+    id: str | None = None
+    email: str | None = None
+    phone: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Event:
+    """The envelope every event carries. `type` is the class's wire name."""
+
+    type: ClassVar[str]
+    event_id: str
+    conversation_id: str
+    occurred_at: datetime
+
+
+EVENT_TYPES: dict[str, type[Event]] = {}
+
+
+def event_type(name: str):
+    def register(cls: type[Event]) -> type[Event]:
+        cls.type = name
+        EVENT_TYPES[name] = cls
+        return cls
+
+    return register
+
+
+@event_type("conversation.created")
+@dataclass(frozen=True, kw_only=True)
+class ConversationCreated(Event):
+    channel: Channel
+    contact: str
+    customer: Customer
+    contacto_number: str | None = None
+    team: str | None = None
+
+
+@event_type("conversation.initiated")
+@dataclass(frozen=True, kw_only=True)
+class ConversationInitiated(Event):
+    channel: Channel
+    contact: str
+    agent_id: str
+    contacto_number: str | None = None
+    customer: Customer | None = None
+    text: str | None = None
+
+
+@event_type("routing.out_of_hours")
+@dataclass(frozen=True, kw_only=True)
+class OutOfHours(Event):
+    team: str
+
+
+@event_type("routing.enqueued")
+@dataclass(frozen=True, kw_only=True)
+class Enqueued(Event):
+    team: str
+
+
+@event_type("routing.enqueue_failed")
+@dataclass(frozen=True, kw_only=True)
+class EnqueueFailed(Event):
+    team: str
+    reason: str
+
+
+@event_type("routing.assignment_failed")
+@dataclass(frozen=True, kw_only=True)
+class AssignmentFailed(Event):
+    reason: str
+
+
+@event_type("routing.offered")
+@dataclass(frozen=True, kw_only=True)
+class Offered(Event):
+    agent_id: str
+    offer_id: str
+    expires_at: datetime
+
+
+@event_type("routing.offer_declined")
+@dataclass(frozen=True, kw_only=True)
+class OfferDeclined(Event):
+    agent_id: str
+    offer_id: str
+    reason: Literal["rejected", "expired"]
+
+
+@event_type("agent.accepted")
+@dataclass(frozen=True, kw_only=True)
+class Accepted(Event):
+    agent_id: str
+    offer_id: str
+
+
+@event_type("routing.queue_timeout")
+@dataclass(frozen=True, kw_only=True)
+class QueueTimeout(Event):
+    pass
+
+
+@event_type("routing.transferred")
+@dataclass(frozen=True, kw_only=True)
+class Transferred(Event):
+    team: str | None = None
+    agent_id: str | None = None
+    offer_id: str | None = None
+    expires_at: datetime | None = None
+
+    def check(self) -> None:
+        if (self.team is None) == (self.agent_id is None):
+            raise InvalidEvent("invalid_data", "data needs exactly one of team or agent_id", "team")
+        if self.agent_id is not None:
+            for name in ("offer_id", "expires_at"):
+                if getattr(self, name) is None:
+                    raise InvalidEvent(
+                        "invalid_data", f"data.{name} is required with agent_id", name
+                    )
+
+
+@event_type("media.customer_dropped")
+@dataclass(frozen=True, kw_only=True)
+class CustomerDropped(Event):
+    pass
+
+
+@event_type("media.ringing")
+@dataclass(frozen=True, kw_only=True)
+class Ringing(Event):
+    pass
+
+
+@event_type("media.answered")
+@dataclass(frozen=True, kw_only=True)
+class Answered(Event):
+    pass
+
+
+@event_type("media.no_answer")
+@dataclass(frozen=True, kw_only=True)
+class NoAnswer(Event):
+    reason: Literal["no_answer", "busy", "failed", "no_reply"]
+
+
+@event_type("media.message")
+@dataclass(frozen=True, kw_only=True)
+class Message(Event):
+    message_id: str
+    sender: Sender
+    text: str
+
+
+@event_type("media.message_status")
+@dataclass(frozen=True, kw_only=True)
+class MessageStatus(Event):
+    message_id: str
+    status: Literal["sent", "delivered", "read", "failed"]
+
+
+@event_type("media.channel_added")
+@dataclass(frozen=True, kw_only=True)
+class ChannelAdded(Event):
+    channel: Channel
+
+
+@event_type("media.hangup")
+@dataclass(frozen=True, kw_only=True)
+class Hangup(Event):
+    source: HangupSource
+
+
+@event_type("media.recording_ready")
+@dataclass(frozen=True, kw_only=True)
+class RecordingReady(Event):
+    recording_id: str
+    duration_s: float
+    content_type: str
+
+
+@event_type("wrapup.submitted")
+@dataclass(frozen=True, kw_only=True)
+class WrapupSubmitted(Event):
+    disposition: str
+    note: str | None = None
+
+
+@event_type("wrapup.timeout")
+@dataclass(frozen=True, kw_only=True)
+class WrapupTimeout(Event):
+    pass
+
+
+@event_type("csat.received")
+@dataclass(frozen=True, kw_only=True)
+class CsatReceived(Event):
+    score: int
+
+    def check(self) -> None:
+        if not 1 <= self.score <= 5:
+            raise InvalidEvent("invalid_data", "data.score must be an integer from 1 to 5", "score")
+
+
+@event_type("ticket.linked")
+@dataclass(frozen=True, kw_only=True)
+class TicketLinked(Event):
+    ticket_id: str
+    system: str | None = None
+    url: str | None = None
+
+
+# --- parsing -------------------------------------------------------------------------
+
+_ENVELOPE = ("event_id", "conversation_id", "occurred_at")
+
+
+def parse_event(envelope: Any) -> Event:
+    """Build an event from a decoded JSON or msgpack envelope, or raise InvalidEvent
+    naming the first field that is wrong."""
+    if not isinstance(envelope, dict):
+        raise InvalidEvent("invalid_data", "an event must be an object")
+    type_name = envelope.get("type")
+    if not isinstance(type_name, str):
+        raise InvalidEvent("invalid_data", "type is required and must be a string", "type")
+    cls = EVENT_TYPES.get(type_name)
+    if cls is None:
+        raise InvalidEvent("unknown_type", f"unknown event type {type_name[:100]!r}", "type")
+    values: dict[str, Any] = {}
+    for name in _ENVELOPE:
+        hint = datetime if name == "occurred_at" else str
+        values[name] = _convert(envelope.get(name), hint, name, required=True)
+        if hint is str and len(values[name]) > ID_MAX_LENGTH:
+            raise InvalidEvent(
+                "invalid_data", f"{name} is longer than {ID_MAX_LENGTH} characters", name
+            )
+    data = envelope.get("data", {})
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise InvalidEvent("invalid_data", "data must be an object", "data")
+    values.update(_convert_fields(cls, data, prefix="data."))
+    event = cls(**values)
+    check = getattr(event, "check", None)
+    if check is not None:
+        check()
+    return event
+
+
+def _convert_fields(cls: type, data: dict, prefix: str) -> dict[str, Any]:
+    hints = _hints(cls)
+    values = {}
+    for field in dataclasses.fields(cls):
+        if not field.init or field.name in _ENVELOPE:
+            continue
+        required = (
+            field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
+        )
+        raw = data.get(field.name)
+        if raw is None and not required:
+            continue
+        values[field.name] = _convert(raw, hints[field.name], prefix + field.name, required)
+    return values
+
+
+def _convert(value: Any, hint: Any, path: str, required: bool) -> Any:
+    """Check one value against an annotation, returning the converted value."""
+    origin = typing.get_origin(hint)
+    if origin in (types.UnionType, typing.Union):
+        options = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+        if value is None:
+            if required:
+                raise InvalidEvent("invalid_data", f"{path} is required", _leaf(path))
+            return None
+        return _convert(value, options[0], path, required=True)
+    if value is None:
+        raise InvalidEvent("invalid_data", f"{path} is required", _leaf(path))
+    if origin is Literal:
+        choices = typing.get_args(hint)
+        if value not in choices:
+            raise InvalidEvent(
+                "invalid_data", f"{path} must be one of {', '.join(choices)}", _leaf(path)
+            )
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise InvalidEvent("invalid_data", f"{path} must be a string", _leaf(path))
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InvalidEvent("invalid_data", f"{path} must be an integer", _leaf(path))
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+            raise InvalidEvent("invalid_data", f"{path} must be a number", _leaf(path))
+        if value < 0:
+            raise InvalidEvent("invalid_data", f"{path} must not be negative", _leaf(path))
+        return float(value)
+    if hint is datetime:
+        return _parse_instant(value, path)
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise InvalidEvent("invalid_data", f"{path} must be an object", _leaf(path))
+        return hint(**_convert_fields(hint, value, prefix=path + "."))
+    raise TypeError(f"no converter for {hint!r}")  # a programming error, not bad input
+
+
+def _parse_instant(value: Any, path: str) -> datetime:
+    if isinstance(value, datetime):
+        instant = value
+    elif isinstance(value, str):
+        try:
+            instant = datetime.fromisoformat(value)
+        except ValueError:
+            raise InvalidEvent(
+                "invalid_data", f"{path} must be an RFC 3339 timestamp", _leaf(path)
+            ) from None
+    else:
+        raise InvalidEvent("invalid_data", f"{path} must be an RFC 3339 timestamp", _leaf(path))
+    if instant.tzinfo is None:
+        raise InvalidEvent(
+            "invalid_data", f"{path} needs a time zone offset (Z or +hh:mm)", _leaf(path)
+        )
+    return instant.astimezone(UTC)
+
+
+def _leaf(path: str) -> str:
+    return path.removeprefix("data.")
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    if cls not in _HINTS:
+        _HINTS[cls] = typing.get_type_hints(cls)
+    return _HINTS[cls]
