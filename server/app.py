@@ -1,0 +1,216 @@
+"""The Starlette application: services, routes, error handling, request logging."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from zoneinfo import ZoneInfo
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy.exc import DBAPIError
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from . import api_admin, api_conversations, api_events
+from . import repository as repo
+from .auth import Principal
+from .bus import bus_from_url
+from .clock import SYSTEM_CLOCK, Clock
+from .db import Database, is_unavailable
+from .ingest import DatabaseUnavailable, Ingest
+from .metrics import REQUESTS
+from .openapi import openapi_document
+from .settings import Settings
+from .web import ApiError, authenticate, error_body, error_response, respond
+
+log = logging.getLogger("switchboard.http")
+
+
+class Switchboard:
+    """The running services of one process, shared by every endpoint."""
+
+    def __init__(self, settings: Settings, clock: Clock = SYSTEM_CLOCK):
+        self.settings = settings
+        self.clock = clock
+        self.db = Database(settings.database_url)
+        self.bus = bus_from_url(settings.bus_url, settings.bus_prefix)
+        self.ingest = Ingest(self.db, self.bus, clock)
+        self._zones: dict[str, ZoneInfo] = {}
+
+    async def start(self) -> None:
+        await self.bus.start()
+
+    async def stop(self) -> None:
+        await self.bus.close()
+        await self.db.close()
+
+    async def principal(self, request: Request) -> Principal:
+        """The caller, whose tenant must exist."""
+        principal = authenticate(request, self.settings.secret, self.clock)
+        await self.tenant_zone(principal.tenant)
+        return principal
+
+    async def tenant_zone(self, tenant: str) -> ZoneInfo:
+        zone = self._zones.get(tenant)
+        if zone is None:
+            async with self.db.read() as conn:
+                row = await repo.get_tenant(conn, tenant)
+            if row is None:
+                raise ApiError(403, "forbidden", f"tenant {tenant!r} does not exist")
+            zone = self._zones[tenant] = ZoneInfo(row["timezone"])
+        return zone
+
+    def forget_tenant(self, tenant: str) -> None:
+        self._zones.pop(tenant, None)
+
+
+async def healthz(request: Request):
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request):
+    sb: Switchboard = request.app.state.sb
+    body = {"database": "ok", "bus": "ok" if sb.bus.connected else "down"}
+    try:
+        async with asyncio.timeout(2):
+            await sb.db.ping()
+    except Exception as exc:
+        body["database"] = f"down: {type(exc).__name__}"
+        return JSONResponse({"status": "unavailable", **body}, 503, {"Retry-After": "5"})
+    return JSONResponse({"status": "ok", **body})
+
+
+async def metrics(request: Request):
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+async def openapi(request: Request):
+    return JSONResponse(openapi_document())
+
+
+ROUTES = [
+    Route("/healthz", healthz),
+    Route("/readyz", readyz),
+    Route("/metrics", metrics),
+    Route("/openapi.json", openapi),
+    Route("/api/v1/events", api_events.post_events, methods=["POST"]),
+    Route("/api/v1/conversations/{conversation_id}", api_conversations.get_conversation),
+    Route("/api/v1/tenant", api_admin.get_tenant, methods=["GET"]),
+    Route("/api/v1/tenant", api_admin.put_tenant, methods=["PUT"]),
+    Route("/api/v1/teams", api_admin.list_teams),
+    Route("/api/v1/teams/{name}", api_admin.put_team, methods=["PUT"]),
+    Route("/api/v1/agents", api_admin.list_agents),
+    Route("/api/v1/agents/{agent_id}", api_admin.put_agent, methods=["PUT"]),
+]
+
+
+async def on_api_error(request: Request, exc: ApiError):
+    return error_response(request, exc)
+
+
+async def on_http_error(request: Request, exc: HTTPException):
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return respond(request, error_body(code, str(exc.detail)), exc.status_code, exc.headers)
+
+
+async def on_database_down(request: Request, exc: DatabaseUnavailable):
+    log.warning("database unavailable", extra={"error": str(exc)})
+    return respond(
+        request,
+        error_body("unavailable", "the database is unavailable; retry"),
+        503,
+        {"Retry-After": "2"},
+    )
+
+
+async def on_database_error(request: Request, exc: Exception):
+    if is_unavailable(exc):
+        return await on_database_down(request, DatabaseUnavailable(str(exc)))
+    return await on_unexpected(request, exc)
+
+
+async def on_unexpected(request: Request, exc: Exception):
+    log.exception("unhandled error", extra={"path": request.url.path})
+    return respond(request, error_body("internal", "internal error"), 500)
+
+
+class Instrumentation:
+    """Times each request for /metrics and writes one structured log line."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = [500]
+
+        async def send_with_status(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_status)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            REQUESTS.labels(scope["method"], path, str(status[0])).observe(elapsed)
+            log.info(
+                "request",
+                extra={
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": status[0],
+                    "ms": round(elapsed * 1000, 2),
+                },
+            )
+
+
+def create_app(
+    settings: Settings | None = None, clock: Clock = SYSTEM_CLOCK, demo: bool = False
+) -> Starlette:
+    settings = settings or Settings.from_env()
+    sb = Switchboard(settings, clock)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        await sb.start()
+        traffic = None
+        if demo:
+            from . import demo as demo_module
+
+            await demo_module.seed(sb)
+            traffic = asyncio.create_task(demo_module.Traffic(sb).run(), name="demo-traffic")
+        try:
+            yield
+        finally:
+            if traffic is not None:
+                traffic.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await traffic
+            await sb.stop()
+
+    app = Starlette(
+        routes=ROUTES,
+        lifespan=lifespan,
+        exception_handlers={
+            ApiError: on_api_error,
+            HTTPException: on_http_error,
+            DatabaseUnavailable: on_database_down,
+            DBAPIError: on_database_error,
+            OSError: on_database_error,
+            Exception: on_unexpected,
+        },
+    )
+    app.state.sb = sb
+    app.add_middleware(Instrumentation)
+    return app

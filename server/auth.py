@@ -1,0 +1,71 @@
+"""Signed tokens (JWT, HS256) naming tenant, user, role and expiry, and role checks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import jwt
+
+from .clock import SYSTEM_CLOCK, Clock
+
+ROLES = ("admin", "supervisor", "agent", "wallboard", "service")
+ALGORITHM = "HS256"
+DEFAULT_TTL_S = 12 * 3600
+
+
+class InvalidToken(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Principal:
+    tenant: str
+    user: str
+    role: str
+    expires_at: datetime
+
+    def has(self, *roles: str) -> bool:
+        return self.role in roles
+
+
+def mint_token(
+    secret: str,
+    tenant: str,
+    role: str,
+    user: str,
+    ttl_s: int = DEFAULT_TTL_S,
+    clock: Clock = SYSTEM_CLOCK,
+) -> str:
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}: one of {', '.join(ROLES)}")
+    now = clock.now()
+    claims = {
+        "tenant": tenant,
+        "sub": user,
+        "role": role,
+        "iat": int(now.timestamp()),
+        "exp": int((now + timedelta(seconds=ttl_s)).timestamp()),
+    }
+    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+
+
+def verify_token(secret: str, token: str, clock: Clock = SYSTEM_CLOCK) -> Principal:
+    try:
+        claims = jwt.decode(
+            token,
+            secret,
+            algorithms=[ALGORITHM],
+            options={"require": ["exp", "sub", "tenant", "role"], "verify_exp": False},
+        )
+    except jwt.PyJWTError as exc:
+        raise InvalidToken(f"invalid token: {exc}") from None
+    expires_at = datetime.fromtimestamp(claims["exp"], clock.now().tzinfo)
+    if expires_at <= clock.now():
+        raise InvalidToken("token expired")
+    tenant, user, role = claims["tenant"], claims["sub"], claims["role"]
+    if not all(isinstance(value, str) and value for value in (tenant, user, role)):
+        raise InvalidToken("invalid token: tenant, sub and role must be strings")
+    if role not in ROLES:
+        raise InvalidToken(f"invalid token: unknown role {role!r}")
+    return Principal(tenant, user, role, expires_at)

@@ -1,0 +1,337 @@
+"""Ingest: events in, through the state machine, stored in one transaction, then news
+of the committed rows on the bus.
+
+Per request: lock the conversations it names (fixed order), load them and the event
+ids already seen, run every event through the machine in order, write the rows, the
+event log and what the effects record, commit, and publish one bus message with the
+changed rows and their new versions. Nothing is half-applied: an error anywhere rolls
+the whole request back.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from state_machine import (
+    Conversation,
+    InvalidEvent,
+    MessageStatusChanged,
+    RecordingAdded,
+    TicketLinked,
+    TranscriptAppended,
+    TransitionError,
+    apply,
+    parse_event,
+)
+
+from . import repository as repo
+from .bus import Bus
+from .clock import SYSTEM_CLOCK, Clock
+from .db import Database, is_retryable, is_unavailable
+from .metrics import EVENTS
+
+log = logging.getLogger("switchboard.ingest")
+
+MAX_ATTEMPTS = 3  # a deadlock or a unique race with another batch retries the request
+
+
+@dataclass
+class Outcome:
+    event_id: Any
+    outcome: str
+    conversation_id: Any
+    version: int | None = None
+    code: str | None = None
+    message: str | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        wire = {
+            "event_id": self.event_id,
+            "outcome": self.outcome,
+            "conversation_id": self.conversation_id,
+            "version": self.version,
+        }
+        if self.code is not None:
+            wire["code"] = self.code
+            wire["message"] = self.message
+        return wire
+
+
+@dataclass
+class _Batch:
+    """What one request changes, gathered before anything is written."""
+
+    tenant: str
+    now: Any
+    current: dict[str, Conversation | None]
+    created: set[str] = field(default_factory=set)
+    changed: dict[str, Conversation] = field(default_factory=dict)
+    events: list[dict] = field(default_factory=list)
+    rejected: list[dict] = field(default_factory=list)
+    customers: dict[tuple, dict] = field(default_factory=dict)
+    messages: list[dict] = field(default_factory=list)
+    statuses: list[dict] = field(default_factory=list)
+    tickets: list[dict] = field(default_factory=list)
+    recordings: list[dict] = field(default_factory=list)
+
+
+class DatabaseUnavailable(Exception):
+    """The database could not be reached: the request is answered 503, nothing stored."""
+
+
+class Ingest:
+    def __init__(self, db: Database, bus: Bus, clock: Clock = SYSTEM_CLOCK):
+        self.db = db
+        self.bus = bus
+        self.clock = clock
+
+    async def submit(self, tenant: str, envelopes: list[Any]) -> list[Outcome]:
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                outcomes, published = await self._submit_once(tenant, envelopes)
+                break
+            except IntegrityError:
+                if attempt == MAX_ATTEMPTS:
+                    raise
+                log.info("ingest retry after a unique race", extra={"tenant": tenant})
+            except DBAPIError as exc:
+                if is_retryable(exc) and attempt < MAX_ATTEMPTS:
+                    log.info("ingest retry after %s", type(exc.orig).__name__)
+                    continue
+                if exc.connection_invalidated or is_unavailable(exc):
+                    raise DatabaseUnavailable(str(exc.orig)) from exc
+                raise
+            except (OSError, TimeoutError) as exc:
+                raise DatabaseUnavailable(repr(exc)) from exc
+        for outcome in outcomes:
+            EVENTS.labels(outcome.outcome).inc()
+        if published:
+            await self.bus.publish(tenant, published)
+        return outcomes
+
+    async def _submit_once(self, tenant: str, envelopes: list[Any]):
+        now = self.clock.now()
+        parsed: list[Any] = []
+        for envelope in envelopes:
+            try:
+                parsed.append(parse_event(envelope))
+            except InvalidEvent as error:
+                parsed.append(error)
+        conversation_ids = {
+            event.conversation_id for event in parsed if not isinstance(event, InvalidEvent)
+        }
+        event_ids = {event.event_id for event in parsed if not isinstance(event, InvalidEvent)}
+
+        async with self.db.write() as conn:
+            await repo.lock_conversations(conn, tenant, conversation_ids)
+            rows = await repo.load_conversation_rows(conn, tenant, conversation_ids)
+            seen = await repo.existing_event_ids(conn, tenant, event_ids)
+            batch = _Batch(
+                tenant,
+                now,
+                {
+                    cid: repo.conversation_from_row(rows[cid]) if cid in rows else None
+                    for cid in conversation_ids
+                },
+            )
+            agent_names = {cid: row["agent_name"] for cid, row in rows.items()}
+            outcomes = [
+                self._judge(batch, envelope, event, seen)
+                for envelope, event in zip(envelopes, parsed, strict=True)
+            ]
+            if not batch.changed and not batch.events and not batch.rejected:
+                return outcomes, None
+            published = None
+            if batch.changed:
+                published = await self._write_conversations(conn, batch, agent_names)
+            await repo.insert_events(conn, batch.events)
+            await repo.insert_rejected(conn, batch.rejected)
+            await repo.upsert_customers(conn, list(batch.customers.values()))
+            await repo.insert_messages(conn, batch.messages)
+            await repo.set_message_statuses(conn, batch.statuses)
+            await repo.insert_tickets(conn, batch.tickets)
+            await repo.insert_recordings(conn, batch.recordings)
+        return outcomes, published
+
+    def _judge(self, batch: _Batch, envelope: Any, event: Any, seen: set[str]) -> Outcome:
+        if isinstance(event, InvalidEvent):
+            ids = envelope if isinstance(envelope, dict) else {}
+            outcome = Outcome(
+                _scalar(ids.get("event_id")),
+                "rejected",
+                _scalar(ids.get("conversation_id")),
+                None,
+                event.code,
+                event.message,
+            )
+            batch.rejected.append(self._rejected_row(batch, ids, outcome))
+            return outcome
+        conversation_id = event.conversation_id
+        current = batch.current[conversation_id]
+        if event.event_id in seen:
+            return Outcome(
+                event.event_id, "duplicate", conversation_id, current.version if current else None
+            )
+        try:
+            applied = apply(current, event)
+        except TransitionError as error:
+            outcome = Outcome(
+                event.event_id,
+                error.outcome,
+                conversation_id,
+                current.version if current else None,
+                error.code,
+                error.message,
+            )
+            if error.outcome == "rejected":
+                batch.rejected.append(self._rejected_row(batch, envelope, outcome))
+            else:
+                seen.add(event.event_id)
+                batch.events.append(self._event_row(batch, envelope, event, outcome))
+            return outcome
+        seen.add(event.event_id)
+        new = applied.conversation
+        batch.current[conversation_id] = new
+        batch.changed[conversation_id] = new
+        if current is None:
+            batch.created.add(conversation_id)
+        outcome = Outcome(event.event_id, "applied", conversation_id, new.version)
+        batch.events.append(self._event_row(batch, envelope, event, outcome))
+        self._record_effects(batch, event, new, applied.effects)
+        return outcome
+
+    def _record_effects(self, batch: _Batch, event, conversation: Conversation, effects) -> None:
+        tenant, cid = batch.tenant, conversation.id
+        customer = getattr(event, "customer", None)
+        if customer is not None:
+            key = customer.id or conversation.contact
+            batch.customers[(tenant, key)] = {
+                "tenant_id": tenant,
+                "id": key,
+                "name": customer.name,
+                "email": customer.email,
+                "phone": customer.phone,
+                "contact": conversation.contact,
+                "updated_at": batch.now,
+            }
+        for effect in effects:
+            if isinstance(effect, TranscriptAppended):
+                batch.messages.append(
+                    {
+                        "tenant_id": tenant,
+                        "conversation_id": cid,
+                        "message_id": effect.message_id,
+                        "sender": effect.sender,
+                        "text": effect.text,
+                        "at": effect.at,
+                        "status": None,
+                    }
+                )
+            elif isinstance(effect, MessageStatusChanged):
+                batch.statuses.append(
+                    {
+                        "k_tenant": tenant,
+                        "k_conversation": cid,
+                        "k_message": effect.message_id,
+                        "status": effect.status,
+                    }
+                )
+            elif isinstance(effect, TicketLinked):
+                batch.tickets.append(
+                    {
+                        "tenant_id": tenant,
+                        "conversation_id": cid,
+                        "ticket_id": effect.ticket_id,
+                        "system": effect.system,
+                        "url": effect.url,
+                        "linked_at": event.occurred_at,
+                    }
+                )
+            elif isinstance(effect, RecordingAdded):
+                batch.recordings.append(
+                    {
+                        "tenant_id": tenant,
+                        "conversation_id": cid,
+                        "id": effect.recording_id,
+                        "duration_s": effect.duration_s,
+                        "content_type": effect.content_type,
+                        "created_at": event.occurred_at,
+                    }
+                )
+
+    async def _write_conversations(self, conn, batch: _Batch, agent_names: dict) -> dict:
+        change_seq = await repo.next_change_seq(conn)
+        wanted = {
+            c.agent_id
+            for c in batch.changed.values()
+            if c.agent_id and agent_names.get(c.id) is None
+        }
+        names = await repo.agent_names(conn, batch.tenant, wanted)
+        inserts, updates, published = [], [], []
+        for conversation in batch.changed.values():
+            row = repo.conversation_values(conversation)
+            agent_name = None
+            if conversation.agent_id:
+                agent_name = names.get(conversation.agent_id) or agent_names.get(conversation.id)
+            row.update(
+                tenant_id=batch.tenant,
+                agent_name=agent_name,
+                change_seq=change_seq,
+                updated_at=batch.now,
+            )
+            (inserts if conversation.id in batch.created else updates).append(row)
+            published.append(row)
+        await repo.insert_conversations(conn, inserts)
+        await repo.update_conversations(conn, updates)
+        return {"seq": change_seq, "rows": published}
+
+    def _event_row(self, batch: _Batch, envelope: dict, event, outcome: Outcome) -> dict:
+        return {
+            "tenant_id": batch.tenant,
+            "event_id": event.event_id,
+            "conversation_id": event.conversation_id,
+            "type": event.type,
+            "occurred_at": event.occurred_at,
+            "received_at": batch.now,
+            "outcome": outcome.outcome,
+            "version": outcome.version or 0,
+            "message": outcome.message,
+            "data": _json_safe(envelope.get("data") or {}),
+        }
+
+    def _rejected_row(self, batch: _Batch, envelope: dict, outcome: Outcome) -> dict:
+        return {
+            "tenant_id": batch.tenant,
+            "event_id": _text(outcome.event_id),
+            "conversation_id": _text(outcome.conversation_id),
+            "type": _text(envelope.get("type")),
+            "code": outcome.code,
+            "message": outcome.message,
+            "received_at": batch.now,
+        }
+
+
+def _scalar(value: Any) -> Any:
+    """Echo an id back only when it is a plain value (a malformed one may be anything)."""
+    return value if isinstance(value, str | int | float) and not isinstance(value, bool) else None
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)[:1000]
+
+
+def _json_safe(value: Any) -> Any:
+    """The event's data as stored in the log (msgpack may carry datetimes and bytes)."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.hex()
+    return value

@@ -1,0 +1,229 @@
+"""The database schema (SQLAlchemy Core tables). Alembic migrations create it; the
+repositories query it. Times are stored as UTC instants."""
+
+from __future__ import annotations
+
+from datetime import UTC
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class UTCInstant(TypeDecorator):
+    """An aware UTC datetime on both databases. SQLite has no time zones, so there it
+    is stored as naive UTC text, which also sorts and compares correctly."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is not None and dialect.name == "sqlite":
+            return value.astimezone(UTC).replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value, dialect):
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+Instant = UTCInstant()
+ID = String(200)
+
+tenants = Table(
+    "tenants",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("timezone", String(64), nullable=False),
+    Column("routing", String(16), nullable=False, server_default="builtin"),
+    Column("wrap_up_timeout_s", Integer, nullable=False, server_default="120"),
+    Column("reply_timeout_s", Integer, nullable=False, server_default="86400"),
+    Column("merge_channels", Boolean, nullable=False, server_default="0"),
+    Column("widget_origins", JSON, nullable=False),
+    Column("created_at", Instant, nullable=False),
+)
+
+teams = Table(
+    "teams",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("name", ID, primary_key=True),
+    Column("business_hours", JSON, nullable=False),
+    Column("queue_capacity", Integer, nullable=False, server_default="50"),
+    Column("queue_timeout_s", Integer, nullable=False, server_default="300"),
+    Column("offer_timeout_s", Integer, nullable=False, server_default="20"),
+    Column("service_level_s", Integer, nullable=False, server_default="20"),
+    Column("wrap_up_timeout_s", Integer, nullable=True),
+    ForeignKeyConstraint(["tenant_id"], ["tenants.id"], ondelete="CASCADE"),
+)
+
+agents = Table(
+    "agents",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("id", ID, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("teams", JSON, nullable=False),
+    Column("chat_capacity", Integer, nullable=False, server_default="3"),
+    Column("phone", String(64), nullable=True),
+    Column("presence", String(16), nullable=False, server_default="offline"),
+    Column("presence_at", Instant, nullable=True),
+    ForeignKeyConstraint(["tenant_id"], ["tenants.id"], ondelete="CASCADE"),
+)
+
+customers = Table(
+    "customers",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    # The integrator's customer id when it names one, else the contact it came from.
+    Column("id", ID, primary_key=True),
+    Column("name", Text, nullable=True),
+    Column("email", Text, nullable=True),
+    Column("phone", Text, nullable=True),
+    Column("contact", Text, nullable=True),
+    Column("updated_at", Instant, nullable=False),
+)
+
+conversations = Table(
+    "conversations",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("id", ID, primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("state", String(32), nullable=True),
+    Column("direction", String(16), nullable=False),
+    Column("channel", String(16), nullable=False),
+    # Every channel used, delimited as "|call|sms|" so that SQL can match one by LIKE.
+    Column("channels", Text, nullable=False),
+    Column("contact", Text, nullable=False),
+    Column("contacto_number", Text, nullable=True),
+    Column("customer_id", ID, nullable=True),
+    Column("customer_name", Text, nullable=True),
+    Column("customer_email", Text, nullable=True),
+    Column("customer_phone", Text, nullable=True),
+    Column("team", ID, nullable=True),
+    Column("agent_id", ID, nullable=True),
+    # Denormalised at the moment the agent is set, so views need no join.
+    Column("agent_name", Text, nullable=True),
+    Column("disposition", Text, nullable=True),
+    Column("wrap_up_note", Text, nullable=True),
+    Column("ticket_id", Text, nullable=True),
+    Column("csat", Integer, nullable=True),
+    Column("hangup_source", String(16), nullable=True),
+    Column("has_recording", Boolean, nullable=False),
+    Column("created_at", Instant, nullable=False),
+    Column("queued_at", Instant, nullable=True),
+    Column("answered_at", Instant, nullable=True),
+    Column("ended_at", Instant, nullable=True),
+    Column("closed_at", Instant, nullable=True),
+    Column("wait_s", Float, nullable=True),
+    Column("handle_s", Float, nullable=True),
+    Column("last_occurred_at", Instant, nullable=False),
+    Column("offer_id", ID, nullable=True),
+    Column("offer_agent_id", ID, nullable=True),
+    Column("offer_expires_at", Instant, nullable=True),
+    Column("offer_fallback", String(16), nullable=True),
+    # Stamped from a database sequence on every change: the catch-up watermark.
+    Column("change_seq", BigInteger, nullable=False),
+    Column("updated_at", Instant, nullable=False),
+    ForeignKeyConstraint(["tenant_id"], ["tenants.id"], ondelete="CASCADE"),
+    Index("ix_conversations_sort", "tenant_id", "created_at", "id"),
+    Index("ix_conversations_status", "tenant_id", "status", "created_at"),
+    Index("ix_conversations_agent", "tenant_id", "agent_id", "created_at"),
+    Index("ix_conversations_team", "tenant_id", "team", "created_at"),
+    Index("ix_conversations_channel", "tenant_id", "channel", "created_at"),
+    Index("ix_conversations_state", "tenant_id", "state", "created_at"),
+    Index("ix_conversations_contact", "tenant_id", "contact", "created_at"),
+    Index("ix_conversations_offer", "tenant_id", "offer_id"),
+    Index("ix_conversations_change_seq", "change_seq"),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("event_id", ID, primary_key=True),
+    Column("conversation_id", ID, nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("occurred_at", Instant, nullable=False),
+    Column("received_at", Instant, nullable=False),
+    Column("outcome", String(16), nullable=False),  # applied or stale
+    # The conversation's version after this event (applied), or when it came (stale).
+    Column("version", Integer, nullable=False),
+    Column("message", Text, nullable=True),
+    Column("data", JSON, nullable=False),
+    Index("ix_events_conversation", "tenant_id", "conversation_id", "version"),
+)
+
+# Rejected events reserve nothing: their event_id may be sent again and judged afresh.
+rejected_events = Table(
+    "rejected_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("tenant_id", String(64), nullable=False),
+    Column("event_id", Text, nullable=True),
+    Column("conversation_id", Text, nullable=True),
+    Column("type", Text, nullable=True),
+    Column("code", String(32), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("received_at", Instant, nullable=False),
+    Index("ix_rejected_events_tenant", "tenant_id", "received_at"),
+)
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("conversation_id", ID, primary_key=True),
+    Column("message_id", ID, primary_key=True),
+    Column("sender", String(16), nullable=False),
+    Column("text", Text, nullable=False),
+    Column("at", Instant, nullable=False),
+    Column("status", String(16), nullable=True),
+)
+
+tickets = Table(
+    "tickets",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("conversation_id", ID, primary_key=True),
+    Column("ticket_id", ID, primary_key=True),
+    Column("system", Text, nullable=True),
+    Column("url", Text, nullable=True),
+    Column("linked_at", Instant, nullable=False),
+)
+
+recordings = Table(
+    "recordings",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("conversation_id", ID, primary_key=True),
+    Column("id", ID, primary_key=True),
+    Column("duration_s", Float, nullable=False),
+    Column("content_type", String(64), nullable=False),
+    Column("created_at", Instant, nullable=False),
+)

@@ -1,0 +1,60 @@
+"""Configuration from the environment, each with an embedded default (api.md)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    database_url: str
+    bus_url: str
+    bus_prefix: str
+    secret: str = field(repr=False)
+    allowed_origins: tuple[str, ...] = ()
+    public_url: str | None = None
+    max_body_bytes: int = 4 * 1024 * 1024
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides) -> Settings:
+        env = dict(os.environ if env is None else env)
+        data_dir = Path(env.get("SWITCHBOARD_DATA_DIR") or "data").resolve()
+        values = dict(
+            data_dir=data_dir,
+            database_url=env.get("DATABASE_URL")
+            or f"sqlite+aiosqlite:///{data_dir}/switchboard.db",
+            bus_url=env.get("REDIS_URL") or "memory://",
+            bus_prefix=env.get("SWITCHBOARD_BUS_PREFIX", "switchboard:"),
+            allowed_origins=tuple(
+                origin.strip().rstrip("/")
+                for origin in env.get("SWITCHBOARD_ALLOWED_ORIGINS", "").split(",")
+                if origin.strip()
+            ),
+            public_url=(env.get("SWITCHBOARD_PUBLIC_URL") or "").rstrip("/") or None,
+            max_body_bytes=int(env.get("SWITCHBOARD_MAX_BODY_BYTES", 4 * 1024 * 1024)),
+        )
+        values.update(overrides)
+        if "secret" not in values:
+            values["secret"] = env.get("SWITCHBOARD_SECRET") or _stored_secret(values["data_dir"])
+        return cls(**values)
+
+
+def _stored_secret(data_dir: Path) -> str:
+    """A signing secret generated once and kept in the data directory (never in the
+    repository), so tokens survive restarts of the embedded setup."""
+    path = data_dir / "secret"
+    if path.exists():
+        return path.read_text().strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(48)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process made it first
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as handle:
+        handle.write(value)
+    return value
