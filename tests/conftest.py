@@ -101,3 +101,12 @@ async def redis_prefix(redis_url: str) -> AsyncIterator[str]:
     """A fresh `sbtest:<hex>:` prefix; every key under it is deleted afterwards."""
     async with redis_prefix_scope(redis_url) as prefix:
         yield prefix
+
+
+@pytest.fixture
+async def api(backend: Backend, tmp_path: Path):
+    """The app on `backend`, migrated, with tenants `acme` and `globex`."""
+    from tests.app_support import running_api
+
+    async with running_api(backend, tmp_path / "data") as running:
+        yield running

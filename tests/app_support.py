@@ -1,0 +1,100 @@
+"""A running Switchboard app for integration tests: migrated database, two tenants,
+an HTTP client speaking to the app in process, and tokens for every role."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from server.app import Switchboard, create_app
+from server.auth import mint_token
+from server.clock import SYSTEM_CLOCK, Clock
+from server.migrate import migrate
+from server.settings import Settings
+from server.tenants import create_tenant
+from tests.support import Backend
+
+SECRET = "test-secret-not-for-production-0123456789"
+TENANT = "acme"
+OTHER_TENANT = "globex"
+
+
+@dataclass
+class Api:
+    """The app under test, as its HTTP clients see it."""
+
+    client: httpx.AsyncClient
+    sb: Switchboard
+    backend: Backend
+    tenant: str = TENANT
+    _ids: Any = field(default_factory=lambda: itertools.count(1))
+
+    def token(self, role: str, user: str = "u1", tenant: str | None = None, ttl: int = 3600):
+        return mint_token(SECRET, tenant or self.tenant, role, user, ttl, self.sb.clock)
+
+    def auth(self, role: str, user: str = "u1", tenant: str | None = None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(role, user, tenant)}"}
+
+    def event(self, type_: str, conversation_id: str, occurred_at: str, **data) -> dict:
+        """An envelope with a fresh event_id."""
+        return {"event_id": f"ev-{next(self._ids)}", "type": type_,
+                "conversation_id": conversation_id, "occurred_at": occurred_at, "data": data}
+
+    async def post_events(self, events: list[dict], role: str = "service",
+                          tenant: str | None = None) -> list[dict]:
+        response = await self.client.post("/api/v1/events", json={"events": events},
+                                          headers=self.auth(role, "svc", tenant))
+        assert response.status_code == 200, response.text
+        return response.json()["results"]
+
+    async def conversation(self, conversation_id: str, role: str = "supervisor",
+                           user: str = "sup1") -> dict:
+        response = await self.client.get(f"/api/v1/conversations/{conversation_id}",
+                                          headers=self.auth(role, user))
+        assert response.status_code == 200, response.text
+        return response.json()
+
+
+def test_settings(backend: Backend, data_dir: Path) -> Settings:
+    return Settings(
+        data_dir=data_dir,
+        database_url=backend.database_url,
+        bus_url=backend.bus_url,
+        bus_prefix=backend.bus_prefix,
+        secret=SECRET,
+    )
+
+
+async def prepare_database(database_url: str) -> None:
+    """Migrate (Alembic runs its own loop, so in a thread) and add the two tenants."""
+    await asyncio.to_thread(migrate, database_url)
+    probe = Switchboard(Settings(data_dir=Path("."), database_url=database_url,
+                                 bus_url="memory://", bus_prefix="", secret=SECRET))
+    try:
+        async with probe.db.write() as conn:
+            await create_tenant(conn, TENANT, "Europe/Madrid")
+            await create_tenant(conn, OTHER_TENANT, "America/New_York")
+    finally:
+        await probe.db.close()
+
+
+@contextlib.asynccontextmanager
+async def running_api(backend: Backend, data_dir: Path,
+                      clock: Clock = SYSTEM_CLOCK) -> AsyncIterator[Api]:
+    await prepare_database(backend.database_url)
+    app = create_app(test_settings(backend, data_dir), clock)
+    sb: Switchboard = app.state.sb
+    await sb.start()
+    try:
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            yield Api(client, sb, backend)
+    finally:
+        await sb.stop()
