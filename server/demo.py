@@ -68,9 +68,9 @@ async def seed(sb) -> None:
             )
 
 
-def links(sb, base_url: str) -> list[str]:
+def links(settings, base_url: str) -> list[str]:
     def token(role: str, user: str) -> str:
-        return mint_token(sb.settings.secret, TENANT, role, user)
+        return mint_token(settings.secret, TENANT, role, user)
 
     return [
         f"supervisor token: {token('supervisor', 'sup1')}",

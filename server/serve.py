@@ -14,6 +14,17 @@ WS_MAX_FRAME_BYTES = 64 * 1024
 def serve(settings: Settings, host: str, port: int, demo: bool) -> int:
     logs.configure()
     app = create_app(settings, demo=demo)
+    print(
+        f"Switchboard on http://{host}:{port}  (database: {settings.database_url.split('://')[0]},"
+        f" bus: {settings.bus_url.split('://')[0]})",
+        flush=True,
+    )
+    if demo:
+        from .demo import links
+
+        for line in links(settings, f"http://{host}:{port}"):
+            print("  " + line, flush=True)
+    print("  a token for any tenant: switchboard token --tenant T --role R --user U", flush=True)
     config = uvicorn.Config(
         app,
         host=host,
