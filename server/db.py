@@ -16,6 +16,8 @@ from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from .filters import fold
+
 
 class Database:
     def __init__(self, url: str, *, pool_size: int = 10):
@@ -74,12 +76,18 @@ def _create_engine(url: str, pool_size: int) -> AsyncEngine:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
+        # View filters fold case the same way in SQL and in Python (server/filters.py).
+        dbapi_connection.create_function("sb_fold", 1, _fold, deterministic=True)
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn):
         conn.exec_driver_sql(conn.get_execution_options().get("sqlite_begin", "BEGIN"))
 
     return engine
+
+
+def _fold(value: str | None) -> str | None:
+    return None if value is None else fold(value)
 
 
 _RETRYABLE = {"40P01", "40001"}  # deadlock detected, serialization failure
