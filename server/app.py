@@ -14,15 +14,16 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 
-from . import api_admin, api_conversations, api_events
+from . import api_admin, api_conversations, api_events, views, ws
 from . import repository as repo
 from .auth import Principal
 from .bus import bus_from_url
 from .clock import SYSTEM_CLOCK, Clock
 from .db import Database, is_unavailable
 from .ingest import DatabaseUnavailable, Ingest
+from .live import LiveViews
 from .metrics import REQUESTS
 from .openapi import openapi_document
 from .settings import Settings
@@ -40,12 +41,15 @@ class Switchboard:
         self.db = Database(settings.database_url)
         self.bus = bus_from_url(settings.bus_url, settings.bus_prefix)
         self.ingest = Ingest(self.db, self.bus, clock)
+        self.live = LiveViews(self.db, self.bus, clock, self.tenant_zone)
         self._zones: dict[str, ZoneInfo] = {}
 
     async def start(self) -> None:
         await self.bus.start()
+        await self.live.start()
 
     async def stop(self) -> None:
+        await self.live.stop()
         await self.bus.close()
         await self.db.close()
 
@@ -106,6 +110,13 @@ ROUTES = [
     Route("/api/v1/teams/{name}", api_admin.put_team, methods=["PUT"]),
     Route("/api/v1/agents", api_admin.list_agents),
     Route("/api/v1/agents/{agent_id}", api_admin.put_agent, methods=["PUT"]),
+    Route("/api/v1/views", views.list_views, methods=["GET"]),
+    Route("/api/v1/views", views.create_view, methods=["POST"]),
+    Route("/api/v1/views/{view_id}", views.get_view, methods=["GET"]),
+    Route("/api/v1/views/{view_id}", views.update_view, methods=["PATCH"]),
+    Route("/api/v1/views/{view_id}", views.delete_view, methods=["DELETE"]),
+    Route("/api/v1/views/{view_id}/rows", views.view_rows, methods=["GET"]),
+    WebSocketRoute("/ws", ws.endpoint),
 ]
 
 

@@ -196,7 +196,7 @@ def _value(field: str, kind: str, op: str, value: Any, where: str) -> Any:
             raise _invalid(where, f"{op} takes no value")
         return None
     if op == "within":
-        if value not in WITHIN:
+        if not isinstance(value, str) or value not in WITHIN:
             raise _invalid(where, f"must be one of {', '.join(WITHIN)}")
         return value
     if op in ("in", "not_in"):
@@ -222,6 +222,8 @@ def _scalar(field: str, kind: str, value: Any, where: str) -> Any:
     if kind == TEXT:
         if not isinstance(value, str) or len(value) > MAX_TEXT:
             raise _invalid(where, f"must be a string of at most {MAX_TEXT} characters")
+        if not _storable(value):
+            raise _invalid(where, "must not contain NUL characters or lone surrogates")
         return value
     if kind == ENUM:
         if value not in ENUM_VALUES[field]:
@@ -243,9 +245,12 @@ def _scalar(field: str, kind: str, value: Any, where: str) -> Any:
         return value
     if kind == DATE:
         try:
-            return date.fromisoformat(value)
+            day = date.fromisoformat(value)
         except (TypeError, ValueError):
             raise _invalid(where, "must be a date YYYY-MM-DD") from None
+        if not 1 < day.year < 9999:  # so that its midnights and the next day exist
+            raise _invalid(where, "is out of range")
+        return day
     if kind == INSTANT:
         try:
             instant = datetime.fromisoformat(value)
@@ -253,8 +258,26 @@ def _scalar(field: str, kind: str, value: Any, where: str) -> Any:
             raise _invalid(where, "must be an RFC 3339 timestamp") from None
         if instant.tzinfo is None:
             raise _invalid(where, "needs a time zone offset (Z or +hh:mm)")
-        return instant.astimezone(UTC)
+        try:
+            instant = instant.astimezone(UTC)
+        except OverflowError:
+            raise _invalid(where, "is out of range") from None
+        if not 1 < instant.year < 9999:  # so that instant ± 1 µs exists
+            raise _invalid(where, "is out of range")
+        return instant
     raise AssertionError(kind)
+
+
+def _storable(text: str) -> bool:
+    """Text a database can take as a parameter: PostgreSQL refuses NUL, and neither
+    driver can encode a lone surrogate (which JSON may carry as an escape)."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def parse_sort(sort: Any) -> tuple[SortKey, ...]:
@@ -308,6 +331,8 @@ class ViewQuery:
     conditions: tuple[Condition, ...]
     sort: tuple[SortKey, ...]
     tz: ZoneInfo
+    # An agent sees only its own conversations in any view: its own, or offered to it.
+    agent: str | None = None
 
     @property
     def sort_fields(self) -> tuple[str, ...]:
@@ -321,6 +346,8 @@ class ViewQuery:
     # ----- in memory
 
     def matches(self, row: Mapping[str, Any], now: datetime) -> bool:
+        if self.agent is not None and self.agent not in (row["agent_id"], row["offer_agent_id"]):
+            return False
         return all(self._test(condition, row, now) for condition in self.conditions)
 
     def sort_key(self, row: Mapping[str, Any]) -> tuple:
@@ -354,6 +381,10 @@ class ViewQuery:
 
     def where(self, table, dialect: str, now: datetime) -> ColumnElement:
         clauses = [self._clause(condition, table, dialect, now) for condition in self.conditions]
+        if self.agent is not None:
+            clauses.append(
+                or_(table.c.agent_id == self.agent, table.c.offer_agent_id == self.agent)
+            )
         return and_(true(), *clauses)
 
     def order_by(self, table, dialect: str) -> list:
@@ -476,7 +507,8 @@ class ViewQuery:
                     midnight(now.astimezone(self.tz).date() + timedelta(days=1), self.tz)
                 )
             elif oldest is not None:
-                moments.append(max(oldest + span, now))
+                # At oldest + span the row is still inside (created_at >= now - span).
+                moments.append(max(oldest + span + timedelta(microseconds=1), now))
         return min(moments) if moments else None
 
 
@@ -520,8 +552,8 @@ def _fold_sql(column, dialect: str):
     return func.sb_fold(column)
 
 
-def compile_view(filters: Any, sort: Any, tz: ZoneInfo) -> ViewQuery:
-    return ViewQuery(parse_conditions(filters), parse_sort(sort), tz)
+def compile_view(filters: Any, sort: Any, tz: ZoneInfo, agent: str | None = None) -> ViewQuery:
+    return ViewQuery(parse_conditions(filters), parse_sort(sort), tz, agent)
 
 
 # --- keyset cursors ----------------------------------------------------------------------------
@@ -544,13 +576,22 @@ def decode_cursor(query: ViewQuery, cursor: str) -> dict[str, Any]:
             raise ValueError
         decoded = {}
         for field, value in values.items():
-            if isinstance(value, dict):
+            # Each value must have its column's type, or it would fail in SQL (a 500).
+            if FIELD_KINDS[field] == INSTANT:
                 value = datetime.fromisoformat(value["t"])
                 if value.tzinfo is None:
                     raise ValueError
-            elif not isinstance(value, str | int | float | bool):
+                value = value.astimezone(UTC)
+            elif not isinstance(value, str) or not _storable(value):
                 raise ValueError
             decoded[field] = value
         return decoded
-    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):
+    except (
+        ValueError,
+        KeyError,
+        TypeError,
+        OverflowError,
+        binascii.Error,
+        UnicodeDecodeError,
+    ):
         raise ApiError(400, "invalid_cursor", "the cursor is not one this view gave out") from None

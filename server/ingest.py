@@ -11,6 +11,7 @@ the whole request back.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,7 @@ from state_machine import (
     parse_event,
 )
 
+from . import models as m
 from . import repository as repo
 from .bus import Bus
 from .clock import SYSTEM_CLOCK, Clock
@@ -37,6 +39,8 @@ from .metrics import EVENTS
 log = logging.getLogger("switchboard.ingest")
 
 MAX_ATTEMPTS = 3  # a deadlock or a unique race with another batch retries the request
+# Columns that change with every write and tell a reader nothing about the row.
+UNANNOUNCED = frozenset({"change_seq", "updated_at", "tenant_id"})
 
 
 @dataclass
@@ -68,7 +72,6 @@ class _Batch:
     tenant: str
     now: Any
     current: dict[str, Conversation | None]
-    created: set[str] = field(default_factory=set)
     changed: dict[str, Conversation] = field(default_factory=dict)
     events: list[dict] = field(default_factory=list)
     rejected: list[dict] = field(default_factory=list)
@@ -118,7 +121,9 @@ class Ingest:
         parsed: list[Any] = []
         for envelope in envelopes:
             try:
-                parsed.append(parse_event(envelope))
+                event = parse_event(envelope)
+                _check_storable(envelope)
+                parsed.append(event)
             except InvalidEvent as error:
                 parsed.append(error)
         conversation_ids = {
@@ -138,7 +143,6 @@ class Ingest:
                     for cid in conversation_ids
                 },
             )
-            agent_names = {cid: row["agent_name"] for cid, row in rows.items()}
             outcomes = [
                 self._judge(batch, envelope, event, seen)
                 for envelope, event in zip(envelopes, parsed, strict=True)
@@ -147,7 +151,7 @@ class Ingest:
                 return outcomes, None
             published = None
             if batch.changed:
-                published = await self._write_conversations(conn, batch, agent_names)
+                published = await self._write_conversations(conn, batch, rows)
             await repo.insert_events(conn, batch.events)
             await repo.insert_rejected(conn, batch.rejected)
             await repo.upsert_customers(conn, list(batch.customers.values()))
@@ -197,8 +201,6 @@ class Ingest:
         new = applied.conversation
         batch.current[conversation_id] = new
         batch.changed[conversation_id] = new
-        if current is None:
-            batch.created.add(conversation_id)
         outcome = Outcome(event.event_id, "applied", conversation_id, new.version)
         batch.events.append(self._event_row(batch, envelope, event, outcome))
         self._record_effects(batch, event, new, applied.effects)
@@ -263,31 +265,47 @@ class Ingest:
                     }
                 )
 
-    async def _write_conversations(self, conn, batch: _Batch, agent_names: dict) -> dict:
-        change_seq = await repo.next_change_seq(conn)
+    async def _write_conversations(self, conn, batch: _Batch, stored: dict) -> dict:
+        """Write the changed rows; return the bus message announcing them: each row's
+        new image and, for a row that existed, the old values of what changed (so
+        that every process can tell a row entering a view from one leaving it)."""
+        change_seq, token = await repo.commit_stamp(conn)
         wanted = {
             c.agent_id
             for c in batch.changed.values()
-            if c.agent_id and agent_names.get(c.id) is None
+            if c.agent_id and (c.id not in stored or stored[c.id]["agent_id"] != c.agent_id)
         }
         names = await repo.agent_names(conn, batch.tenant, wanted)
         inserts, updates, published = [], [], []
         for conversation in batch.changed.values():
             row = repo.conversation_values(conversation)
-            agent_name = None
-            if conversation.agent_id:
-                agent_name = names.get(conversation.agent_id) or agent_names.get(conversation.id)
+            old = stored.get(conversation.id)
+            if conversation.agent_id is None:
+                agent_name = None
+            elif conversation.agent_id in names:
+                agent_name = names[conversation.agent_id]
+            else:
+                agent_name = old["agent_name"] if old else None
             row.update(
                 tenant_id=batch.tenant,
                 agent_name=agent_name,
                 change_seq=change_seq,
                 updated_at=batch.now,
             )
-            (inserts if conversation.id in batch.created else updates).append(row)
-            published.append(row)
+            if old is None:
+                inserts.append(row)
+                before = None
+            else:
+                updates.append(row)
+                before = {
+                    name: old[name]
+                    for name, value in row.items()
+                    if name not in UNANNOUNCED and old[name] != value
+                }
+            published.append({"row": row, "before": before})
         await repo.insert_conversations(conn, inserts)
         await repo.update_conversations(conn, updates)
-        return {"seq": change_seq, "rows": published}
+        return {"seq": change_seq, "token": token, "rows": published}
 
     def _event_row(self, batch: _Batch, envelope: dict, event, outcome: Outcome) -> dict:
         return {
@@ -317,11 +335,70 @@ class Ingest:
 
 def _scalar(value: Any) -> Any:
     """Echo an id back only when it is a plain value (a malformed one may be anything)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # NaN and infinities have no JSON form
     return value if isinstance(value, str | int | float) and not isinstance(value, bool) else None
 
 
 def _text(value: Any) -> str | None:
-    return None if value is None else str(value)[:1000]
+    """A rejected event's id or type as stored: PostgreSQL text cannot hold NUL."""
+    return None if value is None else str(value)[:1000].replace("\x00", "\ufffd")
+
+
+# Event fields kept in length-bounded columns (PostgreSQL enforces the length).
+_BOUNDED = {
+    "contact": m.customers.c.id,  # the customer's key when the event names no id
+    "customer.id": m.customers.c.id,
+    "team": m.conversations.c.team,
+    "agent_id": m.conversations.c.agent_id,
+    "offer_id": m.conversations.c.offer_id,
+    "message_id": m.messages.c.message_id,
+    "ticket_id": m.tickets.c.ticket_id,
+    "recording_id": m.recordings.c.id,
+    "content_type": m.recordings.c.content_type,
+}
+
+
+def _check_storable(envelope: dict) -> None:
+    """What the parser accepts but a database cannot store is invalid data too, so that
+    it is rejected like any bad field instead of failing the whole request: NUL
+    characters (PostgreSQL text), NaN and infinities (no JSON form), and values longer
+    than their column."""
+    _check_value(envelope, "")
+    data = envelope.get("data")
+    for path, column in _BOUNDED.items():
+        value = data
+        for key in path.split("."):
+            value = value.get(key) if isinstance(value, dict) else None
+        if isinstance(value, str) and len(value) > column.type.length:
+            raise InvalidEvent(
+                "invalid_data",
+                f"data.{path} is longer than {column.type.length} characters",
+                path,
+            )
+
+
+def _check_value(value: Any, path: str) -> None:
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise InvalidEvent(
+                "invalid_data",
+                f"{path} must not contain NUL characters",
+                path.removeprefix("data."),
+            )
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidEvent(
+                "invalid_data", f"{path} must be a finite number", path.removeprefix("data.")
+            )
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            child = f"{path}.{key}" if path else str(key)
+            _check_value(str(key), child)
+            _check_value(item, child)
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            _check_value(item, f"{path}[{index}]")
 
 
 def _json_safe(value: Any) -> Any:

@@ -227,3 +227,20 @@ recordings = Table(
     Column("content_type", String(64), nullable=False),
     Column("created_at", Instant, nullable=False),
 )
+
+views = Table(
+    "views",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("id", String(64), primary_key=True),
+    Column("owner", ID, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("visibility", String(16), nullable=False),  # private or tenant
+    Column("filters", JSON, nullable=False),
+    Column("columns", JSON, nullable=False),
+    Column("sort", JSON, nullable=False),
+    Column("created_at", Instant, nullable=False),
+    Column("updated_at", Instant, nullable=False),
+    ForeignKeyConstraint(["tenant_id"], ["tenants.id"], ondelete="CASCADE"),
+    Index("ix_views_owner", "tenant_id", "owner"),
+)

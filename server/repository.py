@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import bindparam, func, select, text, update
@@ -91,14 +92,47 @@ async def get_conversation_row(
     return rows.get(conversation_id)
 
 
-async def next_change_seq(conn: AsyncConnection) -> int:
-    """The next number of the change sequence. PostgreSQL: a sequence, which never
-    blocks another writer. SQLite has one writer at a time, so the greatest number
-    stored plus one (an index lookup) is already in order."""
+async def commit_stamp(conn: AsyncConnection) -> tuple[int, int]:
+    """The change sequence number for this transaction's rows, and the token by which a
+    reader tells whether its snapshot already saw this commit (snapshot_visibility).
+
+    PostgreSQL: a sequence (never blocks another writer) and the transaction id.
+    SQLite has one writer at a time, so the greatest stored number plus one (an index
+    lookup) is already in commit order, and serves as both."""
     if conn.dialect.name == "postgresql":
-        return (await conn.execute(text("SELECT nextval('conversation_change_seq')"))).scalar_one()
+        result = await conn.execute(
+            text("SELECT nextval('conversation_change_seq'), pg_current_xact_id()::text::bigint")
+        )
+        seq, txid = result.one()
+        return seq, txid
     current = await conn.execute(select(func.max(m.conversations.c.change_seq)))
-    return (current.scalar() or 0) + 1
+    seq = (current.scalar() or 0) + 1
+    return seq, seq
+
+
+@dataclass(frozen=True)
+class Visibility:
+    """Which commits a read snapshot saw, told by their commit tokens (commit_stamp):
+    PostgreSQL's snapshot (xmin, xmax, the transactions running at the time); on
+    SQLite, every sequence number below xmin."""
+
+    xmin: int
+    xmax: int
+    running: frozenset[int] = frozenset()
+
+    def saw(self, token: int) -> bool:
+        return token < self.xmin or (token < self.xmax and token not in self.running)
+
+
+async def snapshot_visibility(conn: AsyncConnection) -> Visibility:
+    """Call first in a snapshot transaction (Database.snapshot)."""
+    if conn.dialect.name == "postgresql":
+        snapshot = (await conn.execute(text("SELECT pg_current_snapshot()::text"))).scalar_one()
+        xmin, xmax, running = snapshot.split(":")
+        return Visibility(int(xmin), int(xmax), frozenset(int(x) for x in running.split(",") if x))
+    current = await conn.execute(select(func.max(m.conversations.c.change_seq)))
+    seen = (current.scalar() or 0) + 1
+    return Visibility(seen, seen)
 
 
 async def insert_conversations(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
@@ -130,7 +164,9 @@ async def agent_names(conn: AsyncConnection, tenant: str, ids: Iterable[str]) ->
             m.agents.c.tenant_id == tenant, m.agents.c.id.in_(ids)
         )
     )
-    return dict(result.tuples())
+    # Not dict(result): a Result has .keys() (its column names), so dict() would take
+    # it for a mapping.
+    return {agent_id: name for agent_id, name in result}
 
 
 # --- the event log ----------------------------------------------------------------------

@@ -1,0 +1,67 @@
+"""Websocket frames in the connection's format (JSON text or msgpack binary).
+
+A delta's body is encoded once per column set and format and shared by every
+subscriber; each subscriber's frame is that body behind a small header with its own
+`sub` and `seq`, spliced at the byte level.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+JSON = "json"
+MSGPACK = "msgpack"
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=_default)
+
+
+def _default(value: Any) -> Any:
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def encode(format: str, frame: dict[str, Any]) -> bytes | str:
+    if format == MSGPACK:
+        return msgpack.packb(frame, datetime=True)
+    return _json(frame)
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """The keys after `type`, `sub` and `seq`, encoded once."""
+
+    format: str
+    body: bytes | str
+    count: int  # how many keys the body holds
+
+    def frame(self, type_: str, sub: str, seq: int) -> bytes | str:
+        if self.format == MSGPACK:
+            size = 3 + self.count
+            header = bytes([0x80 | size]) if size < 16 else b"\xde" + size.to_bytes(2, "big")
+            return (
+                header
+                + msgpack.packb("type")
+                + msgpack.packb(type_)
+                + msgpack.packb("sub")
+                + msgpack.packb(sub)
+                + msgpack.packb("seq")
+                + msgpack.packb(seq)
+                + self.body
+            )
+        return f'{{"type":{_json(type_)},"sub":{_json(sub)},"seq":{seq},{self.body}'
+
+
+def encode_body(format: str, keys: dict[str, Any]) -> Encoded:
+    if format == MSGPACK:
+        body = b"".join(
+            msgpack.packb(key) + msgpack.packb(value, datetime=True) for key, value in keys.items()
+        )
+        return Encoded(format, body, len(keys))
+    return Encoded(format, _json(keys)[1:], len(keys))

@@ -1,0 +1,547 @@
+"""Live views: windows over views, kept exact by the bus, flushed as deltas.
+
+A *window* holds the first rows of one view (tenant, filters and sort, agent scope)
+for one window size W: `held` is a contiguous prefix of the view in its order, W
+rows plus a small reserve below them, so that most rows leaving the window are
+replaced without a query. Subscriptions with the same view and W share one window;
+a subscription keeps only its id, its `seq` and its columns.
+
+Every change reaches us as a bus item: a row's new image and the old values of what
+changed. From the two we know whether the row was in the view and whether it is
+now, so `total` moves by +1/-1 without a count query; transitions commute, so items
+from several publishers may arrive in any order. Rows are placed by version: an
+older image never replaces a newer one.
+
+A window is (re)loaded from one database snapshot (rows and count together). Items
+whose commit that snapshot already saw are skipped (repository.Visibility); items
+arriving while it loads are kept and applied after. Reloads happen on subscribe, on
+a gap in the bus, and when the clock moves a relative filter's boundary.
+
+Every push interval, each window that changed computes one delta (rows removed,
+rows upserted with all their columns when new to the window or when a version was
+missed, else the changed columns) against what its subscribers hold, encodes it once
+per column set and format, and hands each subscriber its frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import itertools
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from . import repository as repo
+from . import views
+from .bus import Bus, BusMessage, Gap
+from .clock import Clock
+from .db import Database
+from .filters import ViewQuery
+from .frames import Encoded, encode_body
+from .rows import wire_row
+
+log = logging.getLogger("switchboard.live")
+
+PUSH_INTERVAL_S = 0.02
+RESERVE = 20
+VERSIONS_REMEMBERED = 100_000  # per process: the newest version seen of recent rows
+WIRE_NAMES = {"created_at": ("created_at", "created_date", "created_time")}
+
+
+class Receiver(Protocol):
+    """The connection side of a subscription (server/ws.py)."""
+
+    format: str
+
+    def send(self, frame: bytes | str) -> None: ...
+
+
+@dataclass(eq=False)
+class Subscription:
+    id: str
+    receiver: Receiver
+    tenant: str
+    columns: tuple[str, ...]
+    window: Window | None = None
+    seq: int = 0
+
+
+@dataclass(eq=False)
+class Window:
+    tenant: str
+    key: tuple
+    query: ViewQuery
+    size: int
+    held: list[dict] = field(default_factory=list)
+    ids: dict[str, dict] = field(default_factory=dict)
+    sort_keys: list[tuple] = field(default_factory=list)
+    total: int = 0
+    complete: bool = False
+    base: repo.Visibility | None = None
+    loading: list | None = None  # items kept while a query runs
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    subscribers: set[Subscription] = field(default_factory=set)
+    sent: dict[str, int] = field(default_factory=dict)  # id -> version the subscribers hold
+    sent_total: int = 0
+    changed: dict[str, set | None] = field(default_factory=dict)  # None: send whole row
+    dirty: bool = False
+    oldest: Any = None
+    timer: asyncio.TimerHandle | None = None
+    failed: BaseException | None = None
+
+    @property
+    def capacity(self) -> int:
+        return self.size + RESERVE if self.size else 0
+
+    @property
+    def visible(self) -> list[dict]:
+        return self.held[: self.size]
+
+    # --- placing rows
+
+    def _insert(self, row: dict) -> None:
+        key = self.query.sort_key(row)
+        index = bisect.bisect_left(self.sort_keys, key)
+        self.held.insert(index, row)
+        self.sort_keys.insert(index, key)
+        self.ids[row["id"]] = row
+
+    def _remove(self, row_id: str) -> None:
+        row = self.ids.pop(row_id)
+        index = bisect.bisect_left(self.sort_keys, self.query.sort_key(row))
+        while self.held[index]["id"] != row_id:
+            index += 1
+        del self.held[index]
+        del self.sort_keys[index]
+
+    def _position(self, row: dict) -> int:
+        return bisect.bisect_left(self.sort_keys, self.query.sort_key(row))
+
+    def set_rows(self, rows: list[dict], total: int) -> None:
+        self.held, self.ids, self.sort_keys = [], {}, []
+        for row in rows:
+            self._insert(row)
+        self.total = total
+        self.complete = len(rows) >= total
+
+    def apply(self, new: dict, old: dict | None, now) -> None:
+        """One row's change: new image, and its image before (None if it is new)."""
+        was_in = old is not None and self.query.matches(old, now)
+        is_in = self.query.matches(new, now)
+        self.total += int(is_in) - int(was_in)
+        row_id = new["id"]
+        held = self.ids.get(row_id)
+        if held is not None:
+            if held["version"] >= new["version"]:
+                return
+            consecutive = old is not None and held["version"] == old["version"]
+            self._remove(row_id)
+            self._note(row_id, set(new) - _same(new, old) if consecutive else None)
+            if is_in and (self.complete or self._position(new) < len(self.held)):
+                self._insert(new)
+        elif is_in and (self.complete or self._position(new) < len(self.held)):
+            self._insert(new)
+            self._note(row_id, None)
+            if self.query.relative and (self.oldest is None or new["created_at"] < self.oldest):
+                self.oldest = new["created_at"]
+        else:
+            return
+        while len(self.held) > self.capacity:
+            dropped = self.held.pop()
+            self.sort_keys.pop()
+            del self.ids[dropped["id"]]
+            self.complete = False
+        self.complete = self.complete or len(self.held) >= self.total
+        self.dirty = True
+
+    def _note(self, row_id: str, columns: set | None) -> None:
+        """Remember what changed in a row since the last delta (None: all of it)."""
+        prior = self.changed.get(row_id, set())
+        if columns is None or prior is None:
+            self.changed[row_id] = None
+        else:
+            self.changed[row_id] = prior | columns
+
+    @property
+    def needs_rows(self) -> bool:
+        return not self.complete and len(self.held) < self.size
+
+    # --- deltas
+
+    def delta(self) -> tuple[list[tuple[dict, set | None]], list[str]] | None:
+        """What changed for the subscribers since the last delta, and mark it sent:
+        (rows to upsert, each with the storage columns that changed or None for the
+        whole row; ids to remove). None when nothing changed."""
+        visible = self.visible
+        now_ids = {row["id"]: row for row in visible}
+        removes = [row_id for row_id in self.sent if row_id not in now_ids]
+        upserts = []
+        for row in visible:
+            sent_version = self.sent.get(row["id"])
+            if sent_version == row["version"]:
+                continue
+            columns = self.changed.get(row["id"]) if sent_version is not None else None
+            upserts.append((row, columns))
+        self.changed = {}
+        self.dirty = False
+        if not removes and not upserts and self.total == self.sent_total:
+            return None
+        self.sent = {row["id"]: row["version"] for row in visible}
+        self.sent_total = self.total
+        return upserts, removes
+
+
+def _same(new: dict, old: dict | None) -> set:
+    if old is None:
+        return set()
+    return {name for name, value in new.items() if old.get(name) == value}
+
+
+class LiveViews:
+    """All windows of this process, fed by the bus."""
+
+    def __init__(self, db: Database, bus: Bus, clock: Clock, zone_of):
+        self.db = db
+        self.bus = bus
+        self.clock = clock
+        self.zone_of = zone_of  # async tenant -> ZoneInfo
+        self.windows: dict[tuple, Window] = {}
+        self.by_tenant: dict[str, set[Window]] = {}
+        self.versions: OrderedDict[tuple[str, str], int] = OrderedDict()
+        self._subscription = None
+        self._tasks: set[asyncio.Task] = set()
+        self._flush_scheduled = False
+        self._flush_lock = asyncio.Lock()
+        self._sub_ids = itertools.count(1)
+
+    async def start(self) -> None:
+        self._subscription = self.bus.subscribe()
+        self._spawn(self._consume())
+
+    def _spawn(self, coroutine) -> None:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._subscription is not None:
+            self._subscription.close()
+        for window in self.windows.values():
+            if window.timer:
+                window.timer.cancel()
+
+    # --- subscriptions
+
+    def new_subscription(
+        self, receiver: Receiver, tenant: str, columns: tuple[str, ...]
+    ) -> Subscription:
+        return Subscription(f"s{next(self._sub_ids)}", receiver, tenant, columns)
+
+    async def subscribe(
+        self, sub: Subscription, definition_key: str, query: ViewQuery, limit: int
+    ) -> tuple[list[dict], int]:
+        """Attach to the shared window; returns the rows and total the client starts
+        from (its snapshot)."""
+        window = await self._window(sub.tenant, definition_key, query, limit)
+        async with self._flush_lock:
+            await self._flush_window(window)
+            sub.window = window
+            window.subscribers.add(sub)
+            return list(window.visible), window.total
+
+    async def fetch(self, sub: Subscription, limit: int) -> tuple[list[dict], dict | None]:
+        """Grow the subscription's window by `limit` rows: the page of rows after what
+        it holds, and a catch-up delta body if the bigger window is at a later moment
+        than what the client held."""
+        old = sub.window
+        window = await self._window(sub.tenant, old.key[1], old.query, old.size + limit)
+        async with self._flush_lock:
+            await self._flush_window(old)
+            await self._flush_window(window)
+            held = dict(old.sent)
+            page = window.visible[old.size :]
+            for row in page:
+                held[row["id"]] = row["version"]
+            self._detach(sub)
+            sub.window = window
+            window.subscribers.add(sub)
+            target = {row["id"]: row for row in window.visible}
+            upserts = [
+                (row, None) for row_id, row in target.items() if held.get(row_id) != row["version"]
+            ]
+            removes = [row_id for row_id in held if row_id not in target]
+            catch_up = None
+            if upserts or removes:
+                catch_up = {"upserts": upserts, "removes": removes, "total": window.total}
+            return page, catch_up
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        self._detach(sub)
+
+    def _detach(self, sub: Subscription) -> None:
+        window = sub.window
+        if window is None:
+            return
+        window.subscribers.discard(sub)
+        sub.window = None
+        if not window.subscribers:
+            self.windows.pop(window.key, None)
+            self.by_tenant.get(window.tenant, set()).discard(window)
+            if window.timer:
+                window.timer.cancel()
+
+    async def _window(
+        self, tenant: str, definition_key: str, query: ViewQuery, size: int
+    ) -> Window:
+        key = (tenant, definition_key, query.agent, size)
+        window = self.windows.get(key)
+        if window is None:
+            window = Window(tenant, key, query, size)
+            self.windows[key] = window
+            self.by_tenant.setdefault(tenant, set()).add(window)
+            try:
+                await self._reload(window)
+            except BaseException as exc:
+                self.windows.pop(key, None)
+                self.by_tenant[tenant].discard(window)
+                window.failed = exc
+                window.ready.set()
+                raise
+            window.sent = {row["id"]: row["version"] for row in window.visible}
+            window.sent_total = window.total
+            window.changed = {}
+            window.ready.set()
+        await window.ready.wait()
+        if window.failed is not None:
+            raise window.failed
+        return window
+
+    # --- loading
+
+    async def _reload(self, window: Window) -> None:
+        """Load the window's rows and count from one snapshot; keep bus items that
+        arrive meanwhile and apply those the snapshot did not see."""
+        window.loading = []
+        try:
+            now = self.clock.now()
+            async with self.db.snapshot() as conn:
+                visibility = await repo.snapshot_visibility(conn)
+                rows = (
+                    await views.page(conn, window.tenant, window.query, now, window.capacity)
+                    if window.capacity
+                    else []
+                )
+                total = await views.count(conn, window.tenant, window.query, now)
+                oldest = (
+                    await views.oldest(conn, window.tenant, window.query, now)
+                    if window.query.relative
+                    else None
+                )
+        except BaseException:
+            kept, window.loading = window.loading, None
+            raise
+        kept, window.loading = window.loading, None
+        before = {row["id"]: row["version"] for row in window.held}
+        window.set_rows(rows, total)
+        window.base = visibility
+        window.oldest = oldest
+        for row in window.held:
+            if before.get(row["id"]) != row["version"]:
+                window.changed[row["id"]] = None
+        window.dirty = True
+        for item, token in kept:
+            self._apply_item(window, item, token, now)
+        self._schedule_time_change(window)
+
+    async def _refill(self, window: Window) -> None:
+        """Rows below what the window holds, after rows left it (no count needed)."""
+        if not window.held:
+            await self._reload(window)
+            return
+        window.loading = []
+        last = window.held[-1]
+        wanted = window.capacity - len(window.held)
+        try:
+            now = self.clock.now()
+            async with self.db.snapshot() as conn:
+                rows = await views.page(
+                    conn,
+                    window.tenant,
+                    window.query,
+                    now,
+                    wanted,
+                    after={f: last[f] for f in window.query.sort_fields},
+                )
+        except BaseException:
+            window.loading = None
+            raise
+        kept, window.loading = window.loading, None
+        for row in rows:
+            if row["id"] not in window.ids:
+                window._insert(row)
+                window.changed[row["id"]] = None
+        window.complete = len(rows) < wanted or len(window.held) >= window.total
+        window.dirty = True
+        for item, token in kept:
+            self._apply_item(window, item, token, now)
+
+    def _schedule_time_change(self, window: Window) -> None:
+        if window.timer:
+            window.timer.cancel()
+            window.timer = None
+        if not window.query.relative:
+            return
+        moment = window.query.next_time_change(self.clock.now(), window.oldest)
+        if moment is None:
+            return
+        delay = max(0.0, (moment - self.clock.now()).total_seconds()) + 0.001
+        window.timer = asyncio.get_running_loop().call_later(
+            delay, lambda: self._spawn(self._time_changed(window))
+        )
+
+    async def _time_changed(self, window: Window) -> None:
+        await self._reload_and_flush(window)
+
+    def clock_moved(self) -> None:
+        """Re-evaluate every relative window now (an injected clock jumped)."""
+        for window in list(self.windows.values()):
+            if window.query.relative:
+                self._spawn(self._time_changed(window))
+
+    # --- the bus
+
+    async def _consume(self) -> None:
+        while True:
+            item = await self._subscription.get()
+            try:
+                if isinstance(item, Gap):
+                    log.info("bus gap: reloading every window", extra={"reason": item.reason})
+                    for window in list(self.windows.values()):
+                        self._spawn(self._reload_and_flush(window))
+                    continue
+                self._on_message(item)
+            except Exception:
+                log.exception("live views failed on a bus message")
+
+    async def _reload_and_flush(self, window: Window) -> None:
+        """Reload a window from the database (after a gap, or when the clock moved a
+        relative filter's boundary); its subscribers get the difference as a delta."""
+        await window.ready.wait()
+        async with self._flush_lock:
+            if self.windows.get(window.key) is not window:
+                return
+            try:
+                await self._reload(window)
+                await self._flush_window(window)
+            except Exception:
+                log.exception("reload failed", extra={"tenant": window.tenant})
+
+    def _on_message(self, message: BusMessage) -> None:
+        windows = self.by_tenant.get(message.tenant)
+        payload = message.payload
+        token = payload.get("token", 0)
+        items = payload["rows"]
+        for item in items:
+            row = item["row"]
+            key = (message.tenant, row["id"])
+            if self.versions.get(key, 0) < row["version"]:
+                self.versions[key] = row["version"]
+                self.versions.move_to_end(key)
+                if len(self.versions) > VERSIONS_REMEMBERED:
+                    self.versions.popitem(last=False)
+        if not windows:
+            return
+        now = self.clock.now()
+        for window in list(windows):
+            for item in items:
+                if window.loading is not None:
+                    window.loading.append((item, token))
+                else:
+                    self._apply_item(window, item, token, now)
+        self._schedule_flush()
+
+    def _apply_item(self, window: Window, item: dict, token: int, now) -> None:
+        if window.base is not None and window.base.saw(token):
+            return  # the window's snapshot already holds this change
+        new, before = item["row"], item["before"]
+        old = None if before is None else {**new, **before}
+        latest = self.versions.get((window.tenant, new["id"]), 0)
+        if new["version"] < latest and new["id"] not in window.ids:
+            # A newer image of this row already went by: count the transition, but
+            # do not place an old image.
+            window.total += int(window.query.matches(new, now)) - int(
+                old is not None and window.query.matches(old, now)
+            )
+            window.dirty = True
+            return
+        window.apply(new, old, now)
+
+    # --- flushing
+
+    def _schedule_flush(self) -> None:
+        if self._flush_scheduled:
+            return
+        self._flush_scheduled = True
+        asyncio.get_running_loop().call_later(PUSH_INTERVAL_S, self._start_flush)
+
+    def _start_flush(self) -> None:
+        self._flush_scheduled = False
+        self._spawn(self._flush_all())
+
+    async def _flush_all(self) -> None:
+        async with self._flush_lock:
+            for window in list(self.windows.values()):
+                if not window.ready.is_set():
+                    continue
+                if window.dirty or window.needs_rows:
+                    try:
+                        await self._flush_window(window)
+                    except Exception:
+                        log.exception("flush failed", extra={"tenant": window.tenant})
+
+    async def _flush_window(self, window: Window) -> None:
+        if window.needs_rows:
+            await self._refill(window)
+        if not window.dirty:
+            return
+        delta = window.delta()
+        if delta is None or not window.subscribers:
+            return
+        upserts, removes = delta
+        tz = await self.zone_of(window.tenant)
+        self.send_delta(window.subscribers, upserts, removes, window.total, window.query, tz)
+
+    def send_delta(self, subscribers, upserts, removes, total, query: ViewQuery, tz) -> None:
+        wire = {id(row): wire_row(row, tz) for row, _ in upserts}
+        bodies: dict[tuple, Encoded] = {}
+        for sub in list(subscribers):
+            cache_key = (sub.columns, sub.receiver.format)
+            body = bodies.get(cache_key)
+            if body is None:
+                rows = [
+                    _project(wire[id(row)], changed, sub.columns, query) for row, changed in upserts
+                ]
+                body = bodies[cache_key] = encode_body(
+                    sub.receiver.format, {"upsert": rows, "remove": removes, "total": total}
+                )
+            sub.seq += 1
+            sub.receiver.send(body.frame("delta", sub.id, sub.seq))
+
+
+def _project(wire: dict, changed: set | None, columns: tuple[str, ...], query: ViewQuery) -> dict:
+    if changed is None:
+        names = ("id", "version", *columns, *query.sort_fields)
+    else:
+        shown = set()
+        for name in changed:
+            shown.update(WIRE_NAMES.get(name, (name,)))
+        names = ("id", "version", *query.sort_fields, *(c for c in columns if c in shown))
+    return {name: wire[name] for name in dict.fromkeys(names)}

@@ -1,0 +1,320 @@
+"""Saved views: definitions (validated on save), their HTTP API, and paged rows.
+
+A view is `{"id", "name", "filters", "columns", "sort", "visibility"}` (api.md).
+Private views belong to the user who made them; `tenant` views are shared with the
+tenant (every supervisor may read them, and agents too, seeing only their own
+conversations in them). Only the owner or an admin changes or deletes a view.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+from starlette.requests import Request
+
+from . import models as m
+from .filters import ViewQuery, compile_view, decode_cursor, encode_cursor
+from .rows import COLUMNS, wire_row
+from .web import ApiError, read_object, require_role, respond
+
+DEFAULT_COLUMNS = (
+    "id",
+    "customer_name",
+    "created_date",
+    "created_time",
+    "agent_name",
+    "team",
+    "channel",
+    "status",
+    "state",
+)
+DEFINITION_FIELDS = {"filters", "columns", "sort"}
+VIEW_FIELDS = {"name", "visibility", *DEFINITION_FIELDS}
+MAX_LIMIT = 1000
+
+
+@dataclass(frozen=True)
+class Definition:
+    """What a subscription needs of a view: filters, sort and the columns shown."""
+
+    filters: list
+    columns: tuple[str, ...]
+    sort: list
+
+    @property
+    def key(self) -> str:
+        """Views with the same filters and sort hold the same rows, whatever columns."""
+        return json.dumps([self.filters, self.sort], sort_keys=True, separators=(",", ":"))
+
+    def compile(self, tz, agent: str | None = None) -> ViewQuery:
+        return compile_view(self.filters, self.sort, tz, agent)
+
+
+def parse_definition(body: dict, tz) -> Definition:
+    """Validate filters, columns and sort (422 naming what is wrong)."""
+    filters = body.get("filters") or []
+    sort = body.get("sort") or []
+    compile_view(filters, sort, tz)  # validates; raises ApiError 422
+    columns = body.get("columns")
+    if columns is None:
+        columns = list(DEFAULT_COLUMNS)
+    if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
+        raise ApiError(
+            422, "invalid_view", "columns: must be a list of column names", field="columns"
+        )
+    for column in columns:
+        if column not in COLUMNS:
+            raise ApiError(
+                422,
+                "invalid_view",
+                f"columns: unknown column {column!r}; columns: {', '.join(COLUMNS)}",
+                field="columns",
+            )
+    ordered = ["id", *dict.fromkeys(c for c in columns if c != "id")]  # id always first
+    return Definition(list(filters), tuple(ordered), list(sort))
+
+
+def view_wire(row: dict) -> dict:
+    return {
+        "id": row["id"],
+        "name": row["name"],
+        "visibility": row["visibility"],
+        "owner": row["owner"],
+        "filters": row["filters"],
+        "columns": row["columns"],
+        "sort": row["sort"],
+    }
+
+
+async def load_view(conn: AsyncConnection, principal, view_id: str) -> dict:
+    """A view the caller may read, or 404 (another tenant's, or someone's private)."""
+    table = m.views
+    row = (
+        await conn.execute(
+            select(table).where(table.c.tenant_id == principal.tenant, table.c.id == view_id)
+        )
+    ).first()
+    if row is None:
+        raise ApiError(404, "not_found", f"no view {view_id!r}")
+    row = dict(row._mapping)
+    if row["visibility"] != "tenant" and row["owner"] != principal.user:
+        raise ApiError(404, "not_found", f"no view {view_id!r}")
+    if principal.role == "agent" and row["visibility"] != "tenant":
+        raise ApiError(404, "not_found", f"no view {view_id!r}")
+    return row
+
+
+def definition_of(row: dict) -> Definition:
+    return Definition(row["filters"], tuple(row["columns"]), row["sort"])
+
+
+def agent_scope(principal) -> str | None:
+    return principal.user if principal.role == "agent" else None
+
+
+# --- HTTP ---------------------------------------------------------------------------------
+
+READERS = ("supervisor", "admin", "agent")
+WRITERS = ("supervisor", "admin")
+
+
+async def list_views(request: Request):
+    sb = request.app.state.sb
+    principal = await sb.principal(request)
+    require_role(principal, *READERS)
+    table = m.views
+    visible = table.c.visibility == "tenant"
+    if principal.role != "agent":
+        visible = or_(visible, table.c.owner == principal.user)
+    async with sb.db.read() as conn:
+        rows = await conn.execute(
+            select(table)
+            .where(and_(table.c.tenant_id == principal.tenant, visible))
+            .order_by(table.c.name, table.c.id)
+        )
+    return respond(request, {"views": [view_wire(dict(row._mapping)) for row in rows]})
+
+
+async def create_view(request: Request):
+    sb = request.app.state.sb
+    principal = await sb.principal(request)
+    require_role(principal, *WRITERS)
+    body = await read_object(request, sb.settings.max_body_bytes)
+    values = _validated(body, await sb.tenant_zone(principal.tenant), partial=False)
+    now = sb.clock.now()
+    row = {
+        "tenant_id": principal.tenant,
+        "id": "v_" + secrets.token_urlsafe(9),
+        "owner": principal.user,
+        "created_at": now,
+        "updated_at": now,
+        **values,
+    }
+    async with sb.db.write() as conn:
+        await conn.execute(m.views.insert().values(row))
+    return respond(request, view_wire(row), 201)
+
+
+async def get_view(request: Request):
+    sb = request.app.state.sb
+    principal = await sb.principal(request)
+    require_role(principal, *READERS)
+    async with sb.db.read() as conn:
+        row = await load_view(conn, principal, request.path_params["view_id"])
+    return respond(request, view_wire(row))
+
+
+async def update_view(request: Request):
+    sb = request.app.state.sb
+    principal = await sb.principal(request)
+    require_role(principal, *WRITERS)
+    body = await read_object(request, sb.settings.max_body_bytes)
+    tz = await sb.tenant_zone(principal.tenant)
+    async with sb.db.write() as conn:
+        row = await load_view(conn, principal, request.path_params["view_id"])
+        _require_owner(principal, row)
+        values = _validated({**_editable(row), **body}, tz, partial=True, given=body)
+        values["updated_at"] = sb.clock.now()
+        await conn.execute(
+            m.views.update()
+            .where(m.views.c.tenant_id == principal.tenant, m.views.c.id == row["id"])
+            .values(values)
+        )
+        row.update(values)
+    return respond(request, view_wire(row))
+
+
+async def delete_view(request: Request):
+    sb = request.app.state.sb
+    principal = await sb.principal(request)
+    require_role(principal, *WRITERS)
+    async with sb.db.write() as conn:
+        row = await load_view(conn, principal, request.path_params["view_id"])
+        _require_owner(principal, row)
+        await conn.execute(
+            m.views.delete().where(
+                m.views.c.tenant_id == principal.tenant, m.views.c.id == row["id"]
+            )
+        )
+    return respond(request, {"deleted": row["id"]})
+
+
+async def view_rows(request: Request):
+    """One page of a view, in the same rows and order as a websocket snapshot."""
+    sb = request.app.state.sb
+    principal = await sb.principal(request)
+    require_role(principal, *READERS)
+    limit = _limit(request.query_params.get("limit", "100"))
+    tz = await sb.tenant_zone(principal.tenant)
+    async with sb.db.read() as conn:
+        row = await load_view(conn, principal, request.path_params["view_id"])
+    definition = definition_of(row)
+    query = definition.compile(tz, agent_scope(principal))
+    cursor = request.query_params.get("cursor")
+    after = decode_cursor(query, cursor) if cursor else None
+    async with sb.db.snapshot() as conn:
+        rows = await page(conn, principal.tenant, query, sb.clock.now(), limit, after)
+        total = await count(conn, principal.tenant, query, sb.clock.now())
+    next_cursor = encode_cursor(query, rows[-1]) if len(rows) == limit else None
+    return respond(
+        request,
+        {
+            "rows": [project(r, definition.columns, query, tz) for r in rows],
+            "cursor": next_cursor,
+            "total": total,
+        },
+    )
+
+
+# --- queries shared with the live views -------------------------------------------------------
+
+
+async def page(
+    conn: AsyncConnection, tenant: str, query: ViewQuery, now, limit: int, after: dict | None = None
+) -> list[dict]:
+    """Up to `limit` stored rows of the view in its order, after `after`'s sort values."""
+    table = m.conversations
+    dialect = conn.dialect.name
+    statement = select(table).where(table.c.tenant_id == tenant, query.where(table, dialect, now))
+    if after is not None:
+        statement = statement.where(query.after(table, dialect, after))
+    statement = statement.order_by(*query.order_by(table, dialect)).limit(limit)
+    return [dict(row._mapping) for row in await conn.execute(statement)]
+
+
+async def count(conn: AsyncConnection, tenant: str, query: ViewQuery, now) -> int:
+    table = m.conversations
+    statement = (
+        select(func.count())
+        .select_from(table)
+        .where(table.c.tenant_id == tenant, query.where(table, conn.dialect.name, now))
+    )
+    return (await conn.execute(statement)).scalar_one()
+
+
+async def oldest(conn: AsyncConnection, tenant: str, query: ViewQuery, now):
+    """The earliest created_at in the view: when a `last_*` filter next drops a row."""
+    table = m.conversations
+    statement = select(func.min(table.c.created_at)).where(
+        table.c.tenant_id == tenant, query.where(table, conn.dialect.name, now)
+    )
+    return (await conn.execute(statement)).scalar()
+
+
+def project(row: dict, columns, query: ViewQuery, tz) -> dict:
+    """A stored row as a client of this view sees it: its columns, plus id, version
+    and the sort keys (shown or not) so that a client can place it."""
+    wire = wire_row(row, tz)
+    keys = ("id", "version", *columns, *query.sort_fields)
+    return {name: wire[name] for name in dict.fromkeys(keys)}
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def _validated(body: dict, tz, partial: bool, given: dict | None = None) -> dict:
+    extra = sorted(set(given if given is not None else body) - VIEW_FIELDS)
+    if extra:
+        raise ApiError(422, "invalid_view", f"{extra[0]}: unknown field", field=extra[0])
+    name = body.get("name")
+    if not isinstance(name, str) or not name.strip() or len(name) > 200:
+        raise ApiError(
+            422,
+            "invalid_view",
+            "name: must be a non-empty string of at most 200 characters",
+            field="name",
+        )
+    visibility = body.get("visibility", "private")
+    if visibility not in ("private", "tenant"):
+        raise ApiError(
+            422, "invalid_view", "visibility: must be private or tenant", field="visibility"
+        )
+    definition = parse_definition(body, tz)
+    return {
+        "name": name,
+        "visibility": visibility,
+        "filters": definition.filters,
+        "columns": list(definition.columns),
+        "sort": definition.sort,
+    }
+
+
+def _editable(row: dict) -> dict:
+    return {name: row[name] for name in VIEW_FIELDS}
+
+
+def _require_owner(principal, row: dict) -> None:
+    if row["owner"] != principal.user and principal.role != "admin":
+        raise ApiError(403, "forbidden", "only the view's owner or an admin may change it")
+
+
+def _limit(raw: str) -> int:
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+        raise ApiError(
+            422, "invalid_field", f"limit: must be an integer from 1 to {MAX_LIMIT}", field="limit"
+        )
+    return int(raw)

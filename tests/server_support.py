@@ -1,0 +1,106 @@
+"""A real Switchboard server on 127.0.0.1 and a free port, inside the test's event
+loop, for tests that need real sockets (websockets, browsers)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgpack
+import uvicorn
+from websockets.asyncio.client import ClientConnection, connect
+
+from server.app import Switchboard, create_app
+from server.clock import SYSTEM_CLOCK, Clock
+from server.serve import uvicorn_config
+from tests.app_support import Api, prepare_database, test_settings
+from tests.support import Backend, free_port, wait_for
+
+
+@dataclass
+class LiveServer:
+    api: Api  # HTTP over the real socket
+    url: str
+    sb: Switchboard
+
+    @property
+    def ws_url(self) -> str:
+        return self.url.replace("http://", "ws://") + "/ws"
+
+    @contextlib.asynccontextmanager
+    async def ws(self, role: str = "supervisor", user: str = "sup1", tenant: str | None = None,
+                 format: str = "json", **kwargs) -> AsyncIterator[WsClient]:
+        headers = {"Authorization": f"Bearer {self.api.token(role, user, tenant)}"}
+        async with connect(self.ws_url, additional_headers=headers,
+                           subprotocols=[f"switchboard.v1.{format}"], **kwargs) as socket:
+            yield WsClient(socket, format)
+
+
+class WsClient:
+    """A protocol client that keeps every frame it receives, so tests can wait on them."""
+
+    def __init__(self, socket: ClientConnection, format: str):
+        self.socket = socket
+        self.format = format
+        self.frames: list[dict] = []
+        self._refs = 0
+        self._reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        with contextlib.suppress(Exception):
+            async for raw in self.socket:
+                frame = json.loads(raw) if isinstance(raw, str) else msgpack.unpackb(
+                    raw, timestamp=3)
+                self.frames.append(frame)
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        if self.format == "msgpack":
+            await self.socket.send(msgpack.packb(frame))
+        else:
+            await self.socket.send(json.dumps(frame))
+
+    async def request(self, frame: dict[str, Any], timeout: float = 10.0) -> dict:
+        """Send a frame with a fresh ref and wait for the answer that echoes it."""
+        self._refs += 1
+        ref = f"r{self._refs}"
+        await self.send({**frame, "ref": ref})
+        return await self.wait(lambda f: f.get("ref") == ref, timeout)
+
+    async def wait(self, predicate, timeout: float = 10.0) -> dict:
+        found: list[dict] = []
+
+        def seen() -> bool:
+            found[:] = [f for f in self.frames if predicate(f)]
+            return bool(found)
+
+        await wait_for(seen, timeout)
+        return found[0]
+
+
+@contextlib.asynccontextmanager
+async def live_server(backend: Backend, data_dir: Path,
+                      clock: Clock = SYSTEM_CLOCK, prepare: bool = True) -> AsyncIterator[LiveServer]:
+    if prepare:
+        await prepare_database(backend.database_url)
+    app = create_app(test_settings(backend, data_dir), clock)
+    port = free_port()
+    server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", port, loop="asyncio"))
+    server.config.setup_event_loop = lambda: None
+    task = asyncio.create_task(server.serve())
+    try:
+        await wait_for(lambda: server.started or task.done(), 15)
+        if task.done():
+            task.result()
+        url = f"http://127.0.0.1:{port}"
+        async with httpx.AsyncClient(base_url=url) as client:
+            yield LiveServer(Api(client, app.state.sb, backend), url, app.state.sb)
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, 15)
