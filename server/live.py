@@ -131,7 +131,9 @@ class Window:
         """One row's change: new image, and its image before (None if it is new)."""
         was_in = old is not None and self.query.matches(old, now)
         is_in = self.query.matches(new, now)
-        self.total += int(is_in) - int(was_in)
+        if is_in != was_in:
+            self.total += 1 if is_in else -1
+            self.dirty = True
         row_id = new["id"]
         held = self.ids.get(row_id)
         if held is not None:

@@ -37,27 +37,37 @@ class Api:
     _ids: Any = field(default_factory=lambda: itertools.count(1))
 
     def token(self, role: str, user: str = "u1", tenant: str | None = None, ttl: int = 3600):
-        return mint_token(SECRET, tenant or self.tenant, role, user, ttl, self.sb.clock)
+        clock = self.sb.clock if self.sb is not None else SYSTEM_CLOCK
+        return mint_token(SECRET, tenant or self.tenant, role, user, ttl, clock)
 
     def auth(self, role: str, user: str = "u1", tenant: str | None = None) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token(role, user, tenant)}"}
 
     def event(self, type_: str, conversation_id: str, occurred_at: str, **data) -> dict:
         """An envelope with a fresh event_id."""
-        return {"event_id": f"ev-{next(self._ids)}", "type": type_,
-                "conversation_id": conversation_id, "occurred_at": occurred_at, "data": data}
+        return {
+            "event_id": f"ev-{next(self._ids)}",
+            "type": type_,
+            "conversation_id": conversation_id,
+            "occurred_at": occurred_at,
+            "data": data,
+        }
 
-    async def post_events(self, events: list[dict], role: str = "service",
-                          tenant: str | None = None) -> list[dict]:
-        response = await self.client.post("/api/v1/events", json={"events": events},
-                                          headers=self.auth(role, "svc", tenant))
+    async def post_events(
+        self, events: list[dict], role: str = "service", tenant: str | None = None
+    ) -> list[dict]:
+        response = await self.client.post(
+            "/api/v1/events", json={"events": events}, headers=self.auth(role, "svc", tenant)
+        )
         assert response.status_code == 200, response.text
         return response.json()["results"]
 
-    async def conversation(self, conversation_id: str, role: str = "supervisor",
-                           user: str = "sup1") -> dict:
-        response = await self.client.get(f"/api/v1/conversations/{conversation_id}",
-                                          headers=self.auth(role, user))
+    async def conversation(
+        self, conversation_id: str, role: str = "supervisor", user: str = "sup1"
+    ) -> dict:
+        response = await self.client.get(
+            f"/api/v1/conversations/{conversation_id}", headers=self.auth(role, user)
+        )
         assert response.status_code == 200, response.text
         return response.json()
 
@@ -75,8 +85,15 @@ def test_settings(backend: Backend, data_dir: Path) -> Settings:
 async def prepare_database(database_url: str) -> None:
     """Migrate (Alembic runs its own loop, so in a thread) and add the two tenants."""
     await asyncio.to_thread(migrate, database_url)
-    probe = Switchboard(Settings(data_dir=Path("."), database_url=database_url,
-                                 bus_url="memory://", bus_prefix="", secret=SECRET))
+    probe = Switchboard(
+        Settings(
+            data_dir=Path("."),
+            database_url=database_url,
+            bus_url="memory://",
+            bus_prefix="",
+            secret=SECRET,
+        )
+    )
     try:
         async with probe.db.write() as conn:
             await create_tenant(conn, TENANT, "Europe/Madrid")
@@ -86,8 +103,9 @@ async def prepare_database(database_url: str) -> None:
 
 
 @contextlib.asynccontextmanager
-async def running_api(backend: Backend, data_dir: Path,
-                      clock: Clock = SYSTEM_CLOCK) -> AsyncIterator[Api]:
+async def running_api(
+    backend: Backend, data_dir: Path, clock: Clock = SYSTEM_CLOCK
+) -> AsyncIterator[Api]:
     await prepare_database(backend.database_url)
     app = create_app(test_settings(backend, data_dir), clock)
     sb: Switchboard = app.state.sb

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +21,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from server.app import Switchboard, create_app
 from server.clock import SYSTEM_CLOCK, Clock
 from server.serve import uvicorn_config
-from tests.app_support import Api, prepare_database, test_settings
+from tests.app_support import SECRET, Api, prepare_database, test_settings
 from tests.support import Backend, free_port, wait_for
 
 
@@ -27,18 +29,28 @@ from tests.support import Backend, free_port, wait_for
 class LiveServer:
     api: Api  # HTTP over the real socket
     url: str
-    sb: Switchboard
+    sb: Switchboard | None  # None for a server in another process
 
     @property
     def ws_url(self) -> str:
         return self.url.replace("http://", "ws://") + "/ws"
 
     @contextlib.asynccontextmanager
-    async def ws(self, role: str = "supervisor", user: str = "sup1", tenant: str | None = None,
-                 format: str = "json", **kwargs) -> AsyncIterator[WsClient]:
+    async def ws(
+        self,
+        role: str = "supervisor",
+        user: str = "sup1",
+        tenant: str | None = None,
+        format: str = "json",
+        **kwargs,
+    ) -> AsyncIterator[WsClient]:
         headers = {"Authorization": f"Bearer {self.api.token(role, user, tenant)}"}
-        async with connect(self.ws_url, additional_headers=headers,
-                           subprotocols=[f"switchboard.v1.{format}"], **kwargs) as socket:
+        async with connect(
+            self.ws_url,
+            additional_headers=headers,
+            subprotocols=[f"switchboard.v1.{format}"],
+            **kwargs,
+        ) as socket:
             yield WsClient(socket, format)
 
 
@@ -55,8 +67,9 @@ class WsClient:
     async def _read(self) -> None:
         with contextlib.suppress(Exception):
             async for raw in self.socket:
-                frame = json.loads(raw) if isinstance(raw, str) else msgpack.unpackb(
-                    raw, timestamp=3)
+                frame = (
+                    json.loads(raw) if isinstance(raw, str) else msgpack.unpackb(raw, timestamp=3)
+                )
                 self.frames.append(frame)
 
     async def send(self, frame: dict[str, Any]) -> None:
@@ -84,8 +97,9 @@ class WsClient:
 
 
 @contextlib.asynccontextmanager
-async def live_server(backend: Backend, data_dir: Path,
-                      clock: Clock = SYSTEM_CLOCK, prepare: bool = True) -> AsyncIterator[LiveServer]:
+async def live_server(
+    backend: Backend, data_dir: Path, clock: Clock = SYSTEM_CLOCK, prepare: bool = True
+) -> AsyncIterator[LiveServer]:
     if prepare:
         await prepare_database(backend.database_url)
     app = create_app(test_settings(backend, data_dir), clock)
@@ -104,3 +118,52 @@ async def live_server(backend: Backend, data_dir: Path,
         server.should_exit = True
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(task, 15)
+
+
+@contextlib.asynccontextmanager
+async def spawned_server(backend: Backend, data_dir: Path) -> AsyncIterator[LiveServer]:
+    """`switchboard serve` in a process of its own, on the backend's database and bus.
+    Stopped by its pid when the block ends."""
+    port = free_port()
+    env = {
+        **os.environ,
+        **backend.env(),
+        "SWITCHBOARD_SECRET": SECRET,
+        "SWITCHBOARD_DATA_DIR": str(data_dir),
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "server",
+        "serve",
+        "--no-demo",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient(base_url=url) as client:
+
+            async def ready() -> bool:
+                if process.returncode is not None:
+                    raise AssertionError(f"server exited with {process.returncode}")
+                try:
+                    return (await client.get("/readyz")).status_code == 200
+                except httpx.TransportError:
+                    return False
+
+            await wait_for(ready, 30)
+            yield LiveServer(Api(client, None, backend), url, None)
+    finally:
+        if process.returncode is None:
+            process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), 10)
+            except TimeoutError:
+                process.kill()
+                await process.wait()

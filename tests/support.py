@@ -197,7 +197,7 @@ def _describe(predicate: Callable[..., Any]) -> str:
 
 async def wait_for(
     predicate: Callable[[], Any],
-    timeout: float = 10.0,  # noqa: ASYNC109 (a polling deadline, not a cancel scope)
+    timeout: float = 10.0,
     interval: float = 0.02,
     message: str | None = None,
 ) -> Any:
