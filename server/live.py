@@ -32,6 +32,7 @@ import itertools
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, Protocol
 
 from . import repository as repo
@@ -89,7 +90,7 @@ class Window:
     changed: dict[str, set | None] = field(default_factory=dict)  # None: send whole row
     dirty: bool = False
     oldest: Any = None
-    timer: asyncio.TimerHandle | None = None
+    timer: asyncio.Handle | None = None
     failed: BaseException | None = None
 
     @property
@@ -404,19 +405,14 @@ class LiveViews:
         moment = window.query.next_time_change(self.clock.now(), window.oldest)
         if moment is None:
             return
-        delay = max(0.0, (moment - self.clock.now()).total_seconds()) + 0.001
-        window.timer = asyncio.get_running_loop().call_later(
-            delay, lambda: self._spawn(self._time_changed(window))
+        # A hair after the boundary, so that the reload's `now` is past it.
+        window.timer = self.clock.call_at(
+            moment + timedelta(milliseconds=1),
+            lambda: self._spawn(self._time_changed(window)),
         )
 
     async def _time_changed(self, window: Window) -> None:
         await self._reload_and_flush(window)
-
-    def clock_moved(self) -> None:
-        """Re-evaluate every relative window now (an injected clock jumped)."""
-        for window in list(self.windows.values()):
-            if window.query.relative:
-                self._spawn(self._time_changed(window))
 
     # --- the bus
 

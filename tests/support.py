@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import inspect
 import os
 import secrets
@@ -14,6 +15,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -247,3 +249,38 @@ def wait_until(
             what = message or f"condition {_describe(predicate)}"
             raise AssertionError(f"{what} not met within {timeout}s (last: {last!r})")
         time.sleep(interval)
+
+
+class ManualClock:
+    """A clock that moves only when told to, firing the timers it passes (server timers
+    set with Clock.call_at), so tests can cross a tenant's midnight at once."""
+
+    def __init__(self, now: datetime):
+        self._now = now
+        self._timers: list[tuple[datetime, int, _ManualTimer]] = []
+        self._count = 0
+
+    def now(self) -> datetime:
+        return self._now
+
+    def call_at(self, moment: datetime, callback) -> _ManualTimer:
+        timer = _ManualTimer(callback)
+        self._count += 1
+        heapq.heappush(self._timers, (moment, self._count, timer))
+        return timer
+
+    def advance(self, delta: timedelta) -> None:
+        self._now += delta
+        while self._timers and self._timers[0][0] <= self._now:
+            _, _, timer = heapq.heappop(self._timers)
+            if not timer.cancelled:
+                timer.callback()
+
+
+class _ManualTimer:
+    def __init__(self, callback):
+        self.callback = callback
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
