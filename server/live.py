@@ -43,6 +43,7 @@ from .db import Database
 from .filters import ViewQuery
 from .frames import Encoded, encode_body
 from .rows import wire_row
+from .window_index import WindowIndex
 
 log = logging.getLogger("switchboard.live")
 
@@ -212,7 +213,7 @@ class LiveViews:
         self.clock = clock
         self.zone_of = zone_of  # async tenant -> ZoneInfo
         self.windows: dict[tuple, Window] = {}
-        self.by_tenant: dict[str, set[Window]] = {}
+        self.index = WindowIndex()
         self.versions: OrderedDict[tuple[str, str], int] = OrderedDict()
         self._subscription = None
         self._tasks: set[asyncio.Task] = set()
@@ -297,7 +298,7 @@ class LiveViews:
         sub.window = None
         if not window.subscribers:
             self.windows.pop(window.key, None)
-            self.by_tenant.get(window.tenant, set()).discard(window)
+            self.index.remove(window)
             if window.timer:
                 window.timer.cancel()
 
@@ -309,12 +310,12 @@ class LiveViews:
         if window is None:
             window = Window(tenant, key, query, size)
             self.windows[key] = window
-            self.by_tenant.setdefault(tenant, set()).add(window)
+            self.index.add(window)
             try:
                 await self._reload(window)
             except BaseException as exc:
                 self.windows.pop(key, None)
-                self.by_tenant[tenant].discard(window)
+                self.index.remove(window)
                 window.failed = exc
                 window.ready.set()
                 raise
@@ -360,8 +361,8 @@ class LiveViews:
             if before.get(row["id"]) != row["version"]:
                 window.changed[row["id"]] = None
         window.dirty = True
-        for item, token in kept:
-            self._apply_item(window, item, token, now)
+        for new, old, token in kept:
+            self._apply_item(window, new, old, token, now)
         self._schedule_time_change(window)
 
     async def _refill(self, window: Window) -> None:
@@ -393,8 +394,8 @@ class LiveViews:
                 window.changed[row["id"]] = None
         window.complete = len(rows) < wanted or len(window.held) >= window.total
         window.dirty = True
-        for item, token in kept:
-            self._apply_item(window, item, token, now)
+        for new, old, token in kept:
+            self._apply_item(window, new, old, token, now)
 
     def _schedule_time_change(self, window: Window) -> None:
         if window.timer:
@@ -443,34 +444,34 @@ class LiveViews:
                 log.exception("reload failed", extra={"tenant": window.tenant})
 
     def _on_message(self, message: BusMessage) -> None:
-        windows = self.by_tenant.get(message.tenant)
+        tenant = message.tenant
         payload = message.payload
         token = payload.get("token", 0)
         items = payload["rows"]
         for item in items:
             row = item["row"]
-            key = (message.tenant, row["id"])
+            key = (tenant, row["id"])
             if self.versions.get(key, 0) < row["version"]:
                 self.versions[key] = row["version"]
                 self.versions.move_to_end(key)
                 if len(self.versions) > VERSIONS_REMEMBERED:
                     self.versions.popitem(last=False)
-        if not windows:
+        if not self.index.has_tenant(tenant):
             return
         now = self.clock.now()
-        for window in list(windows):
-            for item in items:
+        for item in items:
+            new, before = item["row"], item["before"]
+            old = None if before is None else {**new, **before}
+            for window in self.index.candidates(tenant, new, old):
                 if window.loading is not None:
-                    window.loading.append((item, token))
+                    window.loading.append((new, old, token))
                 else:
-                    self._apply_item(window, item, token, now)
+                    self._apply_item(window, new, old, token, now)
         self._schedule_flush()
 
-    def _apply_item(self, window: Window, item: dict, token: int, now) -> None:
+    def _apply_item(self, window: Window, new: dict, old: dict | None, token: int, now) -> None:
         if window.base is not None and window.base.saw(token):
             return  # the window's snapshot already holds this change
-        new, before = item["row"], item["before"]
-        old = None if before is None else {**new, **before}
         latest = self.versions.get((window.tenant, new["id"]), 0)
         if new["version"] < latest and new["id"] not in window.ids:
             # A newer image of this row already went by: count the transition, but
