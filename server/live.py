@@ -218,6 +218,7 @@ class LiveViews:
         self._subscription = None
         self._tasks: set[asyncio.Task] = set()
         self._flush_scheduled = False
+        self._touched: set[Window] = set()  # windows changed since the last flush
         self._flush_lock = asyncio.Lock()
         self._sub_ids = itertools.count(1)
 
@@ -467,7 +468,9 @@ class LiveViews:
                     window.loading.append((new, old, token))
                 else:
                     self._apply_item(window, new, old, token, now)
-        self._schedule_flush()
+                    self._touched.add(window)
+        if self._touched:
+            self._schedule_flush()
 
     def _apply_item(self, window: Window, new: dict, old: dict | None, token: int, now) -> None:
         if window.base is not None and window.base.saw(token):
@@ -497,8 +500,9 @@ class LiveViews:
 
     async def _flush_all(self) -> None:
         async with self._flush_lock:
-            for window in list(self.windows.values()):
-                if not window.ready.is_set():
+            touched, self._touched = self._touched, set()
+            for window in touched:
+                if self.windows.get(window.key) is not window or not window.ready.is_set():
                     continue
                 if window.dirty or window.needs_rows:
                     try:
