@@ -65,6 +65,9 @@ class Conversation:
     closed_at: datetime | None = None
     wait_s: float | None = None
     handle_s: float | None = None
+    # handle_s in the making: time active or in wrap-up so far, and since when now.
+    handled_s: float | None = None
+    handling_since: datetime | None = None
     last_occurred_at: datetime
     # The current offer: the agent sees a popup for it; it is not the row's agent yet.
     offer_id: str | None = None

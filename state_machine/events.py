@@ -7,6 +7,7 @@ them to check `data`, so adding a field to an event is one line here.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass
@@ -18,6 +19,10 @@ Sender = Literal["customer", "agent", "system"]
 HangupSource = Literal["customer", "agent", "system"]
 
 ID_MAX_LENGTH = 200
+RFC3339 = re.compile(
+    r"^(?P<date>\d{4}-\d{2}-\d{2})[Tt ](?P<time>\d{2}:\d{2}:\d{2})(?P<fraction>\.\d+)?"
+    r"(?P<offset>[Zz]|[+-]\d{2}:\d{2})$"
+)
 
 
 class InvalidEvent(Exception):
@@ -264,6 +269,8 @@ def parse_event(envelope: Any) -> Event:
     for name in _ENVELOPE:
         hint = datetime if name == "occurred_at" else str
         values[name] = _convert(envelope.get(name), hint, name, required=True)
+        if hint is str and not values[name]:
+            raise InvalidEvent("invalid_data", f"{name} must not be empty", name)
         if hint is str and len(values[name]) > ID_MAX_LENGTH:
             raise InvalidEvent(
                 "invalid_data", f"{name} is longer than {ID_MAX_LENGTH} characters", name
@@ -343,8 +350,15 @@ def _parse_instant(value: Any, path: str) -> datetime:
     if isinstance(value, datetime):
         instant = value
     elif isinstance(value, str):
+        match = RFC3339.match(value)
         try:
-            instant = datetime.fromisoformat(value)
+            if match is None:
+                raise ValueError(value)
+            # Python parses at most microseconds: keep six digits of a longer fraction.
+            fraction = (match["fraction"] or "")[:7]
+            instant = datetime.fromisoformat(
+                f"{match['date']}T{match['time']}{fraction}{match['offset'].upper()}"
+            )
         except ValueError:
             raise InvalidEvent(
                 "invalid_data", f"{path} must be an RFC 3339 timestamp", _leaf(path)

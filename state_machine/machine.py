@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from .conversation import Conversation, OfferEnded, Status, seconds_between
 from .events import Event
-from .table import CREATING, FALLBACK, OFFER_ANSWERS, PROGRESS, SAME, TABLE, Row
+from .table import CREATING, FALLBACK, HANDLING, OFFER_ANSWERS, REPEATS_THE_PAST, SAME, TABLE, Row
 
 _ROWS_BY_EVENT: dict[str, tuple[Row, ...]] = {}
 for _row in TABLE:
@@ -94,12 +94,8 @@ def _match(conversation: Conversation, event: Event) -> Row | None:
 
 
 def _repeats_the_past(conversation: Conversation, event: Event) -> bool:
-    targets = [
-        PROGRESS[Status.QUEUED] if row.to == FALLBACK else PROGRESS[row.to]
-        for row in _ROWS_BY_EVENT.get(event.type, ())
-        if row.to != SAME
-    ]
-    return bool(targets) and PROGRESS[conversation.status] >= min(targets)
+    statuses = REPEATS_THE_PAST[conversation.direction].get(event.type, frozenset())
+    return conversation.status in statuses
 
 
 def _run(conversation: Conversation | None, event: Event, row: Row) -> Applied:
@@ -135,9 +131,10 @@ def _run(conversation: Conversation | None, event: Event, row: Row) -> Applied:
             changes["wait_s"] = seconds_between(conversation.created_at, at)
         if conversation.ended_at is None:
             changes["ended_at"] = at
+    changes.update(_handling(conversation, status, at))
     if status == Status.CLOSED and conversation.status != Status.CLOSED:
         changes["closed_at"] = at
-        changes["handle_s"] = _handle_seconds(conversation, at)
+        changes["handle_s"] = changes.get("handled_s", conversation.handled_s)
 
     # An offer replaced or left behind by anything but its own answer is cancelled.
     new_offer_id = changes.get("offer_id", conversation.offer_id)
@@ -156,10 +153,15 @@ def _run(conversation: Conversation | None, event: Event, row: Row) -> Applied:
     return Applied(dataclasses.replace(conversation, **changes), tuple(effects), row)
 
 
-def _handle_seconds(conversation: Conversation, closed_at) -> float | None:
-    """Active plus wrap-up time: from the first answer, or for an outgoing contact
-    never answered from its end (the wrap-up alone)."""
-    start = conversation.answered_at or (
-        conversation.ended_at if conversation.status == Status.WRAP_UP else None
-    )
-    return None if start is None else seconds_between(start, closed_at)
+def _handling(conversation: Conversation, status: Status, at) -> dict:
+    """Accumulate the time spent active or in wrap-up (handle_s), across transfers."""
+    was, now = conversation.status in HANDLING, status in HANDLING
+    if was and not now:
+        spent = seconds_between(conversation.handling_since, at)
+        return {
+            "handled_s": round((conversation.handled_s or 0.0) + spent, 3),
+            "handling_since": None,
+        }
+    if now and not was:
+        return {"handling_since": at}
+    return {}

@@ -175,7 +175,9 @@ def transferred_to_team(c: Conversation, e: ev.Transferred) -> Changes:
 
 
 def transferred_to_agent(c: Conversation, e: ev.Transferred) -> Changes:
-    fallback = S.ACTIVE if c.status is S.ACTIVE else S.QUEUED
+    # A transfer made while active (or while such a transfer is still pending) keeps
+    # its way back to the agent who has the customer.
+    fallback = S.ACTIVE if S.ACTIVE in (c.status, c.offer_fallback) else S.QUEUED
     return _offer(e.offer_id, e.agent_id, e.expires_at, fallback)
 
 
@@ -288,18 +290,44 @@ TABLE: tuple[Row, ...] = (
     Row("media.recording_ready", ANY, SAME, recording_ready),
 )
 
-# How far along its life a conversation is, for the rule "what repeats the past is
-# stale": an event whose every row leads to a status at or before where the
-# conversation already stands reports something that has already happened.
-PROGRESS: dict[Status, int] = {
-    S.NEW: 0, S.DIALING: 0,
-    S.QUEUED: 1, S.RINGING: 1,
-    S.OFFERED: 2,
-    S.ACTIVE: 3,
-    S.WRAP_UP: 4,
-    S.CLOSED: 5,
+# Rule 3, "what repeats the past is stale": the statuses in which an event that fits
+# no row reports something that already happened, on the conversation's own path (an
+# incoming contact never rang; an outgoing one was never routed before its answer).
+AFTER_NEW = frozenset({S.QUEUED, S.OFFERED, S.ACTIVE, S.WRAP_UP, S.CLOSED})
+ANSWERED = frozenset({S.ACTIVE, S.WRAP_UP, S.CLOSED})
+ENDED = frozenset({S.WRAP_UP, S.CLOSED})
+FINAL = frozenset({S.CLOSED})
+REPEATS_THE_PAST: dict[str, dict[str, frozenset[Status]]] = {
+    "incoming": {
+        "routing.out_of_hours": AFTER_NEW,
+        "routing.enqueued": AFTER_NEW,
+        "routing.enqueue_failed": AFTER_NEW,
+        "routing.assignment_failed": ANSWERED,
+        "routing.offered": ANSWERED,
+        "routing.queue_timeout": ANSWERED,
+        "routing.transferred": ENDED,
+        "media.customer_dropped": ENDED,
+        "media.hangup": ENDED,
+        "wrapup.submitted": FINAL,
+        "wrapup.timeout": FINAL,
+    },
+    "outgoing": {
+        "media.ringing": frozenset({S.RINGING}) | ANSWERED,
+        "media.answered": ANSWERED,
+        "media.no_answer": ENDED,
+        "media.customer_dropped": ENDED,
+        "media.hangup": ENDED,
+        "routing.transferred": ENDED,
+        "routing.queue_timeout": FINAL,
+        "routing.assignment_failed": FINAL,
+        "routing.offered": FINAL,
+        "wrapup.submitted": FINAL,
+        "wrapup.timeout": FINAL,
+    },
 }
-# fmt: on
+
+# Time counted in handle_s: the agent with the customer, then doing its wrap-up.
+HANDLING = frozenset({S.ACTIVE, S.WRAP_UP})
 
 # Events that answer an offer: one about another offer than the current is stale.
 OFFER_ANSWERS = frozenset({"routing.offer_declined", "agent.accepted"})
