@@ -168,4 +168,6 @@ def _path_name(request: Request, key: str) -> str:
     value = request.path_params[key]
     if not value.strip() or len(value) > 200:
         raise ApiError(422, "invalid_field", f"{key}: must be 1-200 characters", field=key)
+    if "\x00" in value:  # PostgreSQL text cannot hold it
+        raise ApiError(422, "invalid_field", f"{key}: must not contain NUL characters", field=key)
     return value

@@ -23,6 +23,8 @@ async def get_conversation(request: Request):
     require_role(principal, "supervisor", "admin", "agent")
     conversation_id = request.path_params["conversation_id"]
     tenant = principal.tenant
+    if "\x00" in conversation_id:  # no stored id has one; PostgreSQL cannot even compare it
+        raise ApiError(404, "not_found", f"no conversation {conversation_id!r}")
     async with sb.db.read() as conn:
         row = await repo.get_conversation_row(conn, tenant, conversation_id)
         if row is None or not visible_to(principal, row):

@@ -284,8 +284,10 @@ class Ingest:
                 agent_name = None
             elif conversation.agent_id in names:
                 agent_name = names[conversation.agent_id]
-            else:
-                agent_name = old["agent_name"] if old else None
+            elif old is not None and old["agent_id"] == conversation.agent_id:
+                agent_name = old["agent_name"]
+            else:  # a new agent without an agents row has no name (not the last one's)
+                agent_name = None
             row.update(
                 tenant_id=batch.tenant,
                 agent_name=agent_name,
@@ -328,7 +330,7 @@ class Ingest:
             "conversation_id": _text(outcome.conversation_id),
             "type": _text(envelope.get("type")),
             "code": outcome.code,
-            "message": outcome.message,
+            "message": (outcome.message or "").replace("\x00", "\ufffd"),
             "received_at": batch.now,
         }
 
@@ -378,27 +380,43 @@ def _check_storable(envelope: dict) -> None:
             )
 
 
-def _check_value(value: Any, path: str) -> None:
-    if isinstance(value, str):
-        if "\x00" in value:
-            raise InvalidEvent(
-                "invalid_data",
-                f"{path} must not contain NUL characters",
-                path.removeprefix("data."),
-            )
-    elif isinstance(value, float):
-        if not math.isfinite(value):
-            raise InvalidEvent(
-                "invalid_data", f"{path} must be a finite number", path.removeprefix("data.")
-            )
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            child = f"{path}.{key}" if path else str(key)
-            _check_value(str(key), child)
-            _check_value(item, child)
-    elif isinstance(value, list | tuple):
-        for index, item in enumerate(value):
-            _check_value(item, f"{path}[{index}]")
+MAX_DATA_DEPTH = 32  # levels of objects and lists in an envelope
+
+
+def _check_value(envelope: Any, path: str) -> None:
+    """Strings with NUL, non-finite numbers, or nesting deeper than MAX_DATA_DEPTH
+    anywhere in the envelope. Iterative, so that no depth the body parser allowed can
+    exhaust the stack; the envelope stored later is then shallow."""
+    stack = [(envelope, path, 0)]
+    while stack:
+        value, path, depth = stack.pop()
+        field = path.removeprefix("data.")
+        if isinstance(value, str):
+            if "\x00" in value:
+                raise InvalidEvent("invalid_data", f"{path} must not contain NUL characters", field)
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                raise InvalidEvent("invalid_data", f"{path} must be a finite number", field)
+        elif isinstance(value, dict | list | tuple):
+            if depth >= MAX_DATA_DEPTH:
+                raise InvalidEvent(
+                    "invalid_data", f"{path} is nested deeper than {MAX_DATA_DEPTH} levels", field
+                )
+            children = []
+            if isinstance(value, dict):
+                for key, item in value.items():
+                    name = str(key)
+                    if "\x00" in name:
+                        raise InvalidEvent(
+                            "invalid_data",
+                            f"{path or 'the event'} has a key with a NUL character: {name[:100]!r}",
+                            field or None,
+                        )
+                    name = name[:100]
+                    children.append((item, f"{path}.{name}" if path else name, depth + 1))
+            else:
+                children = [(item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value)]
+            stack.extend(reversed(children))
 
 
 def _json_safe(value: Any) -> Any:
