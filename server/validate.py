@@ -54,6 +54,8 @@ def string(body: dict, field: str, max_length: int = 1000, optional: bool = Fals
         raise invalid(field, "must be a non-empty string")
     if len(value) > max_length:
         raise invalid(field, f"must be at most {max_length} characters")
+    if "\x00" in value:  # PostgreSQL text cannot hold it
+        raise invalid(field, "must not contain NUL characters")
     return value
 
 
@@ -71,8 +73,11 @@ def string_list(body: dict, field: str, max_items: int = 100) -> Any:
     if not isinstance(value, list) or len(value) > max_items:
         raise invalid(field, f"must be a list of at most {max_items} strings")
     for item in value:
-        if not isinstance(item, str) or not item.strip() or len(item) > 200:
-            raise invalid(field, "every item must be a non-empty string of at most 200 characters")
+        if not isinstance(item, str) or not item.strip() or len(item) > 200 or "\x00" in item:
+            raise invalid(
+                field,
+                "every item must be a non-empty string of at most 200 characters, without NUL",
+            )
     return value
 
 

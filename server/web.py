@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import msgpack
@@ -13,6 +14,8 @@ from starlette.responses import Response
 from .auth import InvalidToken, Principal, verify_token
 
 MSGPACK = "application/msgpack"
+# A \uD800-\uDFFF escape: half of a pair, or a lone surrogate no text can encode.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 
 class ApiError(Exception):
@@ -84,9 +87,32 @@ async def read_body(request: Request, limit: int) -> Any:
         except Exception:  # msgpack raises several unrelated types for bad input
             raise ApiError(400, "malformed", "the body is not valid msgpack") from None
     try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        body = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        # ValueError: JSONDecodeError, UnicodeDecodeError, an integer of over 4300 digits
         raise ApiError(400, "malformed", f"the body is not valid JSON: {exc}") from None
+    if _SURROGATE_ESCAPE.search(raw) and not _is_unicode(body):
+        # Like invalid UTF-8: no database, and no answer that echoes it, can encode it.
+        raise ApiError(400, "malformed", "the body is not valid JSON: a lone surrogate escape")
+    return body
+
+
+def _is_unicode(value: Any) -> bool:
+    """Whether every string (and key) in a decoded JSON body encodes as UTF-8."""
+    stack = [value]
+    while stack:  # not recursive: the body may be nested nearly as deep as the decoder allows
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode()
+            except UnicodeEncodeError:
+                return False
+        elif isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return True
 
 
 async def read_object(request: Request, limit: int) -> dict[str, Any]:

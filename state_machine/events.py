@@ -336,7 +336,10 @@ def _convert(value: Any, hint: Any, path: str, required: bool) -> Any:
             raise InvalidEvent("invalid_data", f"{path} must be a number", _leaf(path))
         if value < 0:
             raise InvalidEvent("invalid_data", f"{path} must not be negative", _leaf(path))
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:
+            raise InvalidEvent("invalid_data", f"{path} is out of range", _leaf(path)) from None
     if hint is datetime:
         return _parse_instant(value, path)
     if dataclasses.is_dataclass(hint):
@@ -369,7 +372,10 @@ def _parse_instant(value: Any, path: str) -> datetime:
         raise InvalidEvent(
             "invalid_data", f"{path} needs a time zone offset (Z or +hh:mm)", _leaf(path)
         )
-    return instant.astimezone(UTC)
+    try:
+        return instant.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00 falls before year 1 in UTC
+        raise InvalidEvent("invalid_data", f"{path} is out of range", _leaf(path)) from None
 
 
 def _leaf(path: str) -> str:
