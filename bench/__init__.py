@@ -1,0 +1,13 @@
+"""Switchboard benchmarks (docs: bench/README.md, figures: bench/RESULTS.md).
+
+`python -m bench` runs every benchmark in BENCHMARKS; `python -m bench f3` runs one.
+A benchmark is a module with `TITLE`, `add_arguments(parser)` and `run(args) -> int`;
+adding F1, F2, F4 ... is one line here and one module.
+"""
+
+from __future__ import annotations
+
+# name -> module. Order is the order `python -m bench` runs them in.
+BENCHMARKS: dict[str, str] = {
+    "f3": "bench.f3_ingest",
+}
