@@ -49,6 +49,7 @@ class Switchboard:
         await self.live.start()
 
     async def stop(self) -> None:
+        await self.ingest.close()
         await self.live.stop()
         await self.bus.close()
         await self.db.close()

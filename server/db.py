@@ -68,8 +68,11 @@ class Database:
 def _create_engine(url: str, pool_size: int) -> AsyncEngine:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
+        # No ping per checkout (a round trip per transaction): a connection found dead
+        # is invalidated on its error, that request answers 503, the next one gets a
+        # fresh connection.
         return create_async_engine(
-            url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_timeout=10
+            url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False, pool_timeout=10
         )
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)

@@ -10,8 +10,11 @@ the whole request back.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import math
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +41,7 @@ from .metrics import EVENTS
 
 log = logging.getLogger("switchboard.ingest")
 
+MAX_GROUP_EVENTS = 1000  # events committed together at most
 MAX_ATTEMPTS = 3  # a deadlock or a unique race with another batch retries the request
 # Columns that change with every write and tell a reader nothing about the row.
 UNANNOUNCED = frozenset({"change_seq", "updated_at", "tenant_id"})
@@ -82,6 +86,22 @@ class _Batch:
     recordings: list[dict] = field(default_factory=list)
 
 
+@dataclass
+class _Request:
+    tenant: str
+    envelopes: list[Any]
+    done: asyncio.Future
+
+
+def _settle(request: _Request, result=None, exception: BaseException | None = None) -> None:
+    if request.done.done():  # the client went away; its events are stored all the same
+        return
+    if exception is not None:
+        request.done.set_exception(exception)
+    else:
+        request.done.set_result(result)
+
+
 class DatabaseUnavailable(Exception):
     """The database could not be reached: the request is answered 503, nothing stored."""
 
@@ -91,12 +111,90 @@ class Ingest:
         self.db = db
         self.bus = bus
         self.clock = clock
+        # SQLite has one writer; PostgreSQL overlaps one group's I/O with another's work.
+        self.workers = 1 if db.is_sqlite else 2
+        self._waiting: deque[_Request] = deque()
+        self._wake = asyncio.Event()
+        self._workers: list[asyncio.Task] = []
 
     async def submit(self, tenant: str, envelopes: list[Any]) -> list[Outcome]:
+        """Judge, store and announce a request's events; one outcome per envelope."""
+        request = _Request(tenant, envelopes, asyncio.get_running_loop().create_future())
+        self._waiting.append(request)
+        if not self._workers:
+            self._workers = [
+                asyncio.create_task(self._work(), name=f"ingest-{n}") for n in range(self.workers)
+            ]
+        self._wake.set()
+        return await request.done
+
+    async def close(self) -> None:
+        for worker in self._workers:
+            worker.cancel()
+        for worker in self._workers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker
+        self._workers = []
+
+    async def _work(self) -> None:
+        """Group commit: the requests waiting when a worker is free are committed in
+        one transaction (per tenant, in arrival order), so concurrent single-event
+        requests share their round trips. Each request still gets all or nothing."""
+        while True:
+            if not self._waiting:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            await self._commit_group(self._take_group())
+
+    def _take_group(self) -> list[_Request]:
+        first = self._waiting.popleft()
+        group, size, rest = [first], len(first.envelopes), deque()
+        while self._waiting and size < MAX_GROUP_EVENTS:
+            request = self._waiting.popleft()
+            if request.tenant == first.tenant:
+                group.append(request)
+                size += len(request.envelopes)
+            else:
+                rest.append(request)
+        self._waiting.extendleft(reversed(rest))
+        return group
+
+    async def _commit_group(self, group: list[_Request]) -> None:
+        tenant = group[0].tenant
+        envelopes = [envelope for request in group for envelope in request.envelopes]
+        try:
+            outcomes, published = await self._commit_with_retries(tenant, envelopes)
+        except DatabaseUnavailable as exc:
+            for request in group:
+                _settle(request, exception=exc)
+            return
+        except Exception as exc:
+            log.warning(
+                "ingest group failed",
+                exc_info=True,
+                extra={"tenant": tenant, "requests": len(group)},
+            )
+            if len(group) > 1:  # let only the request that fails fail
+                for request in group:
+                    await self._commit_group([request])
+                return
+            _settle(group[0], exception=exc)
+            return
+        for outcome in outcomes:
+            EVENTS.labels(outcome.outcome).inc()
+        start = 0
+        for request in group:
+            end = start + len(request.envelopes)
+            _settle(request, result=outcomes[start:end])
+            start = end
+        if published:
+            await self.bus.publish(tenant, published)
+
+    async def _commit_with_retries(self, tenant: str, envelopes: list[Any]):
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
-                outcomes, published = await self._submit_once(tenant, envelopes)
-                break
+                return await self._submit_once(tenant, envelopes)
             except IntegrityError:
                 if attempt == MAX_ATTEMPTS:
                     raise
@@ -110,11 +208,7 @@ class Ingest:
                 raise
             except (OSError, TimeoutError) as exc:
                 raise DatabaseUnavailable(repr(exc)) from exc
-        for outcome in outcomes:
-            EVENTS.labels(outcome.outcome).inc()
-        if published:
-            await self.bus.publish(tenant, published)
-        return outcomes
+        raise AssertionError("unreachable")
 
     async def _submit_once(self, tenant: str, envelopes: list[Any]):
         now = self.clock.now()

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -21,3 +24,16 @@ def migrate(database_url: str) -> None:
     """Upgrade to the newest revision. Blocking: call it outside the event loop (or in
     a thread), since Alembic's environment runs its own loop."""
     command.upgrade(alembic_config(database_url), "head")
+    asyncio.run(_analyze(database_url))
+
+
+async def _analyze(database_url: str) -> None:
+    """Fresh planner statistics, so that PostgreSQL looks rows up by their keys from
+    the start (autovacuum keeps them fresh afterwards; it must be on)."""
+    engine = create_async_engine(database_url)
+    try:
+        if engine.dialect.name == "postgresql":
+            async with engine.begin() as conn:
+                await conn.execute(text("ANALYZE"))
+    finally:
+        await engine.dispose()
