@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.requests import Request
 
 from . import models as m
-from .filters import ViewQuery, compile_view, decode_cursor, encode_cursor
+from .filters import ViewQuery, _storable, compile_view, decode_cursor, encode_cursor
 from .rows import COLUMNS, wire_row
 from .web import ApiError, read_object, require_role, respond
 
@@ -92,6 +92,8 @@ def view_wire(row: dict) -> dict:
 
 async def load_view(conn: AsyncConnection, principal, view_id: str) -> dict:
     """A view the caller may read, or 404 (another tenant's, or someone's private)."""
+    if not _storable(view_id):  # NUL or a lone surrogate: no database takes it as a value
+        raise ApiError(404, "not_found", f"no view {view_id!r}")
     table = m.views
     row = (
         await conn.execute(
@@ -281,11 +283,11 @@ def _validated(body: dict, tz, partial: bool, given: dict | None = None) -> dict
     if extra:
         raise ApiError(422, "invalid_view", f"{extra[0]}: unknown field", field=extra[0])
     name = body.get("name")
-    if not isinstance(name, str) or not name.strip() or len(name) > 200:
+    if not isinstance(name, str) or not name.strip() or len(name) > 200 or not _storable(name):
         raise ApiError(
             422,
             "invalid_view",
-            "name: must be a non-empty string of at most 200 characters",
+            "name: must be a non-empty string of at most 200 characters, without NUL",
             field="name",
         )
     visibility = body.get("visibility", "private")

@@ -132,6 +132,10 @@ class Connection:
     async def handle(self, raw: str | bytes) -> None:
         try:
             frame = json.loads(raw) if isinstance(raw, str) else msgpack.unpackb(raw)
+            if isinstance(raw, str) and "\\u" in raw and not _is_unicode(frame):
+                # A lone surrogate escape: no answer that echoes it (a ref, an inline
+                # view) could be encoded, and the writer would fail on it.
+                raise ValueError("a lone surrogate escape")
         except Exception:  # msgpack raises several unrelated types for bad input
             self.reply(
                 {
@@ -153,6 +157,8 @@ class Connection:
         ref = frame.get("ref")
         if not isinstance(ref, str | int | float | type(None)) or isinstance(ref, bool):
             ref = None
+        elif isinstance(ref, int) and not -(2**63) <= ref < 2**64:
+            ref = None  # msgpack could not echo it
         handler = HANDLERS.get(frame["type"])
         if handler is None:
             self.reply(
@@ -168,6 +174,15 @@ class Connection:
             await handler(self, frame, ref)
         except ApiError as error:
             self.reply({"type": "error", "ref": ref, "code": error.code, "message": error.message})
+
+
+def _is_unicode(value: Any) -> bool:
+    """Whether every string in a decoded JSON frame encodes as UTF-8."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 # --- handlers -------------------------------------------------------------------------------
@@ -225,8 +240,15 @@ async def on_subscribe(connection: Connection, frame: dict, ref) -> None:
     )
 
 
+def _subscription_id(frame: dict):
+    """The frame's `sub`, if it could name one (a string): a list or a map in its place
+    must get an error frame, not fail a dict lookup and end the socket."""
+    sub_id = frame.get("sub")
+    return sub_id if isinstance(sub_id, str) else None
+
+
 async def on_fetch(connection: Connection, frame: dict, ref) -> None:
-    sub = connection.subscriptions.get(frame.get("sub"))
+    sub = connection.subscriptions.get(_subscription_id(frame))
     if sub is None:
         raise ApiError(404, "unknown_subscription", f"no subscription {frame.get('sub')!r}")
     limit = _limit(frame, DEFAULT_LIMIT, 1)
@@ -248,7 +270,7 @@ async def on_fetch(connection: Connection, frame: dict, ref) -> None:
 
 
 async def on_unsubscribe(connection: Connection, frame: dict, ref) -> None:
-    sub_id = frame.get("sub")
+    sub_id = _subscription_id(frame)
     if sub_id not in connection.subscriptions:
         raise ApiError(404, "unknown_subscription", f"no subscription {sub_id!r}")
     connection._end_subscription(sub_id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import sys
@@ -98,11 +99,17 @@ class WsClient:
 
 @contextlib.asynccontextmanager
 async def live_server(
-    backend: Backend, data_dir: Path, clock: Clock = SYSTEM_CLOCK, prepare: bool = True
+    backend: Backend,
+    data_dir: Path,
+    clock: Clock = SYSTEM_CLOCK,
+    prepare: bool = True,
+    settings_changes: dict[str, Any] | None = None,
 ) -> AsyncIterator[LiveServer]:
+    """`settings_changes`: Settings fields to override (e.g. allowed_origins)."""
     if prepare:
         await prepare_database(backend.database_url)
-    app = create_app(test_settings(backend, data_dir), clock)
+    settings = dataclasses.replace(test_settings(backend, data_dir), **(settings_changes or {}))
+    app = create_app(settings, clock)
     port = free_port()
     server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", port, loop="asyncio"))
     server.config.setup_event_loop = lambda: None
