@@ -128,8 +128,10 @@ MAX_TEXT = 1000
 
 
 def fold(text: str) -> str:
-    """Case folding for contains/not_contains, identical to the SQL side."""
-    return text.lower()
+    """Case folding for contains/not_contains, identical to the SQL side. Final sigma
+    folds to sigma: a search for "σ" finds words ending in "ς", and Python and ICU,
+    which decide "final" by different Unicode versions, cannot disagree about it."""
+    return text.lower().replace("ς", "σ")
 
 
 def unfold_channels(stored: str) -> list[str]:
@@ -548,7 +550,7 @@ def _escape_like(text: str) -> str:
 
 def _fold_sql(column, dialect: str):
     if dialect == "postgresql":
-        return func.lower(column.collate("und-x-icu"))
+        return func.replace(func.lower(column.collate("und-x-icu")), "ς", "σ")
     return func.sb_fold(column)
 
 
