@@ -225,4 +225,5 @@ def create_app(
     )
     app.state.sb = sb
     app.add_middleware(Instrumentation)
+    app.add_middleware(ws.RecordProtocol)  # outermost of ours: sees the server's own send
     return app

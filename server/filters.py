@@ -127,11 +127,14 @@ MAX_LIST = 1000
 MAX_TEXT = 1000
 
 
+FINAL_SIGMA, SIGMA = "\u03c2", "\u03c3"
+
+
 def fold(text: str) -> str:
     """Case folding for contains/not_contains, identical to the SQL side. Final sigma
-    folds to sigma: a search for "σ" finds words ending in "ς", and Python and ICU,
-    which decide "final" by different Unicode versions, cannot disagree about it."""
-    return text.lower().replace("ς", "σ")
+    folds to sigma: a search for sigma finds words ending in final sigma, and Python
+    and ICU, which decide "final" by different Unicode versions, cannot disagree."""
+    return text.lower().replace(FINAL_SIGMA, SIGMA)
 
 
 def unfold_channels(stored: str) -> list[str]:
@@ -550,7 +553,7 @@ def _escape_like(text: str) -> str:
 
 def _fold_sql(column, dialect: str):
     if dialect == "postgresql":
-        return func.replace(func.lower(column.collate("und-x-icu")), "ς", "σ")
+        return func.replace(func.lower(column.collate("und-x-icu")), FINAL_SIGMA, SIGMA)
     return func.sb_fold(column)
 
 

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import struct
 from collections import deque
 from typing import Any
 from urllib.parse import urlsplit
@@ -39,11 +40,68 @@ DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 CLOSE_TOKEN_EXPIRED = 4401
 CLOSE_TRY_AGAIN_LATER = 1013
+PROTOCOL_KEY = "switchboard.ws_protocol"  # scope key: the server's protocol object
+
+
+class RecordProtocol:
+    """ASGI middleware that keeps, for a websocket, the server's protocol object (the
+    owner of `send`, before any middleware wraps it), for RawSocket."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "websocket":
+            scope[PROTOCOL_KEY] = getattr(send, "__self__", None)
+        await self.app(scope, receive, send)
+
+
 VIEW_ROLES = ("supervisor", "admin", "agent")
 
 
+class RawSocket:
+    """Writes websocket frames straight to the connection's transport, the way
+    `websockets.broadcast()` does: no ASGI message, no await, one write. uvicorn's
+    websockets sans-I/O protocol owns the connection (handshake, pings, close); its
+    `writable` event follows the transport's flow control. docs/websocket-server.md
+    says why and what was measured."""
+
+    def __init__(self, protocol):
+        self.transport = protocol.transport
+        self.writable: asyncio.Event = protocol.writable
+
+    @classmethod
+    def of(cls, scope) -> RawSocket | None:
+        protocol = scope.get(PROTOCOL_KEY)
+        if protocol is None or not hasattr(protocol, "writable"):
+            return None
+        return cls(protocol)
+
+    def ready(self) -> bool:
+        return self.writable.is_set() and not self.transport.is_closing()
+
+    def write(self, frame: bytes | str) -> None:
+        if isinstance(frame, str):
+            payload, opcode = frame.encode(), 0x81
+        else:
+            payload, opcode = frame, 0x82
+        size = len(payload)
+        if size < 126:
+            header = bytes((opcode, size))
+        elif size < 65536:
+            header = struct.pack("!BBH", opcode, 126, size)
+        else:
+            header = struct.pack("!BBQ", opcode, 127, size)
+        self.transport.write(header + payload)
+
+
 class Connection:
-    """One client's socket: its principal, format, subscriptions and outbound queue."""
+    """One client's socket: its principal, format, subscriptions and outbound queue.
+
+    A frame is written at once while the transport takes it; once the client stops
+    reading (the transport's buffer is past its high-water mark), frames wait in a
+    queue bounded in bytes, and a queue that overflows ends the subscriptions with
+    `resync` (and, the second time running, the socket with 1013)."""
 
     def __init__(self, websocket: WebSocket, principal: Principal, format: str, sb):
         self.websocket = websocket
@@ -52,6 +110,7 @@ class Connection:
         self.sb = sb
         self.subscriptions: dict[str, Subscription] = {}
         self.queries: dict[str, tuple[str, ViewQuery, Any]] = {}
+        self._raw = RawSocket.of(websocket.scope)
         self._queue: deque[bytes | str] = deque()
         self._queued_bytes = 0
         self._wake = asyncio.Event()
@@ -62,6 +121,9 @@ class Connection:
 
     def send(self, frame: bytes | str) -> None:
         if self.closing:
+            return
+        if not self._queue and self._raw is not None and self._raw.ready():
+            self._raw.write(frame)
             return
         size = len(frame)
         if self._queued_bytes + size > QUEUE_LIMIT_BYTES:
@@ -95,17 +157,28 @@ class Connection:
     def close(self, code: int, reason: str) -> None:
         if self.closing is None:
             self.closing = (code, reason)
+            if code == CLOSE_TRY_AGAIN_LATER:
+                self._queue.clear()  # it would never be read
+                self._queued_bytes = 0
             self._wake.set()
 
     async def write_forever(self) -> None:
-        websocket = self.websocket
+        websocket, raw = self.websocket, self._raw
         while True:
             await self._wake.wait()
             self._wake.clear()
             while self._queue:
+                if raw is not None:
+                    if raw.transport.is_closing():
+                        self._queue.clear()
+                        self._queued_bytes = 0
+                        break
+                    await raw.writable.wait()
                 frame = self._queue.popleft()
                 self._queued_bytes -= len(frame)
-                if isinstance(frame, str):
+                if raw is not None:
+                    raw.write(frame)
+                elif isinstance(frame, str):
                     await websocket.send_text(frame)
                 else:
                     await websocket.send_bytes(frame)
