@@ -31,6 +31,7 @@ class LiveServer:
     api: Api  # HTTP over the real socket
     url: str
     sb: Switchboard | None  # None for a server in another process
+    pid: int | None = None  # the server's process, when it has one of its own
 
     @property
     def ws_url(self) -> str:
@@ -165,7 +166,7 @@ async def spawned_server(backend: Backend, data_dir: Path) -> AsyncIterator[Live
                     return False
 
             await wait_for(ready, 30)
-            yield LiveServer(Api(client, None, backend), url, None)
+            yield LiveServer(Api(client, None, backend), url, None, process.pid)
     finally:
         if process.returncode is None:
             process.terminate()
