@@ -9,6 +9,7 @@ processes behind Redis with the clients and the posts split between them.
 
 from __future__ import annotations
 
+import contextlib
 import random
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -46,10 +47,13 @@ class Run:
     servers: list[LiveServer]
     clients: list[WsClient] = field(default_factory=list)
     watched: list[Watched] = field(default_factory=list)
+    shared_views: list[tuple[dict, int]] = field(default_factory=list)
 
     async def watch(self, client: WsClient) -> None:
-        view = random_view(self.rng)
-        window = self.rng.randint(0, 6)
+        if self.shared_views:  # many subscribers on few views: windows are shared
+            view, window = self.rng.choice(self.shared_views)
+        else:
+            view, window = random_view(self.rng), self.rng.randint(0, 6)
         snapshot = await client.request({"type": "subscribe", "view": view, "limit": window})
         assert snapshot["type"] == "snapshot", snapshot
         index = client.frames.index(snapshot)
@@ -140,6 +144,24 @@ async def test_one_process(backend, tmp_path, seed):
         async with server.ws() as a, server.ws(format="msgpack") as b, server.ws() as c:
             run.clients = [a, b, c]
             await drive(run, backend.database_url, rounds=120)
+
+
+@pytest.mark.parametrize("seed", [66, 77])
+async def test_many_subscribers_sharing_windows(backend, tmp_path, seed):
+    """Eight clients on three views with the same window sizes: one window each,
+    shared, while fetches move some subscribers to bigger windows."""
+    rng = random.Random(seed)
+    async with live_server(backend, tmp_path) as server:
+        run = Run(rng, [server])
+        run.shared_views = [(random_view(rng), rng.randint(1, 5)) for _ in range(3)]
+        async with contextlib.AsyncExitStack() as stack:
+            run.clients = [
+                await stack.enter_async_context(server.ws(format=rng.choice(["json", "msgpack"])))
+                for _ in range(8)
+            ]
+            await drive(run, backend.database_url, rounds=100)
+            windows = server.sb.live.windows
+            assert len(windows) < len(run.watched), "subscribers did not share windows"
 
 
 @pytest.mark.services
