@@ -464,9 +464,9 @@ def _holds(item: dict, row: dict, now: datetime, tz: ZoneInfo) -> bool:
         case "not_in":
             return value not in wanted
         case "contains":
-            return wanted.lower() in value.lower()
+            return _fold(wanted) in _fold(value)
         case "not_contains":
-            return wanted.lower() not in value.lower()
+            return _fold(wanted) not in _fold(value)
         case "gt":
             return value > wanted
         case "gte":
@@ -478,3 +478,8 @@ def _holds(item: dict, row: dict, now: datetime, tz: ZoneInfo) -> bool:
         case "between":
             return wanted[0] <= value <= wanted[1]
     raise AssertionError(op)
+
+
+def _fold(text: str) -> str:
+    """docs/views.md: Unicode lower-casing, final sigma counting as sigma."""
+    return text.lower().replace("\u03c2", "\u03c3")
