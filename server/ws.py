@@ -67,18 +67,28 @@ class RawSocket:
     says why and what was measured."""
 
     def __init__(self, protocol):
+        self.protocol = protocol
         self.transport = protocol.transport
         self.writable: asyncio.Event = protocol.writable
 
     @classmethod
     def of(cls, scope) -> RawSocket | None:
         protocol = scope.get(PROTOCOL_KEY)
-        if protocol is None or not hasattr(protocol, "writable"):
+        if (
+            protocol is None
+            or not hasattr(protocol, "writable")
+            or not hasattr(protocol, "transport")
+        ):
             return None
         return cls(protocol)
 
     def ready(self) -> bool:
-        return self.writable.is_set() and not self.transport.is_closing()
+        """The transport takes data now, and no close frame went out before it."""
+        return (
+            self.writable.is_set()
+            and not self.transport.is_closing()
+            and not getattr(self.protocol, "close_sent", False)
+        )
 
     def write(self, frame: bytes | str) -> None:
         if isinstance(frame, str):

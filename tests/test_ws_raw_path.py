@@ -1,0 +1,20 @@
+"""/ws writes frames straight to uvicorn's transport (docs/websocket-server.md): the
+server's protocol object must reach the endpoint, or every push takes the slow path."""
+
+from server import ws
+from tests.server_support import live_server
+
+
+async def test_pushes_take_the_raw_transport_path(backend, tmp_path, monkeypatch):
+    sockets: list[ws.RawSocket | None] = []
+    found = ws.RawSocket.of.__func__
+
+    def recording(cls, scope):
+        sockets.append(found(cls, scope))
+        return sockets[-1]
+
+    monkeypatch.setattr(ws.RawSocket, "of", classmethod(recording))
+    async with live_server(backend, tmp_path) as server, server.ws() as client:
+        pong = await client.request({"type": "ping"})
+        assert pong["type"] == "pong"
+    assert len(sockets) == 1 and sockets[0] is not None, "uvicorn's protocol did not reach /ws"
