@@ -9,5 +9,8 @@ from __future__ import annotations
 
 # name -> module. Order is the order `python -m bench` runs them in.
 BENCHMARKS: dict[str, str] = {
+    "f1": "bench.f1_fanout",
+    "f2": "bench.f2_views",
     "f3": "bench.f3_ingest",
+    "f4": "bench.f4_snapshot",
 }
