@@ -411,7 +411,12 @@ class ViewQuery:
             column = self._sort_column(table, key.field, dialect)
             beyond = column < last[key.field] if key.descending else column > last[key.field]
             alternatives.append(and_(*equal, beyond))
-        return or_(*alternatives)
+        # Implied by every alternative, but a plain range on the first key is what lets
+        # the database start its index scan at the cursor instead of reading up to it.
+        first = self.sort[0]
+        column = self._sort_column(table, first.field, dialect)
+        start = column <= last[first.field] if first.descending else column >= last[first.field]
+        return and_(start, or_(*alternatives))
 
     def _sort_column(self, table, field: str, dialect: str):
         column = table.c[field]
