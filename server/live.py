@@ -49,6 +49,8 @@ log = logging.getLogger("switchboard.live")
 
 PUSH_INTERVAL_S = 0.02
 RESERVE = 20
+IDLE_WINDOW_S = 60.0  # how long a window nobody watches is kept
+MAX_IDLE_WINDOWS = 1000
 VERSIONS_REMEMBERED = 100_000  # per process: the newest version seen of recent rows
 WIRE_NAMES = {"created_at": ("created_at", "created_date", "created_time")}
 
@@ -214,6 +216,7 @@ class LiveViews:
         self.zone_of = zone_of  # async tenant -> ZoneInfo
         self.windows: dict[tuple, Window] = {}
         self.index = WindowIndex()
+        self._idle: dict[Window, float] = {}  # windows nobody watches -> since, oldest first
         self.versions: OrderedDict[tuple[str, str], int] = OrderedDict()
         self._subscription = None
         self._tasks: set[asyncio.Task] = set()
@@ -298,17 +301,44 @@ class LiveViews:
         window.subscribers.discard(sub)
         sub.window = None
         if not window.subscribers:
-            self.windows.pop(window.key, None)
+            # Kept exact a while longer: a reload, a reconnect or the next page of the
+            # same view then costs no query (and no count over the whole view).
+            loop = asyncio.get_running_loop()
+            self._idle[window] = loop.time()
+            loop.call_later(IDLE_WINDOW_S, self._drop_if_idle, window)
+            while len(self._idle) > MAX_IDLE_WINDOWS:
+                self._drop(next(iter(self._idle)))
+
+    def _drop_if_idle(self, window: Window) -> None:
+        since = self._idle.get(window)
+        if since is not None and asyncio.get_running_loop().time() - since >= IDLE_WINDOW_S - 0.01:
+            self._drop(window)
+
+    def _drop(self, window: Window) -> None:
+        self._idle.pop(window, None)
+        if self.windows.get(window.key) is window:
+            del self.windows[window.key]
             self.index.remove(window)
-            if window.timer:
-                window.timer.cancel()
+        if window.timer:
+            window.timer.cancel()
+
+    def total(self, tenant: str, definition_key: str, agent: str | None) -> int | None:
+        """The exact total of a view if a window of it is live here, else None."""
+        for (w_tenant, w_key, w_agent, _), window in self.windows.items():
+            if (w_tenant, w_key, w_agent) == (tenant, definition_key, agent) and (
+                window.ready.is_set() and window.loading is None and window.failed is None
+            ):
+                return window.total
+        return None
 
     async def _window(
         self, tenant: str, definition_key: str, query: ViewQuery, size: int
     ) -> Window:
         key = (tenant, definition_key, query.agent, size)
         window = self.windows.get(key)
-        if window is None:
+        if window is not None:
+            self._idle.pop(window, None)
+        else:
             window = Window(tenant, key, query, size)
             self.windows[key] = window
             self.index.add(window)

@@ -218,9 +218,12 @@ async def view_rows(request: Request):
     query = definition.compile(tz, agent_scope(principal))
     cursor = request.query_params.get("cursor")
     after = decode_cursor(query, cursor) if cursor else None
+    # A live window of this view keeps its total exact: no count over the whole view.
+    total = sb.live.total(principal.tenant, definition.key, query.agent)
     async with sb.db.snapshot() as conn:
         rows = await page(conn, principal.tenant, query, sb.clock.now(), limit, after)
-        total = await count(conn, principal.tenant, query, sb.clock.now())
+        if total is None:
+            total = await count(conn, principal.tenant, query, sb.clock.now())
     next_cursor = encode_cursor(query, rows[-1]) if len(rows) == limit else None
     return respond(
         request,
