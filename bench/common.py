@@ -676,3 +676,22 @@ if __name__ == "__main__":
         run_async(_stub_main(int(sys.argv[2])))
     else:
         sys.exit("usage: python -m bench.common stub PORT")
+
+
+SECRET = "bench-secret-not-for-production-0123456789abcdef"
+
+
+def server_env(database_url: str, data_dir: Path) -> dict[str, str]:
+    """The environment of a `switchboard` process under test: our settings only."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("SWITCHBOARD_", "REDIS_URL", "DATABASE_URL"))
+    }
+    env.update(
+        DATABASE_URL=database_url,
+        SWITCHBOARD_DATA_DIR=str(data_dir),
+        SWITCHBOARD_SECRET=SECRET,
+        REDIS_URL="memory://",
+    )
+    return env

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import common as c
-from bench.f3_ingest import _env, prepare
+from bench.f3_ingest import prepare
 
 TITLE = "live fan-out: C clients on one 2,000-row window, 2,000 new rows in batches of 50"
 PEERS_DIR = os.environ.get(
@@ -246,7 +246,7 @@ def run_switchboard(args, recorder: c.Recorder, round_no: int) -> dict[str, Any]
     }
     client = None
     try:
-        env = _env(c.with_database(c.ADMIN_URL, database), data_dir)
+        env = c.server_env(c.with_database(c.ADMIN_URL, database), data_dir)
         tokens = prepare(env)
         out = c.run_cli(
             ["token", "--tenant", "bench", "--role", "supervisor", "--user", "bench-sup"], env

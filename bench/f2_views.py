@@ -39,7 +39,7 @@ from typing import Any
 
 from bench import common as c
 from bench.f1_fanout import pin, rss_kb
-from bench.f3_ingest import AGENTS, TEAMS, EventSource, _env, prepare, seed_directory
+from bench.f3_ingest import AGENTS, TEAMS, EventSource, prepare, seed_directory
 
 TITLE = "many views: server CPU per change at 100 vs 10,000 subscriptions"
 CHANNELS = ("call", "chat", "whatsapp", "sms")
@@ -380,7 +380,7 @@ def run(args: argparse.Namespace) -> int:
     data_dir = Path(tempfile.mkdtemp(prefix="sb_bench_f2_"))
     database = c.run_async(c.create_database(c.ADMIN_URL, "sb_bench_f2"))
     try:
-        env = _env(c.with_database(c.ADMIN_URL, database), data_dir)
+        env = c.server_env(c.with_database(c.ADMIN_URL, database), data_dir)
         tokens = prepare(env)
         out = c.run_cli(
             ["token", "--tenant", "bench", "--role", "supervisor", "--user", "sup"], env

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import shutil
 import subprocess
@@ -43,7 +42,7 @@ from bench import common as c
 TITLE = "ingest: single events (32 senders) and batches of 100, PostgreSQL"
 TARGETS = {"single": 2_000, "batch": 10_000}  # events/s, performance.md "Goals"
 TENANT = "bench"
-SECRET = "bench-secret-not-for-production-0123456789abcdef"
+SECRET = c.SECRET
 TEAMS = ("support", "sales", "billing")
 AGENTS = 60
 MAX_EVENTS_PER_RUN = 400_000  # every run is bounded in count as well as in time
@@ -437,19 +436,6 @@ class Backend:
     data_dir: Path | None = None
 
 
-def _env(database_url: str, data_dir: Path) -> dict[str, str]:
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("SWITCHBOARD_", "REDIS_URL", "DATABASE_URL"))
-    }
-    env.update(
-        DATABASE_URL=database_url,
-        SWITCHBOARD_DATA_DIR=str(data_dir),
-        SWITCHBOARD_SECRET=SECRET,
-        REDIS_URL="memory://",
-    )
-    return env
 
 
 def prepare(env: dict[str, str]) -> dict[str, str]:
@@ -611,7 +597,7 @@ def run_backend(
         else:
             url = f"sqlite+aiosqlite:///{data_dir}/switchboard.db"
             pg_dsn = None
-        backend = Backend(name, _env(url, data_dir), database, data_dir)
+        backend = Backend(name, c.server_env(url, data_dir), database, data_dir)
         tokens = prepare(backend.env)
         log_path = recorder.path(f"-{name}-server.log")
         with c.ServerProcess(backend.env, log_path) as server:

@@ -59,7 +59,7 @@ TITLE = "snapshot and paging over 1,000,000 conversations: first page, page 1,00
 TENANT = "bench"
 OTHER_TENANT = "other"
 TIMEZONE = "Europe/Madrid"
-SECRET = "bench-secret-not-for-production-0123456789abcdef"
+SECRET = c.SECRET
 TARGET_FIRST_P95_MS = 50.0  # performance.md "Goals"
 TARGET_DEEP_RATIO = 1.5
 LIMIT = 100
@@ -433,19 +433,6 @@ def _placeholder(query) -> dict:
 # --------------------------------------------------------------------------- setup
 
 
-def _env(database_url: str, data_dir: Path) -> dict[str, str]:
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("SWITCHBOARD_", "REDIS_URL", "DATABASE_URL"))
-    }
-    env.update(
-        DATABASE_URL=database_url,
-        SWITCHBOARD_DATA_DIR=str(data_dir),
-        SWITCHBOARD_SECRET=SECRET,
-        REDIS_URL="memory://",
-    )
-    return env
 
 
 def prepare(env: dict[str, str]) -> str:
@@ -1020,7 +1007,7 @@ def run(args: argparse.Namespace) -> int:
         database = c.run_async(c.create_database(c.ADMIN_URL, "sb_bench_f4"))
         url = c.with_database(c.ADMIN_URL, database)
         dsn = c.asyncpg_dsn(c.ADMIN_URL, database)
-        env = _env(url, data_dir)
+        env = c.server_env(url, data_dir)
         token = prepare(env)
         now = datetime.now(UTC)
         print(f"  database {database}: loading {args.f4_rows:,} conversations", file=sys.stderr)
