@@ -31,6 +31,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import and_, false, func, literal, or_, true
 from sqlalchemy.sql import ColumnElement
 
+from .repository import decode_channels
 from .web import ApiError
 
 # --- fields ----------------------------------------------------------------------------
@@ -135,10 +136,6 @@ def fold(text: str) -> str:
     folds to sigma: a search for sigma finds words ending in final sigma, and Python
     and ICU, which decide "final" by different Unicode versions, cannot disagree."""
     return text.lower().replace(FINAL_SIGMA, SIGMA)
-
-
-def unfold_channels(stored: str) -> list[str]:
-    return [channel for channel in stored.split("|") if channel]
 
 
 # --- validation -------------------------------------------------------------------------
@@ -369,7 +366,7 @@ class ViewQuery:
             return not inside if c.op == "ne" else inside
         value = row[c.field]
         if kind == CHANNELS:
-            used = set(unfold_channels(value))
+            used = set(decode_channels(value))
             hit = any(channel in used for channel in c.value)
             return hit if c.op == "contains" else not hit
         if c.op == "is_empty":

@@ -68,11 +68,9 @@ class WindowIndex:
                     del by_value[value]
 
     def has_tenant(self, tenant: str) -> bool:
-        return bool(self._scanned.get(tenant)) or any(
-            self._filed.get(tenant, {}).values())
+        return bool(self._scanned.get(tenant)) or any(self._filed.get(tenant, {}).values())
 
-    def candidates(self, tenant: str, new: Mapping[str, Any],
-                   old: Mapping[str, Any] | None) -> set:
+    def candidates(self, tenant: str, new: Mapping[str, Any], old: Mapping[str, Any] | None) -> set:
         found = set(self._scanned.get(tenant, ()))
         for field, by_value in self._filed.get(tenant, {}).items():
             for row in (new, old):
@@ -82,11 +80,4 @@ class WindowIndex:
                     windows = by_value.get(value)
                     if windows:
                         found |= windows
-        return found
-
-    def all(self, tenant: str) -> set:
-        found = set(self._scanned.get(tenant, ()))
-        for by_value in self._filed.get(tenant, {}).values():
-            for windows in by_value.values():
-                found |= windows
         return found

@@ -28,7 +28,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from . import views
 from .auth import InvalidToken, Principal, verify_token
 from .filters import ViewQuery
-from .frames import JSON, MSGPACK, encode, encode_body
+from .frames import JSON, MSGPACK, encode
 from .live import Subscription
 from .web import ApiError
 
@@ -460,6 +460,3 @@ async def endpoint(websocket: WebSocket) -> None:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(writer, 1)
         writer.cancel()
-
-
-__all__ = ["SUBPROTOCOLS", "Connection", "encode_body", "endpoint"]
