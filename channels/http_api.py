@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 
@@ -14,9 +15,22 @@ _ERROR_BODY_CHARS = 300
 
 
 async def request_json(
-    http: httpx.AsyncClient, provider: str, method: str, url: str, **kwargs: Any
+    http: httpx.AsyncClient,
+    provider: str,
+    method: str,
+    url: str,
+    form: list[tuple[str, str]] | dict[str, str] | None = None,
+    **kwargs: Any,
 ) -> Any:
-    """Send one request; return its decoded JSON (None for an empty body)."""
+    """Send one request; return its decoded JSON (None for an empty body). `form` is
+    sent url-encoded, repeated keys kept (httpx's `data` takes only a dict)."""
+    if form is not None:
+        pairs = list(form.items()) if isinstance(form, dict) else form
+        kwargs["content"] = urlencode(pairs).encode()
+        kwargs["headers"] = {
+            **kwargs.get("headers", {}),
+            "Content-Type": "application/x-www-form-urlencoded",
+        }
     try:
         response = await http.request(method, url, **kwargs)
     except httpx.ConnectError as exc:

@@ -322,7 +322,7 @@ class TwilioProvider:
             ("StatusCallbackMethod", "POST"),
         ] + [("StatusCallbackEvent", e) for e in ("initiated", "ringing", "answered", "completed")]
         body = await http_api.request_json(
-            self.http, NAME, "POST", self._api("Calls.json"), data=form, auth=self._auth
+            self.http, NAME, "POST", self._api("Calls.json"), form=form, auth=self._auth
         )
         sid = _sid(body)
         return Placed(sid, Reference(kind="call", channel="call", call_id=call.reference))
@@ -336,7 +336,7 @@ class TwilioProvider:
             "StatusCallback": with_query(self.webhook_url, message_id=message.message_id),
         }
         body = await http_api.request_json(
-            self.http, NAME, "POST", self._api("Messages.json"), data=form, auth=self._auth
+            self.http, NAME, "POST", self._api("Messages.json"), form=form, auth=self._auth
         )
         reference = Reference(
             kind="message",
@@ -355,7 +355,7 @@ class TwilioProvider:
             NAME,
             "POST",
             self._api(f"Calls/{provider_call_id}.json"),
-            data={"Twiml": twiml},
+            form={"Twiml": twiml},
             auth=self._auth,
         )
 
@@ -365,7 +365,7 @@ class TwilioProvider:
             NAME,
             "POST",
             self._api(f"Calls/{provider_call_id}.json"),
-            data={"Status": "completed"},
+            form={"Status": "completed"},
             auth=self._auth,
         )
 
