@@ -90,8 +90,8 @@ RECORDING = {
     "RecordingID": "rec-1",
     "RecordingDuration": "42",
     "RecordingDurationMs": "42500",
-    "RecordingStartMs": "1795946401000",
-    "RecordingEndMs": "1795946443500",
+    "RecordingStartMs": "1795514401000",
+    "RecordingEndMs": "1795514443500",
     "CallUUID": "2d2a1b4c-6f5e-11ee-9c0a-0242ac120002",
 }
 
