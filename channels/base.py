@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -286,6 +287,17 @@ def required(values: Mapping[str, Any], name: str, where: str) -> str:
     value = values.get(name)
     if not isinstance(value, str) or not value:
         raise PayloadError(f"{where}: {name} is missing")
+    return value
+
+
+def seconds(raw: Any, field_name: str, where: str) -> float:
+    """A non-negative, finite number of seconds from a provider's string."""
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise PayloadError(f"{where}: {field_name} is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise PayloadError(f"{where}: {field_name} must be a finite number, not negative")
     return value
 
 

@@ -47,6 +47,7 @@ from channels.base import (
     event_id,
     required,
     same_secret,
+    seconds,
     with_query,
 )
 
@@ -319,13 +320,10 @@ class PlivoProvider:
     def _recording(self, form: dict, query: dict, now: datetime) -> WebhookResult:
         recording_id = required(form, "RecordingID", "plivo recording")
         url = required(form, "RecordUrl", "plivo recording")
-        try:
-            if form.get("RecordingDurationMs"):
-                duration = int(form["RecordingDurationMs"]) / 1000
-            else:
-                duration = float(form.get("RecordingDuration", "0"))
-        except ValueError:
-            raise PayloadError("plivo recording: RecordingDuration is not a number") from None
+        if form.get("RecordingDurationMs"):
+            duration = seconds(form["RecordingDurationMs"], "RecordingDurationMs", "plivo") / 1000
+        else:
+            duration = seconds(form.get("RecordingDuration") or "0", "RecordingDuration", "plivo")
         call = query.get("ref") or required(form, "CallUUID", "plivo recording")
         event = ChannelEvent(
             event_id(NAME, recording_id, "ready"),

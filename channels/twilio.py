@@ -49,6 +49,7 @@ from channels.base import (
     event_id,
     required,
     same_secret,
+    seconds,
     with_query,
 )
 
@@ -255,10 +256,7 @@ class TwilioProvider:
         if form.get("RecordingStatus", "completed") != "completed":
             return WebhookResult((), _twiml(""))
         url = required(form, "RecordingUrl", "twilio recording")
-        try:
-            duration = float(form.get("RecordingDuration", "0"))
-        except ValueError:
-            raise PayloadError("twilio recording: RecordingDuration is not a number") from None
+        duration = seconds(form.get("RecordingDuration") or "0", "RecordingDuration", "twilio")
         call = query.get("ref") or required(form, "CallSid", "twilio recording")
         recording = Recording(sid, duration, "audio/wav", url=url + ".wav")
         event = ChannelEvent(
