@@ -150,7 +150,8 @@ class TwilioProvider:
         return None  # Twilio has no verification handshake
 
     def parse(self, request: WebhookRequest, now: datetime) -> WebhookResult:
-        form = request.form()
+        # Twilio sends a webhook set to GET with its parameters in the query.
+        form = request.form() if request.method.upper() == "POST" else request.query()
         query = request.query()
         if "RecordingSid" in form:
             return self._recording(form, query, now)

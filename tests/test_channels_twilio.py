@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from urllib.parse import parse_qs, parse_qsl
+from urllib.parse import parse_qs, parse_qsl, urlencode
 
 import httpx
 import pytest
@@ -431,3 +431,12 @@ def test_build_checks_credentials_and_never_shows_the_token():
         build("twilio", {"account_sid": SID}, HOOK, httpx.AsyncClient())
     twilio = build("twilio", {"account_sid": SID, "auth_token": TOKEN}, HOOK, httpx.AsyncClient())
     assert TOKEN not in repr(twilio.credentials)
+
+
+def test_a_webhook_configured_as_get_carries_its_parameters_in_the_signed_url():
+    url = HOOK + "?" + urlencode(VOICE_REQUEST)
+    request = WebhookRequest("GET", url, {"X-Twilio-Signature": signature(TOKEN, url, [])}, b"")
+    twilio = provider()
+    twilio.verify(request)
+    (item,) = twilio.parse(request, NOW).items
+    assert item.opening.data["contact"] == "+15550123456"
