@@ -12,7 +12,7 @@ import json
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, func, or_, select, union_all
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.requests import Request
 
@@ -242,13 +242,35 @@ async def page(
     conn: AsyncConnection, tenant: str, query: ViewQuery, now, limit: int, after: dict | None = None
 ) -> list[dict]:
     """Up to `limit` stored rows of the view in its order, after `after`'s sort values."""
-    table = m.conversations
-    dialect = conn.dialect.name
-    statement = select(table).where(table.c.tenant_id == tenant, query.where(table, dialect, now))
-    if after is not None:
-        statement = statement.where(query.after(table, dialect, after))
-    statement = statement.order_by(*query.order_by(table, dialect)).limit(limit)
+    statement = page_statement(
+        m.conversations.c, tenant, query, conn.dialect.name, now, limit, after
+    )
     return [dict(row._mapping) for row in await conn.execute(statement)]
+
+
+def page_statement(columns, tenant: str, query: ViewQuery, dialect: str, now, limit: int,
+                   after: dict | None = None):  # fmt: skip
+    """SELECT `columns` (which include the sort keys) of the view's next `limit` rows.
+
+    A cursor seeks: with one sort direction it is a row comparison, an index bound;
+    with mixed directions, one index range per sort level, each limited, in a UNION
+    ALL under the view's order (filters.ViewQuery.after_levels)."""
+    table = m.conversations
+    base = select(*columns).where(table.c.tenant_id == tenant, query.where(table, dialect, now))
+    order = query.order_by(table, dialect)
+    if after is None:
+        return base.order_by(*order).limit(limit)
+    if query.one_direction:
+        return base.where(query.after(table, dialect, after)).order_by(*order).limit(limit)
+    ranges = [
+        select(*part.c)
+        for part in (
+            base.where(level).order_by(*order).limit(limit).subquery()
+            for level in query.after_levels(table, dialect, after)
+        )
+    ]
+    pages = union_all(*ranges).subquery("pages")
+    return select(*pages.c).order_by(*query.order_by(pages, dialect)).limit(limit)
 
 
 async def count(conn: AsyncConnection, tenant: str, query: ViewQuery, now) -> int:
