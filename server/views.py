@@ -8,6 +8,7 @@ conversations in them). Only the owner or an admin changes or deletes a view.
 
 from __future__ import annotations
 
+import functools
 import json
 import secrets
 from dataclasses import dataclass
@@ -18,7 +19,8 @@ from starlette.requests import Request
 
 from . import models as m
 from .filters import ViewQuery, _storable, compile_view, decode_cursor, encode_cursor
-from .rows import COLUMNS, wire_row
+from .repository import decode_channels
+from .rows import COLUMNS, instant, wire_row
 from .web import ApiError, read_object, require_role, respond
 
 DEFAULT_COLUMNS = (
@@ -220,19 +222,61 @@ async def view_rows(request: Request):
     after = decode_cursor(query, cursor) if cursor else None
     # A live window of this view keeps its total exact: no count over the whole view.
     total = sb.live.total(principal.tenant, definition.key, query.agent)
+    shown = projection(definition.columns, query.sort_fields)
     async with sb.db.snapshot() as conn:
-        rows = await page(conn, principal.tenant, query, sb.clock.now(), limit, after)
+        statement = page_statement(
+            shown.selected, principal.tenant, query, conn.dialect.name, sb.clock.now(), limit, after
+        )
+        rows = (await conn.execute(statement)).all()
         if total is None:
             total = await count(conn, principal.tenant, query, sb.clock.now())
-    next_cursor = encode_cursor(query, rows[-1]) if len(rows) == limit else None
+    next_cursor = encode_cursor(query, rows[-1]._mapping) if len(rows) == limit else None
     return respond(
         request,
-        {
-            "rows": [project(r, definition.columns, query, tz) for r in rows],
-            "cursor": next_cursor,
-            "total": total,
-        },
+        {"rows": [shown.wire(row, tz) for row in rows], "cursor": next_cursor, "total": total},
     )
+
+
+@dataclass(frozen=True)
+class Projection:
+    """What a page of a view reads and sends: only the stored columns its wire columns
+    need, each wire value made once from the database row (the same values as
+    `project(wire_row(...))`, which the live windows use)."""
+
+    names: tuple[str, ...]  # wire columns, in project()'s order
+    selected: tuple  # the stored columns, as Column objects
+    makers: tuple  # per wire column: (index in `selected`, maker(value, tz))
+
+    def wire(self, row, tz) -> dict:
+        return {
+            name: make(row[index], tz)
+            for name, (index, make) in zip(self.names, self.makers, strict=True)
+        }
+
+
+_STORED_AS = {"created_date": "created_at", "created_time": "created_at"}
+_MAKERS = {
+    "created_at": lambda value, tz: instant(value),
+    "created_date": lambda value, tz: value.astimezone(tz).date().isoformat(),
+    "created_time": lambda value, tz: value.astimezone(tz).time().isoformat(timespec="seconds"),
+    "channels": lambda value, tz: decode_channels(value),
+    "has_recording": lambda value, tz: bool(value),
+}
+
+
+def _copied(value, tz):
+    return value
+
+
+@functools.lru_cache(maxsize=1024)
+def projection(columns: tuple[str, ...], sort_fields: tuple[str, ...]) -> Projection:
+    names = tuple(dict.fromkeys(("id", "version", *columns, *sort_fields)))
+    stored = tuple(dict.fromkeys(_STORED_AS.get(name, name) for name in names))
+    position = {name: index for index, name in enumerate(stored)}
+    makers = tuple(
+        (position[_STORED_AS.get(name, name)], _MAKERS.get(name, _copied)) for name in names
+    )
+    return Projection(names, tuple(m.conversations.c[name] for name in stored), makers)
 
 
 # --- queries shared with the live views -------------------------------------------------------
