@@ -409,7 +409,7 @@ class ViewQuery:
         directions no single bound exists; `after_levels` gives the ranges that seek."""
         if self.one_direction:
             columns = tuple_(*(self._sort_column(table, k.field, dialect) for k in self.sort))
-            values = tuple(last[key.field] for key in self.sort)
+            values = tuple_(*(_bound(table, k.field, last[k.field]) for k in self.sort))
             return columns < values if self.sort[0].descending else columns > values
         return or_(*self.after_levels(table, dialect, last))
 
@@ -565,6 +565,14 @@ _COMPARE: dict[str, Callable[[Any, Any], bool]] = {
     "lte": lambda value, wanted: value <= wanted,
     "between": lambda value, wanted: wanted[0] <= value <= wanted[1],
 }
+
+
+def _bound(table, field: str, value):
+    """A cursor value as a parameter of its column's type (it may be one already:
+    views caches statements with the cursor as named parameters)."""
+    if isinstance(value, ColumnElement):
+        return value
+    return literal(value, type_=table.c[field].type)
 
 
 def _escape_like(text: str) -> str:

@@ -12,8 +12,9 @@ import functools
 import json
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import and_, func, or_, select, union_all
+from sqlalchemy import and_, bindparam, func, or_, select, union_all
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.requests import Request
 
@@ -37,6 +38,9 @@ DEFAULT_COLUMNS = (
 DEFINITION_FIELDS = {"filters", "columns", "sort"}
 VIEW_FIELDS = {"name", "visibility", *DEFINITION_FIELDS}
 MAX_LIMIT = 1000
+# Built page and count statements, by view, tenant and limit; the oldest goes first.
+_STATEMENTS: dict = {}
+MAX_STATEMENTS = 1000
 
 
 @dataclass(frozen=True)
@@ -224,10 +228,10 @@ async def view_rows(request: Request):
     total = sb.live.total(principal.tenant, definition.key, query.agent)
     shown = projection(definition.columns, query.sort_fields)
     async with sb.db.snapshot() as conn:
-        statement = page_statement(
-            shown.selected, principal.tenant, query, conn.dialect.name, sb.clock.now(), limit, after
+        statement, params = _cached_page(
+            conn.dialect.name, principal.tenant, query, shown, sb.clock.now(), limit, after
         )
-        rows = (await conn.execute(statement)).all()
+        rows = (await conn.execute(statement, params)).all()
         if total is None:
             total = await count(conn, principal.tenant, query, sb.clock.now())
     next_cursor = encode_cursor(query, rows[-1]._mapping) if len(rows) == limit else None
@@ -266,6 +270,33 @@ _MAKERS = {
 
 def _copied(value, tz):
     return value
+
+
+def _cached_page(dialect: str, tenant: str, query: ViewQuery, shown: Projection, now,
+                 limit: int, after: dict | None) -> tuple[Any, dict]:  # fmt: skip
+    """The page statement and its parameters. Building a statement costs about as
+    much as running it, so it is built once per view, tenant and limit, with the
+    cursor as named parameters; not for `within` filters, whose bounds move with
+    the clock."""
+    if query.relative:
+        return page_statement(shown.selected, tenant, query, dialect, now, limit, after), {}
+    fields = query.sort_fields
+    key = ("page", dialect, tenant, query, shown.names, limit, after is not None)
+    statement = _STATEMENTS.get(key)
+    if statement is None:
+        cursor = None
+        if after is not None:
+            table = m.conversations
+            cursor = {f: bindparam(f"after_{f}", type_=table.c[f].type) for f in fields}
+        statement = page_statement(shown.selected, tenant, query, dialect, now, limit, cursor)
+        _remember(key, statement)
+    return statement, {f"after_{f}": after[f] for f in fields} if after is not None else {}
+
+
+def _remember(key, statement) -> None:
+    _STATEMENTS[key] = statement
+    while len(_STATEMENTS) > MAX_STATEMENTS:
+        _STATEMENTS.pop(next(iter(_STATEMENTS)))
 
 
 @functools.lru_cache(maxsize=1024)
@@ -318,12 +349,17 @@ def page_statement(columns, tenant: str, query: ViewQuery, dialect: str, now, li
 
 
 async def count(conn: AsyncConnection, tenant: str, query: ViewQuery, now) -> int:
-    table = m.conversations
-    statement = (
-        select(func.count())
-        .select_from(table)
-        .where(table.c.tenant_id == tenant, query.where(table, conn.dialect.name, now))
-    )
+    key = ("count", conn.dialect.name, tenant, query)
+    statement = None if query.relative else _STATEMENTS.get(key)
+    if statement is None:
+        table = m.conversations
+        statement = (
+            select(func.count())
+            .select_from(table)
+            .where(table.c.tenant_id == tenant, query.where(table, conn.dialect.name, now))
+        )
+        if not query.relative:
+            _remember(key, statement)
     return (await conn.execute(statement)).scalar_one()
 
 
