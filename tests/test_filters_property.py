@@ -30,7 +30,6 @@ from sqlalchemy import select
 
 from server import models as m
 from server.db import Database
-from server.views import page_statement
 from server.filters import (
     CHANNEL_VALUES,
     ENUM_VALUES,
@@ -39,6 +38,7 @@ from server.filters import (
     decode_cursor,
     encode_cursor,
 )
+from server.views import page_statement
 from tests.filter_strategies import (
     AGENTS,
     CLOCK_CHANGES,
