@@ -28,7 +28,7 @@ from functools import total_ordering
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, false, func, literal, or_, true
+from sqlalchemy import and_, false, func, literal, or_, true, tuple_
 from sqlalchemy.sql import ColumnElement
 
 from .repository import decode_channels
@@ -397,23 +397,37 @@ class ViewQuery:
             for key in self.sort
         ]
 
+    @property
+    def one_direction(self) -> bool:
+        """Every sort key runs the same way: `after` is then one row comparison."""
+        return len({key.descending for key in self.sort}) == 1
+
     def after(self, table, dialect: str, last: Mapping[str, Any]) -> ColumnElement:
-        """Rows that sort after `last` (its sort values), for keyset paging."""
-        alternatives = []
-        for index, key in enumerate(self.sort):
+        """Rows that sort after `last` (its sort values), for keyset paging.
+
+        With one direction, a row comparison: a single index bound. With mixed
+        directions no single bound exists; `after_levels` gives the ranges that seek."""
+        if self.one_direction:
+            columns = tuple_(*(self._sort_column(table, k.field, dialect) for k in self.sort))
+            values = tuple_(*(_bound(table, k.field, last[k.field]) for k in self.sort))
+            return columns < values if self.sort[0].descending else columns > values
+        return or_(*self.after_levels(table, dialect, last))
+
+    def after_levels(self, table, dialect: str, last: Mapping[str, Any]) -> list[ColumnElement]:
+        """`after` as disjoint ranges that follow one another in the view's order, the
+        deepest first: equal on the first i keys and beyond on key i+1. Each is one
+        index range, so a page is a UNION ALL of them, each limited (views.page)."""
+        levels = []
+        for index in reversed(range(len(self.sort))):
             equal = [
                 self._sort_column(table, k.field, dialect) == last[k.field]
                 for k in self.sort[:index]
             ]
+            key = self.sort[index]
             column = self._sort_column(table, key.field, dialect)
             beyond = column < last[key.field] if key.descending else column > last[key.field]
-            alternatives.append(and_(*equal, beyond))
-        # Implied by every alternative, but a plain range on the first key is what lets
-        # the database start its index scan at the cursor instead of reading up to it.
-        first = self.sort[0]
-        column = self._sort_column(table, first.field, dialect)
-        start = column <= last[first.field] if first.descending else column >= last[first.field]
-        return and_(start, or_(*alternatives))
+            levels.append(and_(*equal, beyond))
+        return levels
 
     def _sort_column(self, table, field: str, dialect: str):
         column = table.c[field]
@@ -450,6 +464,10 @@ class ViewQuery:
         if kind == BOOLEAN:
             test = column == literal(c.value) if c.op == "eq" else column != literal(c.value)
             return test
+        if kind in (TEXT, ENUM):
+            # Equality is the same in every deterministic collation; compared in the
+            # sort indexes' collation, the indexes can serve the filter too.
+            column = self._sort_column(table, c.field, dialect)
         if c.op == "eq":
             return column == c.value
         if c.op == "ne":
@@ -547,6 +565,14 @@ _COMPARE: dict[str, Callable[[Any, Any], bool]] = {
     "lte": lambda value, wanted: value <= wanted,
     "between": lambda value, wanted: wanted[0] <= value <= wanted[1],
 }
+
+
+def _bound(table, field: str, value):
+    """A cursor value as a parameter of its column's type (it may be one already:
+    views caches statements with the cursor as named parameters)."""
+    if isinstance(value, ColumnElement):
+        return value
+    return literal(value, type_=table.c[field].type)
 
 
 def _escape_like(text: str) -> str:

@@ -21,6 +21,8 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
 )
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql import ColumnElement
 
 metadata = MetaData(
     naming_convention={
@@ -153,16 +155,48 @@ conversations = Table(
     Column("change_seq", BigInteger, nullable=False),
     Column("updated_at", Instant, nullable=False),
     ForeignKeyConstraint(["tenant_id"], ["tenants.id"], ondelete="CASCADE"),
-    Index("ix_conversations_sort", "tenant_id", "created_at", "id"),
-    Index("ix_conversations_status", "tenant_id", "status", "created_at"),
-    Index("ix_conversations_agent", "tenant_id", "agent_id", "created_at"),
-    Index("ix_conversations_team", "tenant_id", "team", "created_at"),
-    Index("ix_conversations_channel", "tenant_id", "channel", "created_at"),
-    Index("ix_conversations_state", "tenant_id", "state", "created_at"),
-    Index("ix_conversations_contact", "tenant_id", "contact", "created_at"),
-    Index("ix_conversations_offer", "tenant_id", "offer_id"),
+    # SQLite's commit_stamp reads max(change_seq) in every ingest transaction.
     Index("ix_conversations_change_seq", "change_seq"),
 )
+
+
+class CodePoint(ColumnElement):
+    """A text column in code-point order (COLLATE "C" on PostgreSQL, where views sort
+    text that way; SQLite's default BINARY already is): indexes in the order the view
+    queries sort by."""
+
+    inherit_cache = True
+
+    def __init__(self, column):
+        self.column = column
+        self.type = column.type
+
+
+@compiles(CodePoint)
+def _code_point(element, compiler, **kw):
+    return compiler.process(element.column, **kw)
+
+
+@compiles(CodePoint, "postgresql")
+def _code_point_postgresql(element, compiler, **kw):
+    return compiler.process(element.column.collate("C"), **kw)
+
+
+# Indexes in the exact order the view queries sort by (migration 0004, docs/views.md):
+# every UPDATE of a conversation writes each of them (change_seq changes on every
+# write, so no update is HOT), so there is one per sortable field and no more.
+_c = conversations.c
+for _name, _keys in {
+    "sort": (_c.created_at, CodePoint(_c.id)),
+    "status": (CodePoint(_c.status), _c.created_at.desc(), CodePoint(_c.id)),
+    "channel": (CodePoint(_c.channel), _c.created_at.desc(), CodePoint(_c.id)),
+    "direction": (CodePoint(_c.direction), _c.created_at.desc(), CodePoint(_c.id)),
+    "contact": (CodePoint(_c.contact), _c.created_at.desc(), CodePoint(_c.id)),
+}.items():
+    Index(f"ix_conversations_{_name}", _c.tenant_id, *_keys)
+# The primary key is (tenant_id, id) already in SQLite's code-point order.
+Index("ix_conversations_id", _c.tenant_id, CodePoint(_c.id)).ddl_if(dialect="postgresql")
+del _c, _name, _keys
 
 events = Table(
     "events",

@@ -8,17 +8,20 @@ conversations in them). Only the owner or an admin changes or deletes a view.
 
 from __future__ import annotations
 
+import functools
 import json
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, bindparam, func, or_, select, union_all
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.requests import Request
 
 from . import models as m
 from .filters import ViewQuery, _storable, compile_view, decode_cursor, encode_cursor
-from .rows import COLUMNS, wire_row
+from .repository import decode_channels
+from .rows import COLUMNS, instant, wire_row
 from .web import ApiError, read_object, require_role, respond
 
 DEFAULT_COLUMNS = (
@@ -35,6 +38,9 @@ DEFAULT_COLUMNS = (
 DEFINITION_FIELDS = {"filters", "columns", "sort"}
 VIEW_FIELDS = {"name", "visibility", *DEFINITION_FIELDS}
 MAX_LIMIT = 1000
+# Built page and count statements, by view, tenant and limit; the oldest goes first.
+_STATEMENTS: dict = {}
+MAX_STATEMENTS = 1000
 
 
 @dataclass(frozen=True)
@@ -220,19 +226,88 @@ async def view_rows(request: Request):
     after = decode_cursor(query, cursor) if cursor else None
     # A live window of this view keeps its total exact: no count over the whole view.
     total = sb.live.total(principal.tenant, definition.key, query.agent)
+    shown = projection(definition.columns, query.sort_fields)
     async with sb.db.snapshot() as conn:
-        rows = await page(conn, principal.tenant, query, sb.clock.now(), limit, after)
+        statement, params = _cached_page(
+            conn.dialect.name, principal.tenant, query, shown, sb.clock.now(), limit, after
+        )
+        rows = (await conn.execute(statement, params)).all()
         if total is None:
             total = await count(conn, principal.tenant, query, sb.clock.now())
-    next_cursor = encode_cursor(query, rows[-1]) if len(rows) == limit else None
+    next_cursor = encode_cursor(query, rows[-1]._mapping) if len(rows) == limit else None
     return respond(
         request,
-        {
-            "rows": [project(r, definition.columns, query, tz) for r in rows],
-            "cursor": next_cursor,
-            "total": total,
-        },
+        {"rows": [shown.wire(row, tz) for row in rows], "cursor": next_cursor, "total": total},
     )
+
+
+@dataclass(frozen=True)
+class Projection:
+    """What a page of a view reads and sends: only the stored columns its wire columns
+    need, each wire value made once from the database row (the same values as
+    `project(wire_row(...))`, which the live windows use)."""
+
+    names: tuple[str, ...]  # wire columns, in project()'s order
+    selected: tuple  # the stored columns, as Column objects
+    makers: tuple  # per wire column: (index in `selected`, maker(value, tz))
+
+    def wire(self, row, tz) -> dict:
+        return {
+            name: make(row[index], tz)
+            for name, (index, make) in zip(self.names, self.makers, strict=True)
+        }
+
+
+_STORED_AS = {"created_date": "created_at", "created_time": "created_at"}
+_MAKERS = {
+    "created_at": lambda value, tz: instant(value),
+    "created_date": lambda value, tz: value.astimezone(tz).date().isoformat(),
+    "created_time": lambda value, tz: value.astimezone(tz).time().isoformat(timespec="seconds"),
+    "channels": lambda value, tz: decode_channels(value),
+    "has_recording": lambda value, tz: bool(value),
+}
+
+
+def _copied(value, tz):
+    return value
+
+
+def _cached_page(dialect: str, tenant: str, query: ViewQuery, shown: Projection, now,
+                 limit: int, after: dict | None) -> tuple[Any, dict]:  # fmt: skip
+    """The page statement and its parameters. Building a statement costs about as
+    much as running it, so it is built once per view, tenant and limit, with the
+    cursor as named parameters; not for `within` filters, whose bounds move with
+    the clock."""
+    if query.relative:
+        return page_statement(shown.selected, tenant, query, dialect, now, limit, after), {}
+    fields = query.sort_fields
+    key = ("page", dialect, tenant, query, shown.names, limit, after is not None)
+    statement = _STATEMENTS.get(key)
+    if statement is None:
+        cursor = None
+        if after is not None:
+            table = m.conversations
+            cursor = {f: bindparam(f"after_{f}", type_=table.c[f].type) for f in fields}
+        statement = page_statement(shown.selected, tenant, query, dialect, now, limit, cursor)
+        _remember(key, statement)
+    return statement, {f"after_{f}": after[f] for f in fields} if after is not None else {}
+
+
+def _remember(key, statement) -> None:
+    _STATEMENTS[key] = statement
+    while len(_STATEMENTS) > MAX_STATEMENTS:
+        _STATEMENTS.pop(next(iter(_STATEMENTS)))
+
+
+@functools.lru_cache(maxsize=1024)
+def projection(columns: tuple[str, ...], sort_fields: tuple[str, ...]) -> Projection:
+    names = tuple(dict.fromkeys(("id", "version", *columns, *sort_fields)))
+    stored = tuple(dict.fromkeys(_STORED_AS.get(name, name) for name in names))
+    position = {name: index for index, name in enumerate(stored)}
+    makers = tuple(
+        (position[_STORED_AS.get(name, name)], _MAKERS.get(name, _copied)) for name in names
+    )
+    return Projection(names, tuple(m.conversations.c[name] for name in stored), makers)
 
 
 # --- queries shared with the live views -------------------------------------------------------
@@ -242,22 +317,49 @@ async def page(
     conn: AsyncConnection, tenant: str, query: ViewQuery, now, limit: int, after: dict | None = None
 ) -> list[dict]:
     """Up to `limit` stored rows of the view in its order, after `after`'s sort values."""
-    table = m.conversations
-    dialect = conn.dialect.name
-    statement = select(table).where(table.c.tenant_id == tenant, query.where(table, dialect, now))
-    if after is not None:
-        statement = statement.where(query.after(table, dialect, after))
-    statement = statement.order_by(*query.order_by(table, dialect)).limit(limit)
+    statement = page_statement(
+        m.conversations.c, tenant, query, conn.dialect.name, now, limit, after
+    )
     return [dict(row._mapping) for row in await conn.execute(statement)]
 
 
-async def count(conn: AsyncConnection, tenant: str, query: ViewQuery, now) -> int:
+def page_statement(columns, tenant: str, query: ViewQuery, dialect: str, now, limit: int,
+                   after: dict | None = None):  # fmt: skip
+    """SELECT `columns` (which include the sort keys) of the view's next `limit` rows.
+
+    A cursor seeks: with one sort direction it is a row comparison, an index bound;
+    with mixed directions, one index range per sort level, each limited, in a UNION
+    ALL under the view's order (filters.ViewQuery.after_levels)."""
     table = m.conversations
-    statement = (
-        select(func.count())
-        .select_from(table)
-        .where(table.c.tenant_id == tenant, query.where(table, conn.dialect.name, now))
-    )
+    base = select(*columns).where(table.c.tenant_id == tenant, query.where(table, dialect, now))
+    order = query.order_by(table, dialect)
+    if after is None:
+        return base.order_by(*order).limit(limit)
+    if query.one_direction:
+        return base.where(query.after(table, dialect, after)).order_by(*order).limit(limit)
+    ranges = [
+        select(*part.c)
+        for part in (
+            base.where(level).order_by(*order).limit(limit).subquery()
+            for level in query.after_levels(table, dialect, after)
+        )
+    ]
+    pages = union_all(*ranges).subquery("pages")
+    return select(*pages.c).order_by(*query.order_by(pages, dialect)).limit(limit)
+
+
+async def count(conn: AsyncConnection, tenant: str, query: ViewQuery, now) -> int:
+    key = ("count", conn.dialect.name, tenant, query)
+    statement = None if query.relative else _STATEMENTS.get(key)
+    if statement is None:
+        table = m.conversations
+        statement = (
+            select(func.count())
+            .select_from(table)
+            .where(table.c.tenant_id == tenant, query.where(table, conn.dialect.name, now))
+        )
+        if not query.relative:
+            _remember(key, statement)
     return (await conn.execute(statement)).scalar_one()
 
 

@@ -7,7 +7,9 @@ operator, random sort, sometimes an agent scope), checks that
 * `SELECT id WHERE where(now) ORDER BY order_by()` equals the stored rows kept by
   `matches(row, now)` and sorted by `sort_key` (membership and order);
 * that membership is also the one of a reference reading of docs/views.md (oracle);
-* paging with `after()` from the cursor of any row gives the rows that sort after it.
+* paging with `after()` from the cursor of any row gives the rows that sort after it,
+  and so does the page statement the server runs (`views.page_statement`: a row
+  comparison, or a UNION ALL of one range per sort level), whole and limited.
 
 pytest-asyncio runs each example of an async `@given` test on the test's event loop,
 so the database fixture (schema and tenants) is made once per test function and every
@@ -36,6 +38,7 @@ from server.filters import (
     decode_cursor,
     encode_cursor,
 )
+from server.views import page_statement
 from tests.filter_strategies import (
     AGENTS,
     CLOCK_CHANGES,
@@ -91,6 +94,20 @@ async def select_ids(db: Database, tenant: str, query: ViewQuery, now: datetime,
         return list((await conn.execute(statement)).scalars())
 
 
+async def page_ids(db: Database, tenant: str, query: ViewQuery, now, last, limit: int):
+    statement = page_statement(
+        (m.conversations.c.id, *(m.conversations.c[f] for f in query.sort_fields if f != "id")),
+        tenant,
+        query,
+        db.dialect,
+        now,
+        limit,
+        last,
+    )
+    async with db.read() as conn:
+        return [row.id for row in await conn.execute(statement)]
+
+
 async def check_view(db: Database, tenant: str, stored: list[dict], view: View, now, tz):
     query = compile_view(view.filters, view.sort, tz, agent=view.agent)
     note(f"view: filters={view.filters!r} sort={view.sort!r} agent={view.agent!r}")
@@ -112,6 +129,9 @@ async def check_view(db: Database, tenant: str, stored: list[dict], view: View, 
         beyond = query.sort_key(last)
         rest = [i for i in expected if query.sort_key(by_id[i]) > beyond]
         assert await select_ids(db, tenant, query, now, decoded) == rest
+        assert await page_ids(db, tenant, query, now, decoded, len(stored) + 1) == rest
+        short = 1 + view.page_at % 3
+        assert await page_ids(db, tenant, query, now, decoded, short) == rest[:short]
 
 
 def same_as_inserted(stored: list[dict], rows: list[dict]) -> None:

@@ -10,6 +10,7 @@ import base64
 import json
 from datetime import UTC, datetime, timedelta
 
+from server.rows import COLUMNS
 from server.views import DEFAULT_COLUMNS
 from tests.app_support import OTHER_TENANT
 from tests.server_support import live_server
@@ -359,6 +360,18 @@ async def test_rows_page_with_a_keyset_cursor_like_the_websocket_snapshot(backen
                 }
             )
             assert inline["rows"] == pages[0]
+            # /rows reads only the columns it shows and converts them itself: every
+            # column must come out as the websocket (wire_row) makes it.
+            every = await created_view(
+                api, {"name": "Every column", "visibility": "tenant", "columns": list(COLUMNS)}
+            )
+            response = await api.client.get(
+                f"/api/v1/views/{every['id']}/rows", params={"limit": 10}, headers=headers
+            )
+            assert response.status_code == 200, response.text
+            snapshot = await ws.request({"type": "subscribe", "view": every["id"], "limit": 10})
+            assert set(snapshot["rows"][0]) == {"version", *COLUMNS}
+            assert response.json()["rows"] == snapshot["rows"]
 
         # Cursors are checked: tampered, truncated, or one of another view's order.
         other = await created_view(api, {"name": "Default order", "visibility": "tenant"})
