@@ -36,8 +36,11 @@ class SandboxRunner:
             sb.settings.data_dir / "sandbox" / safe_name(tenant),
         )
         self._worker: asyncio.Task | None = None
+        self.stopped = False
 
     def _post(self, item: Inbound) -> None:
+        if self.stopped:  # a simulated call's timer after the server stopped
+            return
         try:
             self.queue.put_nowait(item)
         except asyncio.QueueFull:
@@ -59,6 +62,7 @@ class SandboxRunner:
                 self.queue.task_done()
 
     async def stop(self) -> None:
+        self.stopped = True
         if self._worker is not None:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
