@@ -5,6 +5,7 @@ played by a local server, its callbacks signed as Twilio signs them)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from urllib.parse import parse_qsl, urlencode
 
@@ -12,7 +13,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from channels import twilio
+from channels import plivo, twilio, whatsapp_cloud
 from server import models as m
 from tests.support import free_port
 from tests.test_channels_helpers import provider_api
@@ -229,3 +230,122 @@ async def test_without_a_key_every_request_is_its_own(api):
     second = await initiate(api, body, key=None)
     assert first.status_code == second.status_code == 202
     assert first.json()["conversation_id"] != second.json()["conversation_id"]
+
+
+PLIVO_CREDENTIALS = {"auth_id": "MAXXXXXXXXXXXXXXXXXX", "auth_token": "plivo-token-2"}
+WHATSAPP_CREDENTIALS = {
+    "phone_number_id": "106540352242922",
+    "access_token": "EAAG-access-token",
+    "app_secret": "app-secret-2",
+    "verify_token": "verify-2",
+}
+
+
+def plivo_status(message_id: str, contact: str) -> tuple[str, bytes, dict]:
+    url = f"http://testserver/webhooks/plivo/acme?{urlencode({'message_id': message_id})}"
+    params = {
+        "MessageUUID": "7a7a7a7a-6f5e-11ee-8c99-0242ac120002",
+        "Status": "delivered",
+        "From": OUR_NUMBER.lstrip("+"),
+        "To": contact.lstrip("+"),
+        "ErrorCode": "",
+        "Units": "1",
+    }
+    nonce = "12345678901234567890"
+    sig = plivo.signature_v3(
+        PLIVO_CREDENTIALS["auth_token"], "POST", url, list(params.items()), nonce
+    )
+    headers = {
+        "Content-Type": "application/x-www-form-urlencoded",
+        "X-Plivo-Signature-V3": sig,
+        "X-Plivo-Signature-V3-Nonce": nonce,
+    }
+    return url, urlencode(params).encode(), headers
+
+
+def whatsapp_status(message_id: str, contact: str) -> tuple[str, bytes, dict]:
+    payload = {
+        "object": "whatsapp_business_account",
+        "entry": [
+            {
+                "id": "102290129340398",
+                "changes": [
+                    {
+                        "field": "messages",
+                        "value": {
+                            "messaging_product": "whatsapp",
+                            "metadata": {
+                                "display_phone_number": OUR_NUMBER.lstrip("+"),
+                                "phone_number_id": WHATSAPP_CREDENTIALS["phone_number_id"],
+                            },
+                            "statuses": [
+                                {
+                                    "id": "wamid.HBgLMTY1MDM4Nzk0Mzk",
+                                    "status": "delivered",
+                                    "timestamp": "1795514405",
+                                    "recipient_id": contact.lstrip("+"),
+                                    "biz_opaque_callback_data": message_id,
+                                }
+                            ],
+                        },
+                    }
+                ],
+            }
+        ],
+    }
+    body = json.dumps(payload).encode()
+    sig = whatsapp_cloud.signature(WHATSAPP_CREDENTIALS["app_secret"], body)
+    headers = {"Content-Type": "application/json", "X-Hub-Signature-256": sig}
+    return "http://testserver/webhooks/whatsapp_cloud/acme", body, headers
+
+
+@pytest.mark.parametrize(
+    ("provider", "channel", "credentials", "path", "answer", "status_webhook"),
+    [
+        (
+            "plivo",
+            "sms",
+            PLIVO_CREDENTIALS,
+            rf"/v1/Account/{PLIVO_CREDENTIALS['auth_id']}/Message/",
+            '{"message": "message(s) queued", "message_uuid": ["db3ce55a-7f1d-11e1"]}',
+            plivo_status,
+        ),
+        (
+            "whatsapp_cloud",
+            "whatsapp",
+            WHATSAPP_CREDENTIALS,
+            rf"/v21\.0/{WHATSAPP_CREDENTIALS['phone_number_id']}/messages",
+            '{"messaging_product": "whatsapp", "messages": [{"id": "wamid.X1"}]}',
+            whatsapp_status,
+        ),
+    ],
+)
+async def test_a_message_goes_out_through_the_provider_and_its_status_comes_back(
+    api, provider_api, provider, channel, credentials, path, answer, status_webhook
+):
+    provider_api.route("POST", path, 202, answer)
+    response = await api.client.put(
+        f"/api/v1/providers/{provider}",
+        json={
+            "channels": [channel],
+            "numbers": [{"number": OUR_NUMBER, "team": "sales"}],
+            "credentials": credentials,
+        },
+        headers=api.auth("admin"),
+    )
+    assert response.status_code == 200, response.text
+    api.sb.providers.api_bases[provider] = provider_api.base_url
+    contact = "+34911000141"
+    started = await initiate(api, {"channel": channel, "contact": contact, "text": "Your order"})
+    assert started.status_code == 202, started.text
+    cid = started.json()["conversation_id"]
+    (sent,) = provider_api.requests
+    assert b"Your order" in sent.body
+    (message,) = (await api.conversation(cid))["transcript"]
+    assert message["sender"] == "agent" and message["status"] is None
+
+    url, body, headers = status_webhook(message["message_id"], contact)
+    delivered = await api.client.post(url, content=body, headers=headers)
+    assert delivered.status_code == 200, delivered.text
+    (message,) = (await api.conversation(cid))["transcript"]
+    assert message["status"] == "delivered"
