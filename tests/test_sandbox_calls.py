@@ -5,11 +5,15 @@ messages get statuses and replies; the agent actions as websocket frames."""
 from __future__ import annotations
 
 import io
+import json
 import wave
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from channels import sandbox
+from server.api_actions import bridge_call
+from server.channel_repository import latest_conversation_of_contact
 from tests.app_support import running_api
 from tests.server_support import live_server
 from tests.support import ManualClock, wait_for
@@ -202,3 +206,48 @@ async def test_agent_actions_as_websocket_frames(backend, tmp_path):
             assert hung["type"] == "ok" and hung["conversation"]["status"] == "wrap_up"
             bad = await ws.request({"type": "initiate", "channel": "call", "contact": "nope"})
             assert bad["type"] == "error" and bad["code"] == "invalid_field"
+
+
+async def test_an_inbound_sandbox_call_is_held_then_bridged_to_the_accepting_agent(clocked):
+    api, clock = clocked
+    admin = api.auth("admin")
+    response = await api.client.put(
+        "/api/v1/providers/sandbox", json={"credentials": {"secret": "s3"}}, headers=admin
+    )
+    assert response.status_code == 200, response.text
+    body = json.dumps({"kind": "call", "contact": "+34911000150"}).encode()
+    response = await api.client.post(
+        "/webhooks/sandbox/acme",
+        content=body,
+        headers={sandbox.SIGNATURE_HEADER: sandbox.signature("s3", body)},
+    )
+    assert response.status_code == 200, response.text
+    async with api.sb.db.read() as conn:
+        found = await latest_conversation_of_contact(conn, "acme", "+34911000150", "call")
+    cid = found["id"]
+    at = (clock.now() + timedelta(seconds=1)).isoformat()
+    expires = (clock.now() + timedelta(seconds=30)).isoformat()
+    results = await api.post_events(
+        [
+            api.event("routing.enqueued", cid, at, team="support"),
+            api.event("routing.offered", cid, at, agent_id="u1", offer_id="o1", expires_at=expires),
+            api.event("agent.accepted", cid, at, agent_id="u1", offer_id="o1"),
+        ]
+    )
+    assert [r["outcome"] for r in results] == ["applied"] * 3, results
+    await bridge_call(api.sb, "acme", cid, "u1", "http://testserver")
+    # The agent's phone picks up within 3 s; the customer talks at most 240 s. (Read
+    # with a token minted now: one minted after the jump would not be valid yet.)
+    supervisor = api.auth("supervisor", "sup1")
+    clock.advance(timedelta(seconds=3))
+    clock.advance(timedelta(seconds=241))
+
+    async def recorded():
+        response = await api.client.get(f"/api/v1/conversations/{cid}", headers=supervisor)
+        detail = response.json()
+        return detail if detail["recordings"] else None
+
+    detail = await wait_for(recorded, 10)
+    row = detail["conversation"]
+    assert (row["status"], row["hangup_source"]) == ("wrap_up", "customer")
+    assert detail["recordings"][0]["duration_s"] >= 20
