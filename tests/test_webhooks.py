@@ -10,6 +10,9 @@ from urllib.parse import urlencode
 from channels import plivo, sandbox, twilio, whatsapp_cloud
 from server.channel_repository import latest_conversation_of_contact
 from server.inbound import conversation_id_for
+from tests.test_channels_helpers import provider_api
+
+__all__ = ["provider_api"]
 
 OUR_NUMBER = "+14155552671"
 CUSTOMER = "+34911000107"
@@ -278,3 +281,65 @@ async def test_webhooks_for_unknown_tenants_providers_or_payloads(api):
     assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_payload"
     # Signed for acme, sent to globex: globex has no twilio.
     assert (await post_twilio(api, TWILIO_VOICE, tenant="globex")).status_code == 404
+
+
+async def test_a_twilio_recording_is_fetched_into_the_store_and_served(api, provider_api):
+    await configure(api, "twilio", ["call", "sms"], TWILIO_CREDENTIALS)
+    assert (await post_twilio(api, TWILIO_VOICE)).status_code == 200
+    cid = conversation_id_for(f"twilio:{TWILIO_VOICE['CallSid']}:created")
+    wav = b"RIFF" + bytes(range(256)) * 4
+    provider_api.route("GET", r"/Recordings/RE1\.wav", 200, wav, content_type="audio/wav")
+    provider_api.route("GET", r"/Recordings/RE2\.wav", 500, b"{}")
+    # https://www.twilio.com/docs/voice/twiml/dial#recordingstatuscallback
+    callback = {
+        "AccountSid": TWILIO_CREDENTIALS["account_sid"],
+        "CallSid": TWILIO_VOICE["CallSid"],
+        "RecordingSid": "RE1",
+        "RecordingUrl": f"{provider_api.base_url}/Recordings/RE1",
+        "RecordingStatus": "completed",
+        "RecordingDuration": "42",
+        "RecordingChannels": "2",
+        "RecordingSource": "DialVerb",
+    }
+    failing = dict(
+        callback, RecordingSid="RE2", RecordingUrl=f"{provider_api.base_url}/Recordings/RE2"
+    )
+    refused = await post_twilio(api, failing)
+    assert refused.status_code == 502  # Twilio retries; nothing recorded meanwhile
+    assert (await detail(api, cid))["recordings"] == []
+    assert (await post_twilio(api, callback)).status_code == 200
+    (recording,) = (await detail(api, cid))["recordings"]
+    assert (recording["id"], recording["duration_s"]) == ("RE1", 42.0)
+    (fetch,) = [r for r in provider_api.requests if r.path.endswith("RE1.wav")]
+    assert fetch.basic_auth() == (
+        TWILIO_CREDENTIALS["account_sid"],
+        TWILIO_CREDENTIALS["auth_token"],
+    )
+    served = await api.client.get(
+        f"/api/v1/conversations/{cid}/recordings/RE1", headers=api.auth("supervisor")
+    )
+    assert served.status_code == 200 and served.content == wav
+
+
+async def test_merge_channels_joins_a_second_channel_to_the_open_conversation(api):
+    response = await api.client.put(
+        "/api/v1/tenant", json={"merge_channels": True}, headers=api.auth("admin")
+    )
+    assert response.status_code == 200, response.text
+    await configure(api, "twilio", ["call", "sms"], TWILIO_CREDENTIALS)
+    sms = {
+        "MessageSid": "SM" + "c" * 32,
+        "AccountSid": TWILIO_CREDENTIALS["account_sid"],
+        "From": CUSTOMER,
+        "To": OUR_NUMBER,
+        "Body": "I'll call you",
+    }
+    assert (await post_twilio(api, sms)).status_code == 200
+    cid = conversation_id_for(f"twilio:{sms['MessageSid']}:created")
+    assert (await post_twilio(api, TWILIO_VOICE)).status_code == 200
+    row = (await detail(api, cid))["conversation"]
+    assert row["channel"] == "omnichannel" and set(row["channels"]) == {"sms", "call"}
+    # The call's later callbacks map to the same conversation.
+    ended = await post_twilio(api, dict(TWILIO_VOICE, CallStatus="completed"))
+    assert ended.status_code == 200
+    assert (await detail(api, cid))["conversation"]["status"] == "closed"
