@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 
-from . import api_admin, api_conversations, api_events, views, ws
+from . import api_admin, api_conversations, api_events, channel_routes, views, ws
 from . import repository as repo
 from .auth import Principal
 from .bus import bus_from_url
@@ -43,12 +43,14 @@ class Switchboard:
         self.ingest = Ingest(self.db, self.bus, clock)
         self.live = LiveViews(self.db, self.bus, clock, self.tenant_zone)
         self._zones: dict[str, ZoneInfo] = {}
+        channel_routes.attach(self)  # providers, the sandbox, recordings (issue 8)
 
     async def start(self) -> None:
         await self.bus.start()
         await self.live.start()
 
     async def stop(self) -> None:
+        await channel_routes.detach(self)
         await self.ingest.close()
         await self.live.stop()
         await self.bus.close()
@@ -118,6 +120,7 @@ ROUTES = [
     Route("/api/v1/views/{view_id}", views.delete_view, methods=["DELETE"]),
     Route("/api/v1/views/{view_id}/rows", views.view_rows, methods=["GET"]),
     WebSocketRoute("/ws", ws.endpoint),
+    *channel_routes.ROUTES,
 ]
 
 

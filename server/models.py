@@ -280,3 +280,52 @@ views = Table(
     ForeignKeyConstraint(["tenant_id"], ["tenants.id"], ondelete="CASCADE"),
     Index("ix_views_owner", "tenant_id", "owner"),
 )
+
+
+# --- channels (issue 8): providers, provider call references, initiate requests ---------
+# Migration 0005_channels.
+
+# One provider account of a tenant (api.md PUT /api/v1/providers/{provider}). Each
+# channel is carried by one provider; `credentials` are write-only (never answered).
+providers = Table(
+    "providers",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("provider", String(32), primary_key=True),
+    Column("channels", JSON, nullable=False),
+    Column("numbers", JSON, nullable=False),  # [{"number": "+E164", "team": name}]
+    Column("credentials", JSON, nullable=True),
+    Column("updated_at", Instant, nullable=False),
+    ForeignKeyConstraint(["tenant_id"], ["tenants.id"], ondelete="CASCADE"),
+)
+
+# A call's reference at a provider -> its conversation: the provider's call id for an
+# inbound call, the server's own reference (the conversation id) for one it placed.
+# `provider_call_id` is what bridge and hangup need.
+channel_calls = Table(
+    "channel_calls",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("provider", String(32), primary_key=True),
+    Column("call_id", ID, primary_key=True),
+    Column("conversation_id", ID, nullable=False),
+    Column("provider_call_id", ID, nullable=True),
+    Column("created_at", Instant, nullable=False),
+    Index("ix_channel_calls_conversation", "tenant_id", "conversation_id"),
+)
+
+# Click-to-initiate requests by Idempotency-Key: the answer given, so a retry gets it
+# again without a second provider call; also what the per-user rate limit counts.
+initiate_requests = Table(
+    "initiate_requests",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("user_id", ID, primary_key=True),
+    Column("key", ID, primary_key=True),
+    Column("body_hash", String(64), nullable=False),
+    Column("conversation_id", ID, nullable=False),
+    Column("status_code", Integer, nullable=True),  # null while the first is in flight
+    Column("response", JSON, nullable=True),
+    Column("created_at", Instant, nullable=False),
+    Index("ix_initiate_requests_user", "tenant_id", "user_id", "created_at"),
+)

@@ -820,6 +820,8 @@ def view_paths() -> dict[str, dict]:
 
 
 def openapi_document() -> dict:
+    from . import openapi_channels  # it builds on the helpers above
+
     return {
         "openapi": OPENAPI_VERSION,
         "info": {
@@ -833,7 +835,7 @@ def openapi_document() -> dict:
             ),
         },
         "security": [{"bearer": []}],
-        "paths": paths(),
+        "paths": {**paths(), **openapi_channels.paths()},
         "components": {
             "securitySchemes": {
                 "bearer": {
@@ -850,6 +852,7 @@ def openapi_document() -> dict:
                 **conversation_schemas(),
                 **admin_schemas(),
                 **view_schemas(),
+                **openapi_channels.schemas(),
             },
             "responses": error_responses(),
         },

@@ -25,7 +25,7 @@ import msgpack
 from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from . import views
+from . import api_actions, views
 from .auth import InvalidToken, Principal, verify_token
 from .filters import ViewQuery
 from .frames import JSON, MSGPACK, encode
@@ -371,6 +371,7 @@ HANDLERS = {
     "unsubscribe": on_unsubscribe,
     "ping": on_ping,
 }
+HANDLERS.update(api_actions.WS_HANDLERS)  # channel actions: initiate, send_message, hangup
 
 
 # --- the endpoint ------------------------------------------------------------------------------

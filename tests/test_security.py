@@ -24,6 +24,7 @@ ROLES = ("admin", "supervisor", "agent", "wallboard", "service")
 PUBLIC = frozenset(ROLES) | {None}
 READERS = frozenset({"admin", "supervisor", "agent"})
 WRITERS = frozenset({"admin", "supervisor"})
+SIGNED = frozenset({"provider"})  # no role: a provider's signed callback
 
 # (method, route path) -> the roles api.md lets in (an agent only to its own things).
 ACCESS: dict[tuple[str, str], frozenset] = {
@@ -46,8 +47,17 @@ ACCESS: dict[tuple[str, str], frozenset] = {
     ("PATCH", "/api/v1/views/{view_id}"): WRITERS,
     ("DELETE", "/api/v1/views/{view_id}"): WRITERS,
     ("GET", "/api/v1/views/{view_id}/rows"): READERS,
+    ("POST", "/api/v1/conversations/initiate"): READERS,
+    ("POST", "/api/v1/conversations/{conversation_id}/messages"): frozenset({"agent"}),
+    ("POST", "/api/v1/conversations/{conversation_id}/hangup"): frozenset({"agent"}),
+    ("GET", "/api/v1/conversations/{conversation_id}/recordings/{recording_id}"): READERS,
+    ("GET", "/api/v1/providers"): frozenset({"admin"}),
+    ("PUT", "/api/v1/providers/{provider}"): frozenset({"admin"}),
+    # The provider's signature, no token: tests/test_webhooks.py.
+    ("GET", "/webhooks/{provider}/{tenant}"): SIGNED,
+    ("POST", "/webhooks/{provider}/{tenant}"): SIGNED,
 }
-PROTECTED = [key for key, roles in ACCESS.items() if roles is not PUBLIC]
+PROTECTED = [key for key, roles in ACCESS.items() if roles not in (PUBLIC, SIGNED)]
 AT = "2026-11-24T10:00:00Z"
 
 
@@ -99,9 +109,17 @@ def request_for(key: tuple[str, str], role: str, view_id: str) -> tuple[str, dic
         ("PUT", "/api/v1/agents/{agent_id}"): {"name": f"Agent of {role}"},
         ("POST", "/api/v1/views"): view_body(f"v-{role}"),
         ("PATCH", "/api/v1/views/{view_id}"): {"name": f"renamed by {role}"},
+        ("POST", "/api/v1/conversations/initiate"): {"channel": "call", "contact": "+34911000103"},
+        ("POST", "/api/v1/conversations/{conversation_id}/messages"): {"text": "hi"},
+        ("PUT", "/api/v1/providers/{provider}"): {"channels": ["call", "sms", "whatsapp"]},
     }
     concrete = path.format(
-        conversation_id="c-acme", name=f"t-{role}", agent_id=f"x-{role}", view_id=view_id
+        conversation_id="c-acme",
+        name=f"t-{role}",
+        agent_id=f"x-{role}",
+        view_id=view_id,
+        recording_id="r-1",
+        provider="sandbox",
     )
     return concrete, bodies.get(key)
 
@@ -110,6 +128,8 @@ async def test_each_role_gets_403_where_api_md_says_it_may_not(api):
     assert {r["outcome"] for r in await api.post_events([created("ev-0", "c-acme")])} == {"applied"}
     shared_view = await make_view(api, "shared")
     for key in ACCESS:
+        if ACCESS[key] is SIGNED:
+            continue
         for role in ROLES:
             # PATCH and DELETE each get a view of their own, owned by the caller's user.
             view_id = shared_view
@@ -120,8 +140,12 @@ async def test_each_role_gets_403_where_api_md_says_it_may_not(api):
             where = (key, role, response.status_code, response.text[:200])
             if role in ACCESS[key]:
                 expected = {201} if key == ("POST", "/api/v1/views") else {200}
+                if key == ("POST", "/api/v1/conversations/initiate"):
+                    expected = {202}
                 if role == "agent" and "{conversation_id}" in key[1]:
                     expected = {404}  # not its conversation: it does not exist for it
+                if "{recording_id}" in key[1]:
+                    expected = {404}  # let in, but c-acme has no recording
                 assert response.status_code in expected, where
             else:
                 assert response.status_code == 403, where

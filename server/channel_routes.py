@@ -1,0 +1,34 @@
+"""The channels' part of the app (issue 8), attached by server/app.py in one place:
+its services on the Switchboard container and its routes."""
+
+from __future__ import annotations
+
+from starlette.routing import Route
+
+from . import api_actions, api_webhooks, providers, recordings
+from .inbound import KeyedLocks
+from .sandbox_runner import Sandboxes
+
+
+def attach(sb) -> None:
+    sb.providers = providers.Providers(sb)
+    sb.sandboxes = Sandboxes(sb)
+    sb.recordings = recordings.FileRecordingStore(sb.settings.data_dir / "recordings")
+    sb.inbound_locks = KeyedLocks()
+
+
+async def detach(sb) -> None:
+    await sb.sandboxes.stop()
+    await sb.providers.close()
+
+
+CONVERSATION = "/api/v1/conversations/{conversation_id}"
+ROUTES = [
+    Route("/api/v1/conversations/initiate", api_actions.post_initiate, methods=["POST"]),
+    Route(f"{CONVERSATION}/messages", api_actions.post_message, methods=["POST"]),
+    Route(f"{CONVERSATION}/hangup", api_actions.post_hangup, methods=["POST"]),
+    Route(f"{CONVERSATION}/recordings/{{recording_id}}", recordings.get_recording),
+    Route("/api/v1/providers", providers.list_providers),
+    Route("/api/v1/providers/{provider}", providers.put_provider, methods=["PUT"]),
+    Route("/webhooks/{provider}/{tenant}", api_webhooks.webhook, methods=["GET", "POST"]),
+]
