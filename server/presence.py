@@ -120,7 +120,7 @@ class AgentBoard:
             await self._load(tenant)
 
     async def reload_tenant(self, tenant: str) -> None:
-        if tenant in self.tenants:
+        if tenant in self.tenants or tenant in self._loading:  # a load under way is stale
             await self._load(tenant)
 
     def on_rows(self, tenant: str, items: list[dict], token: int) -> bool:

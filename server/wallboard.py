@@ -303,7 +303,7 @@ class Wallboard:
 
     async def reload(self, tenant: str | None = None) -> None:
         for name in [tenant] if tenant else list(self.tenants):
-            if name in self.tenants:
+            if name in self.tenants or name in self._loading:  # a load under way is stale
                 await self._load(name, await self.day_start(name))
                 self.changed(name)
 

@@ -4,6 +4,7 @@ and their presence, conversations arriving now."""
 from __future__ import annotations
 
 import itertools
+import secrets
 from datetime import UTC, datetime
 
 from tests.app_support import Api
@@ -52,7 +53,7 @@ async def set_presence(api: Api, agent_id: str, presence: str) -> dict:
 
 async def arrive(api: Api, team: str | None, channel: str = "call", contact=None) -> str:
     """An inbound conversation created now; returns its id."""
-    cid = f"c{next(_ids)}-{datetime.now(UTC).timestamp():.0f}"
+    cid = f"c{next(_ids)}-{secrets.token_hex(4)}"
     data = {
         "channel": channel,
         "contact": contact or f"+3491100{next(_ids):04d}",
@@ -60,7 +61,8 @@ async def arrive(api: Api, team: str | None, channel: str = "call", contact=None
     }
     if team is not None:
         data["team"] = team
-    [result] = await api.post_events([api.event("conversation.created", cid, now_iso(), **data)])
+    event = {**api.event("conversation.created", cid, now_iso(), **data), "event_id": f"new-{cid}"}
+    [result] = await api.post_events([event])
     assert result["outcome"] == "applied", result
     return cid
 
