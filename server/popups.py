@@ -24,6 +24,7 @@ from .rows import instant, wire_row
 log = logging.getLogger("switchboard.popups")
 
 MAX_PENDING = 10_000  # popup work waiting; past it, the oldest news is dropped (logged)
+CONCURRENCY = 8  # agents whose popups are built at once (each takes a connection)
 
 
 class AgentConnection(Protocol):
@@ -96,12 +97,27 @@ class Popups:
             self._work.put_nowait(job)
 
     async def _worker(self) -> None:
+        """Takes every job waiting, and runs each agent's jobs in order, several agents
+        at once (bounded: each job reads the database)."""
+        limit = asyncio.Semaphore(CONCURRENCY)
         while True:
-            job = await self._work.get()
-            try:
-                await self._do(job)
-            except Exception:
-                log.exception("popup failed")
+            jobs = [await self._work.get()]
+            while not self._work.empty():
+                jobs.append(self._work.get_nowait())
+            by_agent: dict[tuple, list[tuple]] = {}
+            for job in jobs:
+                by_agent.setdefault(job[1], []).append(job)
+            await asyncio.gather(
+                *(self._run(limit, agent_jobs) for agent_jobs in by_agent.values())
+            )
+
+    async def _run(self, limit: asyncio.Semaphore, jobs: list[tuple]) -> None:
+        async with limit:
+            for job in jobs:
+                try:
+                    await self._do(job)
+                except Exception:
+                    log.exception("popup failed")
 
     async def _do(self, job: tuple) -> None:
         kind, (tenant, agent) = job[0], job[1]

@@ -22,7 +22,7 @@ from .ingest import Ingest
 from .popups import Popups
 from .presence import AgentBoard, Presence
 from .router import Router
-from .timers import TimerRunner
+from .timers import TimedIngest, TimerRunner
 from .wallboard import Wallboard
 
 log = logging.getLogger("switchboard.routing")
@@ -32,6 +32,7 @@ class Routing:
     def __init__(self, db: Database, bus: Bus, ingest: Ingest, clock: Clock, zone_of):
         self.db = db
         self.bus = bus
+        self.ingest = ingest
         self.board = AgentBoard(db, clock)
         self.presence = Presence(db, bus, clock)
         self.router = Router(db, ingest, clock, self.board)
@@ -109,6 +110,8 @@ class Routing:
     async def _resync(self) -> None:
         for tenant in list(self.board.tenants):
             self.router.forget(tenant)
+            if isinstance(self.ingest, TimedIngest):
+                self.ingest.forget(tenant)
         await self.board.reload()
         await self.wallboard.reload()
         for tenant in list(self.board.tenants):
@@ -134,6 +137,8 @@ class Routing:
 
     async def _settings(self, tenant: str) -> None:
         self.router.forget(tenant)
+        if isinstance(self.ingest, TimedIngest):
+            self.ingest.forget(tenant)
         await self.board.reload_tenant(tenant)
         await self.wallboard.reload(tenant)
         self.router.trigger(tenant)

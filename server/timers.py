@@ -67,14 +67,24 @@ class TimedIngest(Ingest):
     """Ingest, plus the timers and offers that the written rows call for, in the same
     transaction."""
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # tenant -> its timer settings; forgotten when the bus says settings changed
+        self.settings: dict[str, dict] = {}
+
+    def forget(self, tenant: str) -> None:
+        self.settings.pop(tenant, None)
+
     async def _write_conversations(self, conn, batch, stored: dict) -> dict:
         published = await super()._write_conversations(conn, batch, stored)
-        await arm_timers(conn, batch.tenant, published["rows"], batch.now)
+        settings = self.settings.get(batch.tenant)
+        if settings is None:
+            settings = self.settings[batch.tenant] = await rr.timer_settings(conn, batch.tenant)
+        await arm_timers(conn, batch.tenant, published["rows"], batch.now, settings)
         return published
 
 
-async def arm_timers(conn, tenant: str, items: list[dict], now: datetime) -> None:
-    settings = None
+async def arm_timers(conn, tenant: str, items: list[dict], now: datetime, settings) -> None:
     arm: dict[str, dict] = {}
     disarm: set[str] = set()
     offers: list[dict] = []
@@ -83,8 +93,6 @@ async def arm_timers(conn, tenant: str, items: list[dict], now: datetime) -> Non
         old = None if item["before"] is None else {**new, **item["before"]}
         cid = new["id"]
         was = old["status"] if old else None
-        if settings is None:
-            settings = await rr.timer_settings(conn, tenant)
         builtin = settings["routing"] == "builtin"
         # An offer: its expiry, and a record that outlives it (late accepts).
         if old and old["offer_id"] and old["offer_id"] != new["offer_id"]:
