@@ -104,6 +104,19 @@ class Agent:
             await self.socket.close()
 
 
+async def call(client: httpx.AsyncClient, method: str, url: str, **kwargs) -> httpx.Response:
+    """A request, retried on a connection the server closed as idle meanwhile."""
+    for attempt in range(3):
+        try:
+            response = await client.request(method, url, **kwargs)
+            response.raise_for_status()
+            return response
+        except (httpx.ReadError, httpx.RemoteProtocolError):
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
 async def post_events(client: httpx.AsyncClient, events: list[dict]) -> None:
     response = await client.post(
         "/api/v1/events",
@@ -146,22 +159,22 @@ async def one_run(server: c.ServerProcess, args, meter: c.CpuMeter) -> dict[str,
         agents = [Agent(f"ag{i:04d}") for i in range(n)]
 
         async def put_agent(agent: Agent) -> None:
-            (
-                await client.put(
-                    f"/api/v1/agents/{agent.id}",
-                    json={"name": agent.id, "teams": [TEAM]},
-                    headers=admin,
-                )
-            ).raise_for_status()
+            await call(
+                client,
+                "PUT",
+                f"/api/v1/agents/{agent.id}",
+                json={"name": agent.id, "teams": [TEAM]},
+                headers=admin,
+            )
 
         async def presence(agent: Agent, value: str) -> float:
-            (
-                await client.put(
-                    "/api/v1/agents/me/presence",
-                    json={"presence": value},
-                    headers={"Authorization": f"Bearer {token('agent', agent.id)}"},
-                )
-            ).raise_for_status()
+            await call(
+                client,
+                "PUT",
+                "/api/v1/agents/me/presence",
+                json={"presence": value},
+                headers={"Authorization": f"Bearer {token('agent', agent.id)}"},
+            )
             return time.perf_counter()
 
         await asyncio.gather(*(put_agent(a) for a in agents))

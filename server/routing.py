@@ -43,6 +43,8 @@ class Routing:
         self._subscription = None
         self._task: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()
+        self._settings_due: set[str] = set()
+        self._reloading: set[str] = set()
 
     async def start(self) -> None:
         self._subscription = self.bus.subscribe()
@@ -133,9 +135,21 @@ class Routing:
             if change["presence"] == "available":
                 self.router.trigger(tenant)
         if payload.get("settings"):
-            self._spawn(self._settings(tenant))
+            # One reload at a time per tenant; changes during it make one more after it.
+            self._settings_due.add(tenant)
+            if tenant not in self._reloading:
+                self._reloading.add(tenant)
+                self._spawn(self._settings(tenant))
 
     async def _settings(self, tenant: str) -> None:
+        try:
+            while tenant in self._settings_due:
+                self._settings_due.discard(tenant)
+                await self._reload_settings(tenant)
+        finally:
+            self._reloading.discard(tenant)
+
+    async def _reload_settings(self, tenant: str) -> None:
         self.router.forget(tenant)
         if isinstance(self.ingest, TimedIngest):
             self.ingest.forget(tenant)
