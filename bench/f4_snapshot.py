@@ -433,8 +433,6 @@ def _placeholder(query) -> dict:
 # --------------------------------------------------------------------------- setup
 
 
-
-
 def prepare(env: dict[str, str]) -> str:
     """Migrate, add both tenants; returns a supervisor token of the measured tenant."""
     c.run_cli(["migrate"], env)

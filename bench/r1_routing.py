@@ -15,6 +15,9 @@ websocket. Then:
   the wrap-up POST's answer (the commit that freed the agent). Decisions/s = offers
   received / duration.
 
+Wallboard: one `subscribe_wallboard` client; for each wrap-up commit, the time until
+the next `wallboard` frame arrives (frames are pushed at most 100 ms after a change).
+
 Baseline in the same run: the round trip of that wrap-up POST itself (an ingest
 commit under the same load), so the latency is also given as a ratio to it.
 """
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import json
 import random
 import secrets
@@ -117,13 +121,55 @@ async def call(client: httpx.AsyncClient, method: str, url: str, **kwargs) -> ht
     raise AssertionError("unreachable")
 
 
+class WallboardWatcher:
+    """A wallboard client: when each `wallboard` frame arrived."""
+
+    def __init__(self):
+        self.arrivals: list[float] = []
+        self.socket = None
+        self.reader: asyncio.Task | None = None
+
+    async def open(self, url: str) -> None:
+        self.socket = await connect(
+            url,
+            additional_headers={"Authorization": f"Bearer {token('wallboard', 'wall')}"},
+            subprotocols=["switchboard.v1.json"],
+            max_size=2**22,
+            ping_interval=None,
+        )
+        await self.socket.send(json.dumps({"type": "subscribe_wallboard", "ref": "w"}))
+        self.reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        async for raw in self.socket:
+            if json.loads(raw).get("type") == "wallboard":
+                self.arrivals.append(time.perf_counter())
+
+    def lag_ms(self, moments: list[float]) -> list[float]:
+        """For each moment, how long until the next wallboard frame arrived."""
+        lags = []
+        for moment in moments:
+            at = bisect.bisect_right(self.arrivals, moment)
+            if at < len(self.arrivals):
+                lags.append((self.arrivals[at] - moment) * 1000)
+        return lags
+
+    async def close(self) -> None:
+        if self.reader:
+            self.reader.cancel()
+        if self.socket:
+            await self.socket.close()
+
+
 async def post_events(client: httpx.AsyncClient, events: list[dict]) -> None:
-    response = await client.post(
+    """Safe to retry: the events' ids are fixed, a repeat is a duplicate."""
+    await call(
+        client,
+        "POST",
         "/api/v1/events",
         json={"events": events},
         headers={"Authorization": f"Bearer {token('service', 'svc')}"},
     )
-    response.raise_for_status()
 
 
 async def waiting(client: httpx.AsyncClient) -> int:
@@ -182,6 +228,8 @@ async def one_run(server: c.ServerProcess, args, meter: c.CpuMeter) -> dict[str,
         ws_url = server.base_url.replace("http://", "ws://") + "/ws"
         for start in range(0, n, 50):
             await asyncio.gather(*(a.open(ws_url) for a in agents[start : start + 50]))
+        watcher = WallboardWatcher()
+        await watcher.open(ws_url)
         run_id = secrets.token_hex(3)
         created = time.perf_counter()
         for start in range(0, q, 100):
@@ -223,6 +271,7 @@ async def one_run(server: c.ServerProcess, args, meter: c.CpuMeter) -> dict[str,
         # --- steady
         latencies: list[float] = []
         commits: list[float] = []
+        freed_at: list[float] = []
         offers = 0
         stop_at = time.perf_counter() + args.r1_steady
         rng = random.Random(1)
@@ -257,6 +306,7 @@ async def one_run(server: c.ServerProcess, args, meter: c.CpuMeter) -> dict[str,
                 )
                 freed = time.perf_counter()
                 commits.append((freed - sent) * 1000)
+                freed_at.append(freed)
                 try:
                     arrived, frame = await asyncio.wait_for(agent.popups.get(), 30)
                 except TimeoutError:
@@ -271,6 +321,8 @@ async def one_run(server: c.ServerProcess, args, meter: c.CpuMeter) -> dict[str,
         steady_cpu = meter.stop()
         for agent in agents:
             await agent.close()
+        await watcher.close()
+    wallboard_lag = watcher.lag_ms(sorted(freed_at))
     return {
         "agents": n,
         "queued": q,
@@ -289,6 +341,8 @@ async def one_run(server: c.ServerProcess, args, meter: c.CpuMeter) -> dict[str,
         "steady_server_cpu_per_offer_ms": steady_cpu["server_cpu_s"] * 1000 / max(1, offers),
         "steady_postgres_cpu_per_offer_ms": steady_cpu["postgres_cpu_s"] * 1000 / max(1, offers),
         "steady_others_cores": steady_cpu["others_cores"],
+        "wallboard_lag_p50_ms": c.percentile(wallboard_lag, 50),
+        "wallboard_lag_p99_ms": c.percentile(wallboard_lag, 99),
     }
 
 
@@ -333,6 +387,10 @@ def report(info: dict, runs: list[dict]) -> str:
         ["steady: offer latency p50 / p99 ms", f"{col('steady_p50_ms')} / {col('steady_p99_ms')}"],
         ["baseline: wrap-up POST p50 / p99 ms", f"{col('commit_p50_ms')} / {col('commit_p99_ms')}"],
         ["steady p99 ÷ baseline p99", c.spread(ratio, 2)],
+        [
+            "wallboard: commit -> next frame p50 / p99 ms",
+            f"{col('wallboard_lag_p50_ms')} / {col('wallboard_lag_p99_ms')}",
+        ],
         ["steady: server CPU ms per offer", col("steady_server_cpu_per_offer_ms", 2)],
         ["steady: PostgreSQL CPU ms per offer", col("steady_postgres_cpu_per_offer_ms", 2)],
         [

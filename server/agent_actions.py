@@ -50,6 +50,8 @@ class AgentActions:
             raise ApiError(403, "forbidden", "only the offered agent answers an offer")
         if not isinstance(offer_id, str) or not offer_id or len(offer_id) > 200:
             raise ApiError(422, "invalid_field", "offer_id: must be a string of 1-200 characters")
+        if "\x00" in offer_id:  # no offer id has one; PostgreSQL cannot even compare it
+            raise ApiError(404, "not_found", f"no offer {offer_id!r}")
         async with self.db.read() as conn:
             offer = await rr.get_offer(conn, principal.tenant, offer_id)
         if offer is None or offer["agent_id"] != principal.user:

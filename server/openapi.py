@@ -820,6 +820,8 @@ def view_paths() -> dict[str, dict]:
 
 
 def openapi_document() -> dict:
+    from .openapi_routing import routing_paths, routing_schemas  # it builds on this module
+
     return {
         "openapi": OPENAPI_VERSION,
         "info": {
@@ -833,7 +835,7 @@ def openapi_document() -> dict:
             ),
         },
         "security": [{"bearer": []}],
-        "paths": paths(),
+        "paths": {**paths(), **routing_paths()},
         "components": {
             "securitySchemes": {
                 "bearer": {
@@ -850,6 +852,7 @@ def openapi_document() -> dict:
                 **conversation_schemas(),
                 **admin_schemas(),
                 **view_schemas(),
+                **routing_schemas(),
             },
             "responses": error_responses(),
         },

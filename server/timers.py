@@ -262,15 +262,11 @@ class TimerRunner:
 
     async def _claim(self, now: datetime) -> list[dict[str, Any]]:
         t = m.timers
-        due = (
-            select(t)
-            .where(
-                t.c.due_at <= now,
-                (t.c.claimed_until.is_(None)) | (t.c.claimed_until < now),
-            )
-            .order_by(t.c.due_at)
-            .limit(BATCH)
-        )
+        claimable = (t.c.due_at <= now) & (t.c.claimed_until.is_(None) | (t.c.claimed_until < now))
+        async with self.db.read() as conn:  # most polls find nothing: no write for them
+            if (await conn.execute(select(t.c.key).where(claimable).limit(1))).first() is None:
+                return []
+        due = select(t).where(claimable).order_by(t.c.due_at).limit(BATCH)
         if not self.db.is_sqlite:
             due = due.with_for_update(skip_locked=True)
         async with self.db.write() as conn:
