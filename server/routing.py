@@ -84,7 +84,10 @@ class Routing:
         if principal.role != "agent":
             return
         if self.popups.add(connection):
-            await self.presence.connected(principal.tenant, principal.user)
+            try:
+                await self.presence.connected(principal.tenant, principal.user)
+            except Exception:  # the grace timer fires and finds the agent connected
+                log.warning("could not disarm the presence grace", exc_info=True)
 
     async def closed(self, connection) -> None:
         self.wallboard.unsubscribe_connection(connection)
