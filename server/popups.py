@@ -81,7 +81,7 @@ class Popups:
             if old_offer and old_offer != new["offer_id"]:
                 agent = before.get("offer_agent_id", new["offer_agent_id"])
                 if (tenant, agent) in self.sockets:
-                    self._put(("closed", (tenant, agent), new["id"], old_offer))
+                    self._put(("closed", (tenant, agent), new, old_offer))
             if new["offer_id"] and new["offer_id"] != old_offer:
                 key = (tenant, new["offer_agent_id"])
                 if key in self.sockets:
@@ -97,9 +97,9 @@ class Popups:
             self._work.put_nowait(job)
 
     async def _worker(self) -> None:
-        """Takes every job waiting, and runs each agent's jobs in order, several agents
-        at once (bounded: each job reads the database)."""
-        limit = asyncio.Semaphore(CONCURRENCY)
+        """Takes every job waiting and shares them out to at most CONCURRENCY lanes,
+        each with one database connection; an agent's jobs stay in one lane, in
+        order."""
         while True:
             jobs = [await self._work.get()]
             while not self._work.empty():
@@ -107,46 +107,49 @@ class Popups:
             by_agent: dict[tuple, list[tuple]] = {}
             for job in jobs:
                 by_agent.setdefault(job[1], []).append(job)
-            await asyncio.gather(
-                *(self._run(limit, agent_jobs) for agent_jobs in by_agent.values())
-            )
+            lanes: list[list[tuple]] = [[] for _ in range(min(CONCURRENCY, len(by_agent)))]
+            for n, agent_jobs in enumerate(by_agent.values()):
+                lanes[n % len(lanes)].extend(agent_jobs)
+            await asyncio.gather(*(self._lane(lane) for lane in lanes))
 
-    async def _run(self, limit: asyncio.Semaphore, jobs: list[tuple]) -> None:
-        async with limit:
-            for job in jobs:
-                try:
-                    await self._do(job)
-                except Exception:
-                    log.exception("popup failed")
+    async def _lane(self, jobs: list[tuple]) -> None:
+        try:
+            async with self.db.read() as conn:
+                for job in jobs:
+                    try:
+                        await self._do(conn, job)
+                    except Exception:
+                        log.exception("popup failed")
+                        await conn.rollback()
+        except Exception:
+            log.exception("popups could not reach the database")
 
-    async def _do(self, job: tuple) -> None:
+    async def _do(self, conn, job: tuple) -> None:
         kind, (tenant, agent) = job[0], job[1]
         if kind == "pending":  # a new connection sees the offers already made to it
             connection = job[2]
-            async with self.db.read() as conn:
-                rows = await rr.offered_to(conn, tenant, agent)
-            for row in rows:
-                connection.reply(await self.popup_frame(tenant, row))
+            for row in await rr.offered_to(conn, tenant, agent):
+                connection.reply(await self.popup_frame(conn, tenant, row))
             return
         targets = list(self.sockets.get((tenant, agent), ()))
         if not targets:
             return
         if kind == "popup":
-            frame = await self.popup_frame(tenant, job[2])
+            frame = await self.popup_frame(conn, tenant, job[2])
         else:
-            conversation_id, offer_id = job[2], job[3]
-            async with self.db.read() as conn:
-                reason = await rr.offer_end(conn, tenant, conversation_id, offer_id)
+            new, offer_id = job[2], job[3]
+            reason = _how_it_ended(new, agent)
+            if reason is None:  # declined: the event says how
+                reason = await rr.offer_end(conn, tenant, new["id"], offer_id)
             frame = {"type": "popup_closed", "offer_id": offer_id, "reason": reason or "cancelled"}
         for connection in targets:
             connection.reply(frame)
 
-    async def popup_frame(self, tenant: str, row: dict) -> dict:
+    async def popup_frame(self, conn, tenant: str, row: dict) -> dict:
         zone = await self.zone_of(tenant)
-        async with self.db.read() as conn:
-            past = await rr.history(conn, tenant, row["contact"], row["id"])
-            ids = [row["id"], *(p["id"] for p in past)]
-            tickets = await rr.tickets_of_contact(conn, tenant, ids)
+        past = await rr.history(conn, tenant, row["contact"], row["id"])
+        ids = [row["id"], *(p["id"] for p in past)]
+        tickets = await rr.tickets_of_contact(conn, tenant, ids)
         return {
             "type": "popup",
             "offer_id": row["offer_id"],
@@ -171,3 +174,14 @@ class Popups:
                 for t in tickets
             ],
         }
+
+
+def _how_it_ended(row: dict, agent: str) -> str | None:
+    """What the row after an offer says of its end: `accepted` (active with the offered
+    agent), `cancelled` (closed, or offered elsewhere), or None (declined: rejected or
+    expired, which only the event tells)."""
+    if row["status"] == "active" and row["agent_id"] == agent:
+        return "accepted"
+    if row["status"] in ("closed", "offered"):
+        return "cancelled"
+    return None

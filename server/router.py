@@ -88,18 +88,22 @@ class Router:
         self._running: dict[str, asyncio.Task] = {}
         self._sweeper: asyncio.Task | None = None
         self.decisions = 0  # events this process decided and got applied
-        self._modes: dict[str, str | None] = {}  # tenant -> routing (builtin, external)
+        # tenant -> its row (routing mode, time zone); forgotten on settings news
+        self._tenants: dict[str, dict | None] = {}
 
     def forget(self, tenant: str) -> None:
-        """The tenant's settings changed: read its routing mode again."""
-        self._modes.pop(tenant, None)
+        """The tenant's settings changed: read them again."""
+        self._tenants.pop(tenant, None)
 
-    async def _mode(self, tenant: str) -> str | None:
-        if tenant not in self._modes:
+    async def _tenant(self, tenant: str) -> dict | None:
+        if tenant not in self._tenants:
             async with self.db.read() as conn:
-                row = await get_tenant(conn, tenant)
-            self._modes[tenant] = row["routing"] if row else None
-        return self._modes[tenant]
+                self._tenants[tenant] = await get_tenant(conn, tenant)
+        return self._tenants[tenant]
+
+    async def mode(self, tenant: str) -> str | None:
+        row = await self._tenant(tenant)
+        return row["routing"] if row else None
 
     def start(self) -> None:
         self._sweeper = asyncio.create_task(self._sweep(), name="router-sweep")
@@ -148,7 +152,8 @@ class Router:
 
     async def route(self, tenant: str) -> bool:
         """One pass; True when there may be more to do at once."""
-        if await self._mode(tenant) != "builtin":
+        settings = await self._tenant(tenant)
+        if settings is None or settings["routing"] != "builtin":
             return False
         if self.db.is_sqlite:
             now = self.clock.now()
@@ -159,15 +164,12 @@ class Router:
             if not held:
                 return False  # another process routes this tenant
             async with self.db.read() as conn:
-                return await self._pass(conn, tenant)
+                return await self._pass(conn, tenant, settings)
         async with self.db.engine.connect() as conn, conn.begin():
             await rr.advisory_lock(conn, lock_key(tenant, "\x00router"))
-            return await self._pass(conn, tenant)
+            return await self._pass(conn, tenant, settings)
 
-    async def _pass(self, conn, tenant: str) -> bool:
-        settings = await get_tenant(conn, tenant)
-        if settings is None or settings["routing"] != "builtin":
-            return False
+    async def _pass(self, conn, tenant: str, settings: dict) -> bool:
         zone = ZoneInfo(settings["timezone"])
         now = self.clock.now()
         teams = await rr.team_settings(conn, tenant)

@@ -243,5 +243,5 @@ async def test_presence_is_validated_and_external_routing_stays_out(api):
     # The tenant routes externally (the test default): the router leaves it alone.
     cid = await arrive(api, "ext")
     sb = api.sb
-    await wait_for(lambda: sb.routing.router._modes.get(api.tenant) == "external", 10)
+    assert await sb.routing.router.mode(api.tenant) == "external"
     assert (await wait_row(api, cid, status="new"))["status"] == "new"
