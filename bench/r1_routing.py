@@ -66,15 +66,22 @@ def now_iso() -> str:
 
 
 class Agent:
+    """One agent: its websocket, and one keep-alive HTTP connection of the bench's
+    light client (httpx costs the generator more CPU than the server's work)."""
+
     def __init__(self, agent_id: str):
         self.id = agent_id
+        self.http: c.HttpConnection | None = None
+        self.port = 0
         self.popups: asyncio.Queue = asyncio.Queue(100)
         self.socket = None
         self.reader: asyncio.Task | None = None
         self.refs = 0
         self.answers: dict[str, asyncio.Future] = {}
 
-    async def open(self, url: str) -> None:
+    async def open(self, url: str, port: int) -> None:
+        self.port = port
+        self.http = await c.HttpConnection.open(port)
         self.socket = await connect(
             url,
             additional_headers={"Authorization": f"Bearer {token('agent', self.id)}"},
@@ -101,11 +108,28 @@ class Agent:
         await self.socket.send(json.dumps({**frame, "ref": ref}))
         return await asyncio.wait_for(future, 30)
 
+    async def send(self, method: str, path: str, body: dict, role: str) -> None:
+        data = c.http_request(
+            method,
+            path,
+            self.port,
+            json.dumps(body).encode(),
+            {
+                "Authorization": f"Bearer {token(role, self.id)}",
+                "Content-Type": "application/json",
+            },
+        )
+        status, answer = await self.http.request(data)
+        if status != 200:
+            raise RuntimeError(f"{method} {path}: {status} {answer[:200]!r}")
+
     async def close(self) -> None:
         if self.reader:
             self.reader.cancel()
         if self.socket:
             await self.socket.close()
+        if self.http:
+            self.http.close()
 
 
 async def call(client: httpx.AsyncClient, method: str, url: str, **kwargs) -> httpx.Response:
@@ -227,7 +251,7 @@ async def one_run(server: c.ServerProcess, args, meter: c.CpuMeter) -> dict[str,
         await asyncio.gather(*(presence(a, "away") for a in agents))
         ws_url = server.base_url.replace("http://", "ws://") + "/ws"
         for start in range(0, n, 50):
-            await asyncio.gather(*(a.open(ws_url) for a in agents[start : start + 50]))
+            await asyncio.gather(*(a.open(ws_url, server.port) for a in agents[start : start + 50]))
         watcher = WallboardWatcher()
         await watcher.open(ws_url)
         run_id = secrets.token_hex(3)
@@ -254,10 +278,17 @@ async def one_run(server: c.ServerProcess, args, meter: c.CpuMeter) -> dict[str,
         # --- burst
         meter.start()
         burst_start = time.perf_counter()
+
+        async def available(agent: Agent) -> float:
+            await agent.send(
+                "PUT", "/api/v1/agents/me/presence", {"presence": "available"}, "agent"
+            )
+            return time.perf_counter()
+
         answered_at = dict(
             zip(
                 [a.id for a in agents],
-                await asyncio.gather(*(presence(a, "available") for a in agents)),
+                await asyncio.gather(*(available(a) for a in agents)),
                 strict=True,
             )
         )
@@ -285,24 +316,28 @@ async def one_run(server: c.ServerProcess, args, meter: c.CpuMeter) -> dict[str,
                 await asyncio.sleep(rng.uniform(0.5, 3.0))  # the call itself
                 cid = frame["conversation"]["id"]
                 sent = time.perf_counter()
-                await post_events(
-                    client,
-                    [
-                        {
-                            "event_id": f"{cid}-hangup",
-                            "type": "media.hangup",
-                            "conversation_id": cid,
-                            "occurred_at": now_iso(),
-                            "data": {"source": "agent"},
-                        },
-                        {
-                            "event_id": f"{cid}-wrapup",
-                            "type": "wrapup.submitted",
-                            "conversation_id": cid,
-                            "occurred_at": now_iso(),
-                            "data": {"disposition": "ok"},
-                        },
-                    ],
+                await agent.send(
+                    "POST",
+                    "/api/v1/events",
+                    {
+                        "events": [
+                            {
+                                "event_id": f"{cid}-hangup",
+                                "type": "media.hangup",
+                                "conversation_id": cid,
+                                "occurred_at": now_iso(),
+                                "data": {"source": "agent"},
+                            },
+                            {
+                                "event_id": f"{cid}-wrapup",
+                                "type": "wrapup.submitted",
+                                "conversation_id": cid,
+                                "occurred_at": now_iso(),
+                                "data": {"disposition": "ok"},
+                            },
+                        ]
+                    },
+                    "service",
                 )
                 freed = time.perf_counter()
                 commits.append((freed - sent) * 1000)
@@ -341,6 +376,8 @@ async def one_run(server: c.ServerProcess, args, meter: c.CpuMeter) -> dict[str,
         "steady_server_cpu_per_offer_ms": steady_cpu["server_cpu_s"] * 1000 / max(1, offers),
         "steady_postgres_cpu_per_offer_ms": steady_cpu["postgres_cpu_s"] * 1000 / max(1, offers),
         "steady_others_cores": steady_cpu["others_cores"],
+        "steady_client_cores": steady_cpu["client_cpu_s"] / steady_cpu["wall_s"],
+        "burst_client_cores": burst_cpu["client_cpu_s"] / burst_cpu["wall_s"],
         "wallboard_lag_p50_ms": c.percentile(wallboard_lag, 50),
         "wallboard_lag_p99_ms": c.percentile(wallboard_lag, 99),
     }
@@ -396,6 +433,10 @@ def report(info: dict, runs: list[dict]) -> str:
         [
             "others' load (cores), burst / steady",
             f"{col('burst_others_cores', 2)} / {col('steady_others_cores', 2)}",
+        ],
+        [
+            "load generator (cores), burst / steady",
+            f"{col('burst_client_cores', 2)} / {col('steady_client_cores', 2)}",
         ],
         ["queue fill: s to queue all", col("queue_fill_s")],
     ]

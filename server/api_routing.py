@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from starlette.requests import Request
 
+from .rows import instant
 from .web import ApiError, read_object, require_role, respond
 
 
@@ -62,4 +63,4 @@ async def get_wallboard(request: Request):
         frozenset(teams) if teams else None,
         frozenset(channels) if channels else None,
     )
-    return respond(request, {"at": sb.clock.now().isoformat(), "metrics": metrics})
+    return respond(request, {"at": instant(sb.clock.now()), "metrics": metrics})
