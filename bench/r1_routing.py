@@ -9,7 +9,7 @@ websocket. Then:
 * **burst**: every agent turns `available` at once (HTTP, concurrently). The router
   offers N conversations. Decisions/s = N / (first presence request sent -> last popup
   received); latency per agent = its popup's arrival - its presence answer.
-* **steady**: each agent accepts its popup (websocket), talks for a random 0.5-3 s,
+* **steady**: each agent accepts its popup (websocket), talks for a random 5-15 s,
   then the conversation is hung up and wrapped up (one POST of two events); the
   router offers the agent the next queued conversation. Latency = popup arrival -
   the wrap-up POST's answer (the commit that freed the agent). Decisions/s = offers
@@ -49,7 +49,13 @@ TEAM = "desk"
 def add_arguments(group) -> None:
     group.add_argument("--r1-agents", type=int, default=500)
     group.add_argument("--r1-queued", type=int, default=5000)
-    group.add_argument("--r1-steady", type=float, default=20.0, help="seconds of steady phase")
+    group.add_argument("--r1-steady", type=float, default=30.0, help="seconds of steady phase")
+    group.add_argument(
+        "--r1-talk",
+        default="5,15",
+        help="min,max seconds an agent talks before hanging up (sets the steady rate: "
+        "agents / mean talk time; 500 agents, 5-15 s: about 50 offers/s)",
+    )
 
 
 def token(role: str, user: str) -> str:
@@ -119,7 +125,12 @@ class Agent:
                 "Content-Type": "application/json",
             },
         )
-        status, answer = await self.http.request(data)
+        try:
+            status, answer = await self.http.request(data)
+        except ConnectionError:  # closed by the server as idle (keep-alive timeout)
+            self.http.close()
+            self.http = await c.HttpConnection.open(self.port)
+            status, answer = await self.http.request(data)  # safe: idempotent requests
         if status != 200:
             raise RuntimeError(f"{method} {path}: {status} {answer[:200]!r}")
 
@@ -306,6 +317,7 @@ async def one_run(server: c.ServerProcess, args, meter: c.CpuMeter) -> dict[str,
         offers = 0
         stop_at = time.perf_counter() + args.r1_steady
         rng = random.Random(1)
+        talk_min, talk_max = (float(x) for x in args.r1_talk.split(","))
 
         async def work(agent: Agent, arrived: float, frame: dict) -> None:
             nonlocal offers
@@ -313,7 +325,7 @@ async def one_run(server: c.ServerProcess, args, meter: c.CpuMeter) -> dict[str,
                 answer = await agent.request({"type": "accept", "offer_id": frame["offer_id"]})
                 if answer["type"] != "ok":
                     raise RuntimeError(f"accept failed: {answer}")
-                await asyncio.sleep(rng.uniform(0.5, 3.0))  # the call itself
+                await asyncio.sleep(rng.uniform(talk_min, talk_max))  # the call itself
                 cid = frame["conversation"]["id"]
                 sent = time.perf_counter()
                 await agent.send(
@@ -359,6 +371,7 @@ async def one_run(server: c.ServerProcess, args, meter: c.CpuMeter) -> dict[str,
         await watcher.close()
     wallboard_lag = watcher.lag_ms(sorted(freed_at))
     return {
+        "talk": args.r1_talk,
         "agents": n,
         "queued": q,
         "queue_fill_s": queued_s,
@@ -385,7 +398,7 @@ async def one_run(server: c.ServerProcess, args, meter: c.CpuMeter) -> dict[str,
 
 def run(args: argparse.Namespace) -> int:
     if args.quick:
-        args.r1_agents, args.r1_queued, args.r1_steady = 50, 500, 5.0
+        args.r1_agents, args.r1_queued, args.r1_steady, args.r1_talk = 50, 500, 5.0, "0.5,2"
     recorder = c.Recorder("r1")
     info = c.machine_info()
     recorder.line(type="meta", bench="r1", argv=sys.argv[1:], **info)
@@ -441,7 +454,8 @@ def report(info: dict, runs: list[dict]) -> str:
         ["queue fill: s to queue all", col("queue_fill_s")],
     ]
     head = (
-        f"R1 routing, {runs[0]['agents']} agents, {runs[0]['queued']} queued, "
+        f"R1 routing, {runs[0]['agents']} agents, {runs[0]['queued']} queued, talk "
+        f"{runs[0]['talk']} s, "
         f"{len(runs)} runs, median (min-max). {c.describe_machine(info)}\n\n"
     )
     return head + c.markdown_table(["figure", "value"], rows) + "\n"
