@@ -433,6 +433,8 @@ def _placeholder(query) -> dict:
 # --------------------------------------------------------------------------- setup
 
 
+
+
 def prepare(env: dict[str, str]) -> str:
     """Migrate, add both tenants; returns a supervisor token of the measured tenant."""
     c.run_cli(["migrate"], env)
