@@ -13,4 +13,5 @@ BENCHMARKS: dict[str, str] = {
     "f2": "bench.f2_views",
     "f3": "bench.f3_ingest",
     "f4": "bench.f4_snapshot",
+    "r1": "bench.r1_routing",
 }

@@ -87,6 +87,7 @@ async def put_tenant(request: Request):
             )
         row = await repo.get_tenant(conn, principal.tenant)
     sb.forget_tenant(principal.tenant)
+    await sb.routing.settings_changed(principal.tenant)
     return respond(request, tenant_wire(row))
 
 
@@ -122,6 +123,7 @@ async def put_team(request: Request):
             "name": name,
         }
         await repo.upsert(conn, m.teams, row, ["tenant_id", "name"])
+    await sb.routing.settings_changed(principal.tenant)
     return respond(request, team_wire(row))
 
 
@@ -161,6 +163,7 @@ async def put_agent(request: Request):
             "id": agent_id,
         }
         await repo.upsert(conn, m.agents, row, ["tenant_id", "id"])
+    await sb.routing.settings_changed(principal.tenant)
     return respond(request, agent_wire(row))
 
 

@@ -16,17 +16,19 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 
-from . import api_admin, api_conversations, api_events, channel_routes, views, ws
+from . import api_admin, api_conversations, api_events, api_routing, channel_routes, views, ws
 from . import repository as repo
 from .auth import Principal
 from .bus import bus_from_url
 from .clock import SYSTEM_CLOCK, Clock
 from .db import Database, is_unavailable
-from .ingest import DatabaseUnavailable, Ingest
+from .ingest import DatabaseUnavailable
 from .live import LiveViews
 from .metrics import REQUESTS
 from .openapi import openapi_document
+from .routing import Routing
 from .settings import Settings
+from .timers import TimedIngest
 from .web import ApiError, authenticate, error_body, error_response, respond
 
 log = logging.getLogger("switchboard.http")
@@ -40,16 +42,19 @@ class Switchboard:
         self.clock = clock
         self.db = Database(settings.database_url)
         self.bus = bus_from_url(settings.bus_url, settings.bus_prefix)
-        self.ingest = Ingest(self.db, self.bus, clock)
+        self.ingest = TimedIngest(self.db, self.bus, clock)  # ingest that arms durable timers
         self.live = LiveViews(self.db, self.bus, clock, self.tenant_zone)
+        self.routing = Routing(self.db, self.bus, self.ingest, clock, self.tenant_zone)
         self._zones: dict[str, ZoneInfo] = {}
         channel_routes.attach(self)  # providers, the sandbox, recordings (issue 8)
 
     async def start(self) -> None:
         await self.bus.start()
         await self.live.start()
+        await self.routing.start()
 
     async def stop(self) -> None:
+        await self.routing.stop()
         await channel_routes.detach(self)
         await self.ingest.close()
         await self.live.stop()
@@ -113,6 +118,13 @@ ROUTES = [
     Route("/api/v1/teams/{name}", api_admin.put_team, methods=["PUT"]),
     Route("/api/v1/agents", api_admin.list_agents),
     Route("/api/v1/agents/{agent_id}", api_admin.put_agent, methods=["PUT"]),
+    Route("/api/v1/agents/me/presence", api_routing.put_presence, methods=["PUT"]),
+    Route("/api/v1/offers/{offer_id}/accept", api_routing.accept_offer, methods=["POST"]),
+    Route("/api/v1/offers/{offer_id}/reject", api_routing.reject_offer, methods=["POST"]),
+    Route(
+        "/api/v1/conversations/{conversation_id}/transfer", api_routing.transfer, methods=["POST"]
+    ),
+    Route("/api/v1/wallboard", api_routing.get_wallboard),
     Route("/api/v1/views", views.list_views, methods=["GET"]),
     Route("/api/v1/views", views.create_view, methods=["POST"]),
     Route("/api/v1/views/{view_id}", views.get_view, methods=["GET"]),

@@ -49,7 +49,7 @@ MAX_LIVE = 25
 async def seed(sb) -> None:
     async with sb.db.write() as conn:
         try:
-            await create_tenant(conn, TENANT, TIMEZONE)
+            await create_tenant(conn, TENANT, TIMEZONE, routing="external")  # Traffic routes
         except TenantExists:
             return
         for team in TEAMS:

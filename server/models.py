@@ -329,3 +329,46 @@ initiate_requests = Table(
     Column("created_at", Instant, nullable=False),
     Index("ix_initiate_requests_user", "tenant_id", "user_id", "created_at"),
 )
+
+# --- routing (issue 7: migration 0006) -----------------------------------------------------
+
+# Durable timers: offer expiry, queue timeout, wrap-up timeout, reply timeout and the
+# presence grace. `key` names what the timer is for (one per purpose and conversation
+# or agent); `event` is the envelope ingest gets when it fires (its event_id is fixed,
+# so a timer fired twice is a duplicate, never a second change). `claimed_until` is the
+# SQLite lease (PostgreSQL claims with FOR UPDATE SKIP LOCKED instead).
+timers = Table(
+    "timers",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("key", String(300), primary_key=True),
+    Column("kind", String(32), nullable=False),
+    Column("conversation_id", ID, nullable=True),
+    Column("due_at", Instant, nullable=False),
+    Column("event", JSON, nullable=False),
+    Column("claimed_until", Instant, nullable=True),
+    Index("ix_timers_due", "due_at"),
+    Index("ix_timers_conversation", "tenant_id", "conversation_id"),
+)
+
+# Every offer made (by the router or a transfer), kept after it ends so that a late
+# accept can be told `expired` or `taken`. Written in the transaction of the offer.
+offers = Table(
+    "offers",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("offer_id", ID, primary_key=True),
+    Column("conversation_id", ID, nullable=False),
+    Column("agent_id", ID, nullable=False),
+    Column("expires_at", Instant, nullable=False),
+    Column("created_at", Instant, nullable=False),
+)
+
+# SQLite has no advisory locks: the process that holds a tenant's lease routes it.
+routing_leases = Table(
+    "routing_leases",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("holder", String(64), nullable=False),
+    Column("expires_at", Instant, nullable=False),
+)

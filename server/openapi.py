@@ -821,6 +821,7 @@ def view_paths() -> dict[str, dict]:
 
 def openapi_document() -> dict:
     from . import openapi_channels  # it builds on the helpers above
+    from .openapi_routing import routing_paths, routing_schemas  # it builds on this module
 
     return {
         "openapi": OPENAPI_VERSION,
@@ -835,7 +836,7 @@ def openapi_document() -> dict:
             ),
         },
         "security": [{"bearer": []}],
-        "paths": {**paths(), **openapi_channels.paths()},
+        "paths": {**paths(), **openapi_channels.paths(), **routing_paths()},
         "components": {
             "securitySchemes": {
                 "bearer": {
@@ -853,6 +854,7 @@ def openapi_document() -> dict:
                 **admin_schemas(),
                 **view_schemas(),
                 **openapi_channels.schemas(),
+                **routing_schemas(),
             },
             "responses": error_responses(),
         },

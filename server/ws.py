@@ -25,7 +25,7 @@ import msgpack
 from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from . import api_actions, views
+from . import api_actions, views, ws_agent
 from .auth import InvalidToken, Principal, verify_token
 from .filters import ViewQuery
 from .frames import JSON, MSGPACK, encode
@@ -370,6 +370,7 @@ HANDLERS = {
     "fetch": on_fetch,
     "unsubscribe": on_unsubscribe,
     "ping": on_ping,
+    **ws_agent.HANDLERS,  # routing: popups, offers, presence, transfer, wallboard
 }
 HANDLERS.update(api_actions.WS_HANDLERS)  # channel actions: initiate, send_message, hangup
 
@@ -430,6 +431,7 @@ async def endpoint(websocket: WebSocket) -> None:
     await websocket.accept(subprotocol=chosen)
     connection = Connection(websocket, principal, SUBPROTOCOLS.get(chosen, JSON), sb)
     writer = asyncio.create_task(connection.write_forever())
+    await sb.routing.opened(connection)  # an agent's popups and presence
     loop = asyncio.get_running_loop()
     expiry = loop.call_later(
         max(0.0, (principal.expires_at - sb.clock.now()).total_seconds()),
@@ -457,6 +459,8 @@ async def endpoint(websocket: WebSocket) -> None:
     finally:
         expiry.cancel()
         connection.end_all()
+        with contextlib.suppress(Exception):
+            await sb.routing.closed(connection)
         connection.close(1000, "")
         with contextlib.suppress(Exception):
             await asyncio.wait_for(writer, 1)

@@ -96,8 +96,9 @@ async def prepare_database(database_url: str) -> None:
     )
     try:
         async with probe.db.write() as conn:
-            await create_tenant(conn, TENANT, "Europe/Madrid")
-            await create_tenant(conn, OTHER_TENANT, "America/New_York")
+            # The tests play the router themselves (routing tests turn `builtin` on).
+            await create_tenant(conn, TENANT, "Europe/Madrid", routing="external")
+            await create_tenant(conn, OTHER_TENANT, "America/New_York", routing="external")
     finally:
         await probe.db.close()
 

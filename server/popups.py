@@ -1,0 +1,187 @@
+"""Popups: the agents connected to this process, and the `popup` / `popup_closed`
+frames their offers call for.
+
+Every process hears every committed change on the bus; the one holding an agent's
+connections sends that agent's frames. A conversation whose row gets a new offer means
+`popup` (customer, the contact's recent conversations and tickets, `expires_at`); an
+offer that leaves the row means `popup_closed` with how it ended (`accepted`,
+`rejected`, `expired`, or `cancelled` when a drop, a timeout or a transfer ended it).
+Frames are built by one worker in the order the changes came, so an offer's popup
+always goes before its popup_closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any, Protocol
+
+from . import routing_repo as rr
+from .db import Database
+from .rows import instant, wire_row
+
+log = logging.getLogger("switchboard.popups")
+
+MAX_PENDING = 10_000  # popup work waiting; past it, the oldest news is dropped (logged)
+CONCURRENCY = 8  # agents whose popups are built at once (each takes a connection)
+
+
+class AgentConnection(Protocol):
+    principal: Any
+
+    def reply(self, frame: dict[str, Any]) -> None: ...
+
+
+class Popups:
+    def __init__(self, db: Database, zone_of):
+        self.db = db
+        self.zone_of = zone_of  # async tenant -> ZoneInfo
+        self.sockets: dict[tuple[str, str], set[AgentConnection]] = {}
+        self._work: asyncio.Queue = asyncio.Queue(MAX_PENDING)
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._worker(), name="popups")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def add(self, connection: AgentConnection) -> bool:
+        """Register an agent's connection; True when it is the agent's first here."""
+        key = (connection.principal.tenant, connection.principal.user)
+        sockets = self.sockets.setdefault(key, set())
+        sockets.add(connection)
+        self._put(("pending", key, connection))
+        return len(sockets) == 1
+
+    def remove(self, connection: AgentConnection) -> bool:
+        """Forget a connection; True when it was the agent's last here."""
+        key = (connection.principal.tenant, connection.principal.user)
+        sockets = self.sockets.get(key)
+        if not sockets or connection not in sockets:
+            return False
+        sockets.discard(connection)
+        if not sockets:
+            del self.sockets[key]
+            return True
+        return False
+
+    def connected(self, tenant: str, agent_id: str) -> bool:
+        return (tenant, agent_id) in self.sockets
+
+    def on_rows(self, tenant: str, items: list[dict]) -> None:
+        for item in items:
+            new = item["row"]
+            before = item["before"]
+            old_offer = before.get("offer_id", new["offer_id"]) if before else None
+            if old_offer and old_offer != new["offer_id"]:
+                agent = before.get("offer_agent_id", new["offer_agent_id"])
+                if (tenant, agent) in self.sockets:
+                    self._put(("closed", (tenant, agent), new, old_offer))
+            if new["offer_id"] and new["offer_id"] != old_offer:
+                key = (tenant, new["offer_agent_id"])
+                if key in self.sockets:
+                    self._put(("popup", key, new))
+
+    def _put(self, job: tuple) -> None:
+        try:
+            self._work.put_nowait(job)
+        except asyncio.QueueFull:
+            log.warning("popup work overflowed; dropping the oldest")
+            with contextlib.suppress(asyncio.QueueEmpty):
+                self._work.get_nowait()
+            self._work.put_nowait(job)
+
+    async def _worker(self) -> None:
+        """Takes every job waiting and shares them out to at most CONCURRENCY lanes,
+        each with one database connection; an agent's jobs stay in one lane, in
+        order."""
+        while True:
+            jobs = [await self._work.get()]
+            while not self._work.empty():
+                jobs.append(self._work.get_nowait())
+            by_agent: dict[tuple, list[tuple]] = {}
+            for job in jobs:
+                by_agent.setdefault(job[1], []).append(job)
+            lanes: list[list[tuple]] = [[] for _ in range(min(CONCURRENCY, len(by_agent)))]
+            for n, agent_jobs in enumerate(by_agent.values()):
+                lanes[n % len(lanes)].extend(agent_jobs)
+            await asyncio.gather(*(self._lane(lane) for lane in lanes))
+
+    async def _lane(self, jobs: list[tuple]) -> None:
+        try:
+            async with self.db.read() as conn:
+                for job in jobs:
+                    try:
+                        await self._do(conn, job)
+                    except Exception:
+                        log.exception("popup failed")
+                        await conn.rollback()
+        except Exception:
+            log.exception("popups could not reach the database")
+
+    async def _do(self, conn, job: tuple) -> None:
+        kind, (tenant, agent) = job[0], job[1]
+        if kind == "pending":  # a new connection sees the offers already made to it
+            connection = job[2]
+            for row in await rr.offered_to(conn, tenant, agent):
+                connection.reply(await self.popup_frame(conn, tenant, row))
+            return
+        targets = list(self.sockets.get((tenant, agent), ()))
+        if not targets:
+            return
+        if kind == "popup":
+            frame = await self.popup_frame(conn, tenant, job[2])
+        else:
+            new, offer_id = job[2], job[3]
+            reason = _how_it_ended(new, agent)
+            if reason is None:  # declined: the event says how
+                reason = await rr.offer_end(conn, tenant, new["id"], offer_id)
+            frame = {"type": "popup_closed", "offer_id": offer_id, "reason": reason or "cancelled"}
+        for connection in targets:
+            connection.reply(frame)
+
+    async def popup_frame(self, conn, tenant: str, row: dict) -> dict:
+        zone = await self.zone_of(tenant)
+        past = await rr.history(conn, tenant, row["contact"], row["id"])
+        ids = [row["id"], *(p["id"] for p in past)]
+        tickets = await rr.tickets_of_contact(conn, tenant, ids)
+        return {
+            "type": "popup",
+            "offer_id": row["offer_id"],
+            "expires_at": instant(row["offer_expires_at"]),
+            "conversation": wire_row(row, zone),
+            "customer": {
+                "id": row["customer_id"] or row["contact"],
+                "name": row["customer_name"],
+                "email": row["customer_email"],
+                "phone": row["customer_phone"],
+                "contact": row["contact"],
+            },
+            "history": [wire_row(p, zone) for p in past],
+            "tickets": [
+                {
+                    "ticket_id": t["ticket_id"],
+                    "conversation_id": t["conversation_id"],
+                    "system": t["system"],
+                    "url": t["url"],
+                    "linked_at": instant(t["linked_at"]),
+                }
+                for t in tickets
+            ],
+        }
+
+
+def _how_it_ended(row: dict, agent: str) -> str | None:
+    """What the row after an offer says of its end: `accepted` (active with the offered
+    agent), `cancelled` (closed, or offered elsewhere), or None (declined: rejected or
+    expired, which only the event tells)."""
+    if row["status"] == "active" and row["agent_id"] == agent:
+        return "accepted"
+    if row["status"] in ("closed", "offered"):
+        return "cancelled"
+    return None

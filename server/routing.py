@@ -1,0 +1,166 @@
+"""The routing services of one process, fed by one bus subscription: agents' board,
+presence, the router, popups, the wallboard, durable timers and agents' actions.
+
+Besides conversation rows, routing puts two kinds of news on the bus, both with an
+empty `rows` list so that live views pass over them: `presence` (an agent's presence
+changed) and `settings` (a tenant's teams or agents changed: reload what depends on
+them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import datetime
+
+from .agent_actions import AgentActions
+from .bus import Bus, BusMessage, Gap
+from .clock import Clock
+from .db import Database
+from .ingest import Ingest
+from .popups import Popups
+from .presence import AgentBoard, Presence
+from .router import Router
+from .timers import TimedIngest, TimerRunner
+from .wallboard import Wallboard
+
+log = logging.getLogger("switchboard.routing")
+
+
+class Routing:
+    def __init__(self, db: Database, bus: Bus, ingest: Ingest, clock: Clock, zone_of):
+        self.db = db
+        self.bus = bus
+        self.ingest = ingest
+        self.board = AgentBoard(db, clock)
+        self.presence = Presence(db, bus, clock)
+        self.router = Router(db, ingest, clock, self.board)
+        self.popups = Popups(db, zone_of)
+        self.wallboard = Wallboard(db, clock, zone_of, self.board)
+        self.timers = TimerRunner(db, ingest, clock, self._grace_over)
+        self.actions = AgentActions(db, ingest, clock, zone_of)
+        self._subscription = None
+        self._task: asyncio.Task | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self._settings_due: set[str] = set()
+        self._reloading: set[str] = set()
+
+    async def start(self) -> None:
+        self._subscription = self.bus.subscribe()
+        self._task = asyncio.create_task(self._consume(), name="routing")
+        self.popups.start()
+        self.wallboard.start()
+        self.timers.start()
+        self.router.start()
+
+    async def stop(self) -> None:
+        tasks = [self._task, *self._tasks] if self._task else list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._subscription is not None:
+            self._subscription.close()
+        await self.router.stop()
+        await self.timers.stop()
+        await self.wallboard.stop()
+        await self.popups.stop()
+
+    def _spawn(self, coroutine) -> None:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def settings_changed(self, tenant: str) -> None:
+        """An admin changed the tenant, a team or an agent: tell every process."""
+        await self.bus.publish(tenant, {"rows": [], "settings": True})
+
+    # --- websocket connections of agents
+
+    async def opened(self, connection) -> None:
+        principal = connection.principal
+        if principal.role != "agent":
+            return
+        if self.popups.add(connection):
+            try:
+                await self.presence.connected(principal.tenant, principal.user)
+            except Exception:  # the grace timer fires and finds the agent connected
+                log.warning("could not disarm the presence grace", exc_info=True)
+
+    async def closed(self, connection) -> None:
+        self.wallboard.unsubscribe_connection(connection)
+        principal = connection.principal
+        if principal.role == "agent" and self.popups.remove(connection):
+            await self.presence.last_connection_closed(principal.tenant, principal.user)
+
+    async def _grace_over(self, tenant: str, agent_id: str) -> None:
+        if not self.popups.connected(tenant, agent_id):
+            await self.presence.grace_over(tenant, agent_id)
+
+    # --- the bus
+
+    async def _consume(self) -> None:
+        while True:
+            item = await self._subscription.get()
+            try:
+                if isinstance(item, Gap):
+                    self._spawn(self._resync())
+                else:
+                    self._on_message(item)
+            except Exception:
+                log.exception("routing failed on a bus message")
+
+    async def _resync(self) -> None:
+        for tenant in list(self.board.tenants):
+            self.router.forget(tenant)
+            if isinstance(self.ingest, TimedIngest):
+                self.ingest.forget(tenant)
+        await self.board.reload()
+        await self.wallboard.reload()
+        for tenant in list(self.board.tenants):
+            self.router.trigger(tenant)
+
+    def _on_message(self, message: BusMessage) -> None:
+        tenant, payload = message.tenant, message.payload
+        items = payload.get("rows") or []
+        if items:
+            freed = self.board.on_rows(tenant, items, payload.get("token", 0))
+            self.popups.on_rows(tenant, items)
+            self.wallboard.on_rows(tenant, items, payload.get("token", 0))
+            if freed or any(_routable(item) for item in items):
+                self.router.trigger(tenant)
+        for change in payload.get("presence") or ():
+            at = datetime.fromisoformat(change["at"])
+            self.board.on_presence(tenant, change["agent_id"], change["presence"], at)
+            self.wallboard.changed(tenant)
+            if change["presence"] == "available":
+                self.router.trigger(tenant)
+        if payload.get("settings"):
+            # One reload at a time per tenant; changes during it make one more after it.
+            self._settings_due.add(tenant)
+            if tenant not in self._reloading:
+                self._reloading.add(tenant)
+                self._spawn(self._settings(tenant))
+
+    async def _settings(self, tenant: str) -> None:
+        try:
+            while tenant in self._settings_due:
+                self._settings_due.discard(tenant)
+                await self._reload_settings(tenant)
+        finally:
+            self._reloading.discard(tenant)
+
+    async def _reload_settings(self, tenant: str) -> None:
+        self.router.forget(tenant)
+        if isinstance(self.ingest, TimedIngest):
+            self.ingest.forget(tenant)
+        await self.board.reload_tenant(tenant)
+        await self.wallboard.reload(tenant)
+        self.router.trigger(tenant)
+
+
+def _routable(item: dict) -> bool:
+    row = item["row"]
+    return row["status"] in ("new", "queued") and row["direction"] == "incoming"

@@ -1,0 +1,251 @@
+"""Data access for routing: timers, offers, agents' presence and load, what the router
+reads, popups' content. Like repository.py, nothing here commits."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import func, select, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from . import models as m
+from .api_admin import TEAM_DEFAULTS
+from .repository import _insert
+
+HELD = ("offered", "active", "wrap_up")  # an agent is busy with these
+
+
+async def timer_settings(conn: AsyncConnection, tenant: str) -> dict[str, Any]:
+    row = (
+        await conn.execute(
+            select(
+                m.tenants.c.routing, m.tenants.c.wrap_up_timeout_s, m.tenants.c.reply_timeout_s
+            ).where(m.tenants.c.id == tenant)
+        )
+    ).first()
+    teams = await team_settings(conn, tenant)
+    return {**dict(row._mapping), "teams": teams}
+
+
+async def team_settings(conn: AsyncConnection, tenant: str) -> dict[str, dict]:
+    rows = await conn.execute(select(m.teams).where(m.teams.c.tenant_id == tenant))
+    return {row.name: {**TEAM_DEFAULTS, **dict(row._mapping)} for row in rows}
+
+
+async def upsert_timers(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    statement = _insert(conn, m.timers)
+    statement = statement.on_conflict_do_update(
+        index_elements=["tenant_id", "key"],
+        set_={
+            name: statement.excluded[name]
+            for name in ("kind", "conversation_id", "due_at", "event", "claimed_until")
+        },
+    )
+    await conn.execute(statement, rows)
+
+
+async def insert_offers(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    await conn.execute(_insert(conn, m.offers).on_conflict_do_nothing(), rows)
+
+
+async def get_offer(conn: AsyncConnection, tenant: str, offer_id: str) -> dict | None:
+    row = (
+        await conn.execute(
+            select(m.offers).where(m.offers.c.tenant_id == tenant, m.offers.c.offer_id == offer_id)
+        )
+    ).first()
+    return dict(row._mapping) if row else None
+
+
+async def offer_end(conn: AsyncConnection, tenant: str, conversation_id: str, offer_id: str):
+    """How an offer ended: `accepted`, `rejected`, `expired`, or None (cancelled by
+    something else, or not over)."""
+    e = m.events
+    rows = await conn.execute(
+        select(e.c.type, e.c.data)
+        .where(
+            e.c.tenant_id == tenant,
+            e.c.conversation_id == conversation_id,
+            e.c.outcome == "applied",
+            e.c.type.in_(("agent.accepted", "routing.offer_declined")),
+        )
+        .order_by(e.c.version.desc())
+    )
+    for row in rows:
+        data = row.data or {}
+        if data.get("offer_id") == offer_id:
+            return "accepted" if row.type == "agent.accepted" else data.get("reason")
+    return None
+
+
+# --- agents ------------------------------------------------------------------------------
+
+
+async def agents_of(conn: AsyncConnection, tenant: str) -> list[dict]:
+    a = m.agents
+    rows = await conn.execute(
+        select(a.c.id, a.c.teams, a.c.chat_capacity, a.c.presence, a.c.presence_at).where(
+            a.c.tenant_id == tenant
+        )
+    )
+    return [dict(row._mapping) for row in rows]
+
+
+async def agent_loads(conn: AsyncConnection, tenant: str) -> dict[str, dict[str, int]]:
+    """Per agent, how many calls and chats it holds (offered to it, active, wrap-up)."""
+    c = m.conversations
+    loads: dict[str, dict[str, int]] = {}
+    offered = (
+        select(c.c.offer_agent_id, c.c.channel, func.count())
+        .where(c.c.tenant_id == tenant, c.c.status == "offered")
+        .group_by(c.c.offer_agent_id, c.c.channel)
+    )
+    handled = (
+        select(c.c.agent_id, c.c.channel, func.count())
+        .where(c.c.tenant_id == tenant, c.c.status.in_(("active", "wrap_up")))
+        .group_by(c.c.agent_id, c.c.channel)
+    )
+    for statement in (offered, handled):
+        for agent, channel, count in await conn.execute(statement):
+            if agent is None:
+                continue
+            load = loads.setdefault(agent, {"call": 0, "chat": 0})
+            load[load_kind(channel)] += count
+    return loads
+
+
+def load_kind(channel: str) -> str:
+    return "call" if channel == "call" else "chat"
+
+
+def holder(row: dict | None) -> tuple[str, str] | None:
+    """(agent, call or chat) that a conversation keeps busy, if any."""
+    if row is None:
+        return None
+    if row["status"] == "offered":
+        agent = row["offer_agent_id"]
+    elif row["status"] in ("active", "wrap_up"):
+        agent = row["agent_id"]
+    else:
+        return None
+    return (agent, load_kind(row["channel"])) if agent else None
+
+
+async def set_presence(conn: AsyncConnection, tenant: str, agent_id: str, presence: str, at):
+    result = await conn.execute(
+        update(m.agents)
+        .where(m.agents.c.tenant_id == tenant, m.agents.c.id == agent_id)
+        .values(presence=presence, presence_at=at)
+    )
+    return result.rowcount
+
+
+# --- what the router reads ----------------------------------------------------------------
+
+
+async def arrivals(conn: AsyncConnection, tenant: str, limit: int) -> list[dict]:
+    c = m.conversations
+    rows = await conn.execute(
+        select(c.c.id, c.c.version, c.c.team, c.c.channel)
+        .where(c.c.tenant_id == tenant, c.c.status == "new", c.c.direction == "incoming")
+        .order_by(c.c.created_at, c.c.id)
+        .limit(limit)
+    )
+    return [dict(row._mapping) for row in rows]
+
+
+async def queue_lengths(conn: AsyncConnection, tenant: str) -> dict[str, int]:
+    c = m.conversations
+    rows = await conn.execute(
+        select(c.c.team, func.count())
+        .where(c.c.tenant_id == tenant, c.c.status.in_(("queued", "offered")))
+        .group_by(c.c.team)
+    )
+    return {team: count for team, count in rows}
+
+
+async def queue_head(conn: AsyncConnection, tenant: str, team: str, limit: int) -> list[dict]:
+    c = m.conversations
+    rows = await conn.execute(
+        select(c.c.id, c.c.version, c.c.team, c.c.channel, c.c.queued_at)
+        .where(c.c.tenant_id == tenant, c.c.status == "queued", c.c.team == team)
+        .order_by(c.c.queued_at, c.c.id)
+        .limit(limit)
+    )
+    return [dict(row._mapping) for row in rows]
+
+
+async def tenants_waiting(conn: AsyncConnection) -> list[str]:
+    """Tenants with built-in routing and something to route."""
+    c, t = m.conversations, m.tenants
+    rows = await conn.execute(
+        select(t.c.id).where(
+            t.c.routing == "builtin",
+            select(c.c.id)
+            .where(c.c.tenant_id == t.c.id, c.c.status.in_(("new", "queued")))
+            .exists(),
+        )
+    )
+    return [row.id for row in rows]
+
+
+async def advisory_lock(conn: AsyncConnection, key: int) -> None:
+    await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+
+
+async def take_lease(conn: AsyncConnection, tenant: str, holder_id: str, now, until) -> bool:
+    """SQLite: hold the tenant's routing lease (or renew it); False if another has it."""
+    lease = m.routing_leases
+    await conn.execute(
+        _insert(conn, lease)
+        .values(tenant_id=tenant, holder=holder_id, expires_at=until)
+        .on_conflict_do_nothing()
+    )
+    result = await conn.execute(
+        update(lease)
+        .where(
+            lease.c.tenant_id == tenant,
+            (lease.c.holder == holder_id) | (lease.c.expires_at < now),
+        )
+        .values(holder=holder_id, expires_at=until)
+    )
+    return result.rowcount == 1
+
+
+# --- popups ----------------------------------------------------------------------------------
+
+
+async def history(conn: AsyncConnection, tenant: str, contact: str, but: str, limit: int = 5):
+    c = m.conversations
+    rows = await conn.execute(
+        select(m.conversations)
+        .where(c.c.tenant_id == tenant, c.c.contact == contact, c.c.id != but)
+        .order_by(c.c.created_at.desc(), c.c.id.desc())
+        .limit(limit)
+    )
+    return [dict(row._mapping) for row in rows]
+
+
+async def tickets_of_contact(conn: AsyncConnection, tenant: str, ids: Iterable[str]) -> list[dict]:
+    ids = list(ids)
+    if not ids:
+        return []
+    t = m.tickets
+    rows = await conn.execute(
+        select(t)
+        .where(t.c.tenant_id == tenant, t.c.conversation_id.in_(ids))
+        .order_by(t.c.linked_at.desc())
+        .limit(20)
+    )
+    return [dict(row._mapping) for row in rows]
+
+
+async def offered_to(conn: AsyncConnection, tenant: str, agent_id: str) -> list[dict]:
+    c = m.conversations
+    rows = await conn.execute(
+        select(m.conversations).where(
+            c.c.tenant_id == tenant, c.c.status == "offered", c.c.offer_agent_id == agent_id
+        )
+    )
+    return [dict(row._mapping) for row in rows]
