@@ -550,11 +550,11 @@ FAILURES = [
 
 async def test_a_failure_mid_batch_stores_and_publishes_nothing(api, monkeypatch):
     subscription = await subscribed(api)
-    real_insert_tickets = repository.insert_tickets
+    real_write = repository.write_ingest_rows
     try:
         for name, error, status in FAILURES:
             await fail_mid_batch(api, monkeypatch, subscription, name, error, status)
-            monkeypatch.setattr(repository, "insert_tickets", real_insert_tickets)
+            monkeypatch.setattr(repository, "write_ingest_rows", real_write)
     finally:
         subscription.close()
 
@@ -588,16 +588,17 @@ async def fail_mid_batch(api, monkeypatch, subscription, name, error, status) ->
         api.event("media.ringing", keep, at(0.5)),  # stale
         api.event("ticket.linked", keep, at(4), ticket_id=ticket),
     ]  # fmt: skip
-    real_insert_tickets = repository.insert_tickets
+    real_write = repository.write_ingest_rows
     calls = []
 
-    async def failing_insert_tickets(conn, rows):
+    async def failing_write(conn, rows):
+        # Every row of the group is written; the failure comes before the commit.
+        await real_write(conn, rows)
         calls.append(rows)
-        if any(row["ticket_id"] == ticket for row in rows):
+        if any(row["ticket_id"] == ticket for row in rows.tickets):
             raise error
-        await real_insert_tickets(conn, rows)
 
-    monkeypatch.setattr(repository, "insert_tickets", failing_insert_tickets)
+    monkeypatch.setattr(repository, "write_ingest_rows", failing_write)
     response = await api.client.post(
         "/api/v1/events", json={"events": batch}, headers=api.auth("service")
     )
@@ -618,7 +619,7 @@ async def fail_mid_batch(api, monkeypatch, subscription, name, error, status) ->
 
     # Nothing was reserved: the same batch, sent again once the database is well, is
     # judged afresh and applies, and its news is the next message on the bus.
-    monkeypatch.setattr(repository, "insert_tickets", real_insert_tickets)
+    monkeypatch.setattr(repository, "write_ingest_rows", real_write)
     results = await api.post_events(batch)
     assert [r["outcome"] for r in results] == [
         "applied", "applied", "applied", "applied", "applied", "rejected", "stale", "applied"
