@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -181,8 +181,8 @@ class Ingest:
                 return
             _settle(group[0], exception=exc)
             return
-        for outcome in outcomes:
-            EVENTS.labels(outcome.outcome).inc()
+        for name, count in Counter(outcome.outcome for outcome in outcomes).items():
+            EVENTS.labels(name).inc(count)
         start = 0
         for request in group:
             end = start + len(request.envelopes)
@@ -213,7 +213,7 @@ class Ingest:
     async def _submit_once(self, tenant: str, envelopes: list[Any]):
         now = self.clock.now()
         parsed: list[tuple[Any, dict | None]] = []  # (event or InvalidEvent, stored data)
-        conversation_ids, event_ids = set(), set()
+        conversation_ids, event_ids, agent_ids = set(), set(), set()
         for envelope in envelopes:
             try:
                 event = parse_event(envelope)
@@ -223,10 +223,16 @@ class Ingest:
                 continue
             conversation_ids.add(event.conversation_id)
             event_ids.add(event.event_id)
+            # The machine takes a conversation's agent from an event's agent_id: these
+            # are the agents whose names a changed row may need.
+            agent_id = getattr(event, "agent_id", None)
+            if agent_id:
+                agent_ids.add(agent_id)
 
         async with self.db.write() as conn:
             change_seq, token = await repo.lock_and_stamp(conn, tenant, conversation_ids)
-            rows, seen = await repo.load_for_ingest(conn, tenant, conversation_ids, event_ids)
+            state = await repo.load_for_ingest(conn, tenant, conversation_ids, event_ids, agent_ids)
+            rows, seen = state.rows, state.seen
             batch = _Batch(
                 tenant,
                 now,
@@ -244,7 +250,9 @@ class Ingest:
                 return outcomes, None
             published = None
             if batch.changed:
-                published = await self._conversation_rows(conn, batch, rows, change_seq, token)
+                published = await self._conversation_rows(
+                    conn, batch, state, agent_ids, change_seq, token
+                )
             written.customers = list(batch.customers.values())
             written.messages = list(batch.messages.values())
             written.statuses = list(batch.statuses.values())
@@ -361,18 +369,27 @@ class Ingest:
                 )
 
     async def _conversation_rows(
-        self, conn, batch: _Batch, stored: dict, change_seq: int, token: int
+        self,
+        conn,
+        batch: _Batch,
+        state: repo.IngestState,
+        named: set[str],
+        change_seq: int,
+        token: int,
     ) -> dict:
         """Put the changed rows into batch.rows; return the bus message announcing them:
         each row's new image and, for a row that existed, the old values of what
         changed (so that every process can tell a row entering a view from one
-        leaving it)."""
+        leaving it). `named`: the agents whose names `state` holds (when they exist)."""
+        stored, names = state.rows, state.agent_names
         wanted = {
             c.agent_id
             for c in batch.changed.values()
             if c.agent_id and (c.id not in stored or stored[c.id]["agent_id"] != c.agent_id)
         }
-        names = await repo.agent_names(conn, batch.tenant, wanted) if wanted else {}
+        if not wanted <= named:  # an agent no event named: the machine changed; ask
+            names = {**names, **await repo.agent_names(conn, batch.tenant, wanted - named)}
+        names = {agent: names[agent] for agent in wanted if agent in names}
         published = []
         for conversation in batch.changed.values():
             row = repo.conversation_values(conversation)

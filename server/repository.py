@@ -185,9 +185,12 @@ async def lock_and_stamp(conn: AsyncConnection, tenant: str, ids: Iterable[str])
 
 
 _PG_LOAD = (
-    "SELECT seen.event_ids AS seen_event_ids, c.* FROM (SELECT ARRAY("
+    "SELECT known.event_ids AS known_event_ids, known.agents AS known_agents, c.* FROM ("
+    "SELECT ARRAY("
     "SELECT event_id FROM events WHERE tenant_id = $1 AND event_id = ANY($3::text[])"
-    ") AS event_ids) AS seen "
+    ") AS event_ids, ARRAY("
+    "SELECT ARRAY[id::text, name] FROM agents WHERE tenant_id = $1 AND id = ANY($4::text[])"
+    ") AS agents) AS known "
     "LEFT JOIN conversations AS c ON c.tenant_id = $1 AND c.id = ANY($2::text[])"
 )
 _SQLITE_SEEN = select(m.events.c.event_id).where(
@@ -196,25 +199,42 @@ _SQLITE_SEEN = select(m.events.c.event_id).where(
 )
 
 
+@dataclass
+class IngestState:
+    """What an ingest transaction reads before it judges its events."""
+
+    rows: dict[str, dict[str, Any]]  # the stored conversations, by id
+    seen: set[str]  # which of the event ids the log already has
+    agent_names: dict[str, str]  # the names of the agents asked about that have a row
+
+
 async def load_for_ingest(
-    conn: AsyncConnection, tenant: str, ids: Iterable[str], event_ids: Iterable[str]
-) -> tuple[dict[str, Mapping[str, Any]], set[str]]:
-    """The stored rows of these conversations, and which of these event ids the log
-    already has. Call after lock_and_stamp, so that no other writer changes them."""
-    ids, event_ids = list(ids), list(event_ids)
+    conn: AsyncConnection,
+    tenant: str,
+    ids: Iterable[str],
+    event_ids: Iterable[str],
+    agent_ids: Iterable[str],
+) -> IngestState:
+    """One round trip on PostgreSQL. Call after lock_and_stamp, so that no other writer
+    changes these conversations meanwhile."""
+    ids, event_ids, agent_ids = list(ids), list(event_ids), list(agent_ids)
     if conn.dialect.name == "postgresql":
-        result = await conn.exec_driver_sql(_PG_LOAD, (tenant, ids, event_ids))
-        rows, seen = {}, set()
+        result = await conn.exec_driver_sql(_PG_LOAD, (tenant, ids, event_ids, agent_ids))
+        state = IngestState({}, set(), {})
         for row in result:
-            seen = row.seen_event_ids
-            if row.id is not None:  # the outer join's row when nothing is stored
-                rows[row.id] = row._mapping
-        return rows, set(seen)
+            values = dict(row._mapping)
+            state.seen = set(values.pop("known_event_ids"))
+            state.agent_names = dict(values.pop("known_agents"))
+            if values["id"] is not None:  # the outer join's one row when nothing is stored
+                state.rows[values["id"]] = values
+        return state
     rows = await load_conversation_rows(conn, tenant, ids)
-    if not event_ids:
-        return rows, set()
-    result = await conn.execute(_SQLITE_SEEN, {"tenant": tenant, "ids": event_ids})
-    return rows, set(result.scalars())
+    seen = set()
+    if event_ids:
+        result = await conn.execute(_SQLITE_SEEN, {"tenant": tenant, "ids": event_ids})
+        seen = set(result.scalars())
+    names = await agent_names(conn, tenant, agent_ids)
+    return IngestState({cid: dict(row) for cid, row in rows.items()}, seen, names)
 
 
 def _pg_array_type(column) -> str:
