@@ -220,12 +220,13 @@ async def load_for_ingest(
     ids, event_ids, agent_ids = list(ids), list(event_ids), list(agent_ids)
     if conn.dialect.name == "postgresql":
         result = await conn.exec_driver_sql(_PG_LOAD, (tenant, ids, event_ids, agent_ids))
-        state = IngestState({}, set(), {})
-        for row in result:
-            values = dict(row._mapping)
-            state.seen = set(values.pop("known_event_ids"))
-            state.agent_names = dict(values.pop("known_agents"))
-            if values["id"] is not None:  # the outer join's one row when nothing is stored
+        rows = [dict(row._mapping) for row in result]
+        # Every row repeats what is known; the outer join gives one row with no
+        # conversation when none is stored.
+        state = IngestState({}, set(rows[0]["known_event_ids"]), dict(rows[0]["known_agents"]))
+        for values in rows:
+            del values["known_event_ids"], values["known_agents"]
+            if values["id"] is not None:
                 state.rows[values["id"]] = values
         return state
     rows = await load_conversation_rows(conn, tenant, ids)
