@@ -184,14 +184,20 @@ async def lock_and_stamp(conn: AsyncConnection, tenant: str, ids: Iterable[str])
     return seq, seq
 
 
+# One primary-key probe per id (LATERAL ... LIMIT 1, which the planner cannot turn
+# into a join), whatever the planner's statistics say: without them, `id = ANY(...)`
+# or a join read the whole tenant through a tenant-only index.
 _PG_LOAD = (
     "SELECT known.event_ids AS known_event_ids, known.agents AS known_agents, c.* FROM ("
     "SELECT ARRAY("
-    "SELECT event_id FROM events WHERE tenant_id = $1 AND event_id = ANY($3::text[])"
+    "SELECT e.event_id FROM unnest($3::text[]) AS k(id), LATERAL ("
+    "SELECT event_id FROM events WHERE tenant_id = $1 AND event_id = k.id LIMIT 1) AS e"
     ") AS event_ids, ARRAY("
-    "SELECT ARRAY[id::text, name] FROM agents WHERE tenant_id = $1 AND id = ANY($4::text[])"
+    "SELECT ARRAY[a.id::text, a.name] FROM unnest($4::text[]) AS k(id), LATERAL ("
+    "SELECT id, name FROM agents WHERE tenant_id = $1 AND id = k.id LIMIT 1) AS a"
     ") AS agents) AS known "
-    "LEFT JOIN conversations AS c ON c.tenant_id = $1 AND c.id = ANY($2::text[])"
+    "LEFT JOIN (unnest($2::text[]) AS k(id) CROSS JOIN LATERAL ("
+    "SELECT * FROM conversations WHERE tenant_id = $1 AND id = k.id LIMIT 1) AS c) ON true"
 )
 _SQLITE_SEEN = select(m.events.c.event_id).where(
     m.events.c.tenant_id == bindparam("tenant"),
