@@ -457,21 +457,21 @@ def _text(value: Any) -> str | None:
     return None if value is None else str(value)[:1000].replace("\x00", "\ufffd")
 
 
-# Event fields kept in length-bounded columns (PostgreSQL enforces the length).
-_BOUNDED = tuple(
-    (path, tuple(path.split(".")), column.type.length)
-    for path, column in {
-        "contact": m.customers.c.id,  # the customer's key when the event names no id
-        "customer.id": m.customers.c.id,
-        "team": m.conversations.c.team,
-        "agent_id": m.conversations.c.agent_id,
-        "offer_id": m.conversations.c.offer_id,
-        "message_id": m.messages.c.message_id,
-        "ticket_id": m.tickets.c.ticket_id,
-        "recording_id": m.recordings.c.id,
-        "content_type": m.recordings.c.content_type,
-    }.items()
-)
+# Event fields kept in length-bounded columns (PostgreSQL enforces the length), as
+# nested bounds: a key's maximum length, or the bounds of the object under it.
+_BOUNDS = {
+    "data": {
+        "contact": m.customers.c.id.type.length,  # the customer's key when no id is given
+        "customer": {"id": m.customers.c.id.type.length},
+        "team": m.conversations.c.team.type.length,
+        "agent_id": m.conversations.c.agent_id.type.length,
+        "offer_id": m.conversations.c.offer_id.type.length,
+        "message_id": m.messages.c.message_id.type.length,
+        "ticket_id": m.tickets.c.ticket_id.type.length,
+        "recording_id": m.recordings.c.id.type.length,
+        "content_type": m.recordings.c.content_type.type.length,
+    }
+}
 MAX_DATA_DEPTH = 32  # levels of objects and lists in an envelope
 
 
@@ -483,21 +483,12 @@ def _storable_data(envelope: dict) -> dict:
     (PostgreSQL text), NaN and infinities (no JSON form), nesting deeper than
     MAX_DATA_DEPTH, and values longer than their column."""
     try:
-        data = _stored(envelope, 0).get("data") or {}
+        return _stored(envelope, 0, _BOUNDS).get("data") or {}
     except _Unstorable as error:
         path = error.path()
         raise InvalidEvent(
             "invalid_data", f"{path or 'the event'} {error.problem}", _leaf(path) or None
         ) from None
-    for path, keys, length in _BOUNDED:
-        value = data
-        for key in keys:
-            value = value.get(key) if isinstance(value, dict) else None
-        if isinstance(value, str) and len(value) > length:
-            raise InvalidEvent(
-                "invalid_data", f"data.{path} is longer than {length} characters", path
-            )
-    return data
 
 
 class _Unstorable(Exception):
@@ -518,36 +509,44 @@ class _Unstorable(Exception):
         return path
 
 
-def _stored(value: Any, depth: int) -> Any:
+def _stored(value: Any, depth: int, bounds: dict | None = None) -> Any:
     """`value` as stored, checked in document order (a dict's keys before its values).
     Recursive, but never deeper than MAX_DATA_DEPTH levels, however deep the body
-    parser let the value be."""
-    if isinstance(value, str):
+    parser let the value be. The exact types JSON and msgpack decode to come first."""
+    kind = type(value)
+    if kind is str:
         if "\x00" in value:
             raise _Unstorable("must not contain NUL characters")
         return value
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise _Unstorable("must be a finite number")
-        return value
-    if value is None or isinstance(value, int):
-        return value
-    if isinstance(value, dict):
+    if kind is dict:
         if depth >= MAX_DATA_DEPTH:
             raise _Unstorable(f"is nested deeper than {MAX_DATA_DEPTH} levels")
         for key in value:
-            name = key if isinstance(key, str) else str(key)
+            name = key if type(key) is str else str(key)
             if "\x00" in name:
                 raise _Unstorable(f"has a key with a NUL character: {name[:100]!r}")
         stored = {}
         for key, item in value.items():
-            name = key if isinstance(key, str) else str(key)
+            name = key if type(key) is str else str(key)
+            bound = bounds.get(name) if bounds is not None else None
             try:
-                stored[name] = _stored(item, depth + 1)
+                if type(bound) is int:
+                    if isinstance(item, str) and len(item) > bound:
+                        raise _Unstorable(f"is longer than {bound} characters")
+                    bound = None
+                stored[name] = _stored(item, depth + 1, bound)
             except _Unstorable as error:
                 error.steps.append(name[:100])
                 raise
         return stored
+    if kind is int or kind is bool or value is None:
+        return value
+    if isinstance(value, str | dict):  # a subclass: as its base
+        return _stored(str(value) if isinstance(value, str) else dict(value), depth, bounds)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise _Unstorable("must be a finite number")
+        return value
     if isinstance(value, list | tuple):
         if depth >= MAX_DATA_DEPTH:
             raise _Unstorable(f"is nested deeper than {MAX_DATA_DEPTH} levels")
