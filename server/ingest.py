@@ -189,7 +189,13 @@ class Ingest:
             _settle(request, result=outcomes[start:end])
             start = end
         if published:
-            await self.bus.publish(tenant, published)
+            await self._publish(tenant, published)
+
+    async def _publish(self, tenant: str, message: dict) -> None:
+        """The publish step: news of a committed group on the bus, after the commit and
+        after the requests have their answers. The writer takes the next group only
+        once it returns."""
+        await self.bus.publish(tenant, message)
 
     async def _commit_with_retries(self, tenant: str, envelopes: list[Any]):
         for attempt in range(1, MAX_ATTEMPTS + 1):
