@@ -436,8 +436,6 @@ class Backend:
     data_dir: Path | None = None
 
 
-
-
 def prepare(env: dict[str, str]) -> dict[str, str]:
     """Migrate, add the tenant, mint tokens. Returns the tokens by role."""
     c.run_cli(["migrate"], env)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -12,6 +13,7 @@ from .clock import SYSTEM_CLOCK, Clock
 ROLES = ("admin", "supervisor", "agent", "wallboard", "service")
 ALGORITHM = "HS256"
 DEFAULT_TTL_S = 12 * 3600
+VERIFIED_CACHE_SIZE = 1024  # tokens remembered once verified, least recently used go first
 
 
 class InvalidToken(Exception):
@@ -50,7 +52,27 @@ def mint_token(
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
+# (secret, token) -> its principal. A token's claims cannot change, so one verified
+# once needs only its expiry checked again; a bad token is never remembered.
+_verified: OrderedDict[tuple[str, str], Principal] = OrderedDict()
+
+
 def verify_token(secret: str, token: str, clock: Clock = SYSTEM_CLOCK) -> Principal:
+    key = (secret, token)
+    principal = _verified.get(key)
+    if principal is None:
+        principal = _decode(secret, token, clock)
+        _verified[key] = principal
+        if len(_verified) > VERIFIED_CACHE_SIZE:
+            _verified.popitem(last=False)
+    else:
+        _verified.move_to_end(key)
+        if principal.expires_at <= clock.now():
+            raise InvalidToken("token expired")
+    return principal
+
+
+def _decode(secret: str, token: str, clock: Clock) -> Principal:
     try:
         claims = jwt.decode(
             token,

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,19 +71,20 @@ class Outcome:
 
 @dataclass
 class _Batch:
-    """What one request changes, gathered before anything is written."""
+    """What one transaction changes, gathered before anything is written."""
 
     tenant: str
     now: Any
     current: dict[str, Conversation | None]
     changed: dict[str, Conversation] = field(default_factory=dict)
-    events: list[dict] = field(default_factory=list)
-    rejected: list[dict] = field(default_factory=list)
-    customers: dict[tuple, dict] = field(default_factory=dict)
-    messages: list[dict] = field(default_factory=list)
-    statuses: list[dict] = field(default_factory=list)
-    tickets: list[dict] = field(default_factory=list)
-    recordings: list[dict] = field(default_factory=list)
+    rows: repo.IngestRows = field(default_factory=repo.IngestRows)
+    # One row per key, the last one (see repo.IngestRows); messages keep the first,
+    # as the log's ON CONFLICT DO NOTHING does.
+    customers: dict[str, dict] = field(default_factory=dict)
+    messages: dict[tuple, dict] = field(default_factory=dict)
+    statuses: dict[tuple, dict] = field(default_factory=dict)
+    tickets: dict[tuple, dict] = field(default_factory=dict)
+    recordings: dict[tuple, dict] = field(default_factory=dict)
 
 
 @dataclass
@@ -111,33 +112,32 @@ class Ingest:
         self.db = db
         self.bus = bus
         self.clock = clock
-        # SQLite has one writer; PostgreSQL overlaps one group's I/O with another's work.
-        self.workers = 1 if db.is_sqlite else 2
         self._waiting: deque[_Request] = deque()
         self._wake = asyncio.Event()
-        self._workers: list[asyncio.Task] = []
+        # One writer task. While its group waits on the database, the event loop reads
+        # and parses the next requests; a second writer would split them into smaller
+        # groups (measured: 10 events instead of 16 from 32 senders) and cost more CPU
+        # per event, on the server and in PostgreSQL.
+        self._worker: asyncio.Task | None = None
 
     async def submit(self, tenant: str, envelopes: list[Any]) -> list[Outcome]:
         """Judge, store and announce a request's events; one outcome per envelope."""
         request = _Request(tenant, envelopes, asyncio.get_running_loop().create_future())
         self._waiting.append(request)
-        if not self._workers:
-            self._workers = [
-                asyncio.create_task(self._work(), name=f"ingest-{n}") for n in range(self.workers)
-            ]
+        if self._worker is None:
+            self._worker = asyncio.create_task(self._work(), name="ingest")
         self._wake.set()
         return await request.done
 
     async def close(self) -> None:
-        for worker in self._workers:
-            worker.cancel()
-        for worker in self._workers:
+        if self._worker is not None:
+            self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await worker
-        self._workers = []
+                await self._worker
+            self._worker = None
 
     async def _work(self) -> None:
-        """Group commit: the requests waiting when a worker is free are committed in
+        """Group commit: the requests waiting when the writer is free are committed in
         one transaction (per tenant, in arrival order), so concurrent single-event
         requests share their round trips. Each request still gets all or nothing."""
         while True:
@@ -181,15 +181,21 @@ class Ingest:
                 return
             _settle(group[0], exception=exc)
             return
-        for outcome in outcomes:
-            EVENTS.labels(outcome.outcome).inc()
+        for name, count in Counter(outcome.outcome for outcome in outcomes).items():
+            EVENTS.labels(name).inc(count)
         start = 0
         for request in group:
             end = start + len(request.envelopes)
             _settle(request, result=outcomes[start:end])
             start = end
         if published:
-            await self.bus.publish(tenant, published)
+            await self._publish(tenant, published)
+
+    async def _publish(self, tenant: str, message: dict) -> None:
+        """The publish step: news of a committed group on the bus, after the commit and
+        after the requests have their answers. The writer takes the next group only
+        once it returns."""
+        await self.bus.publish(tenant, message)
 
     async def _commit_with_retries(self, tenant: str, envelopes: list[Any]):
         for attempt in range(1, MAX_ATTEMPTS + 1):
@@ -212,23 +218,27 @@ class Ingest:
 
     async def _submit_once(self, tenant: str, envelopes: list[Any]):
         now = self.clock.now()
-        parsed: list[Any] = []
+        parsed: list[tuple[Any, dict | None]] = []  # (event or InvalidEvent, stored data)
+        conversation_ids, event_ids, agent_ids = set(), set(), set()
         for envelope in envelopes:
             try:
                 event = parse_event(envelope)
-                _check_storable(envelope)
-                parsed.append(event)
+                parsed.append((event, _storable_data(envelope)))
             except InvalidEvent as error:
-                parsed.append(error)
-        conversation_ids = {
-            event.conversation_id for event in parsed if not isinstance(event, InvalidEvent)
-        }
-        event_ids = {event.event_id for event in parsed if not isinstance(event, InvalidEvent)}
+                parsed.append((error, None))
+                continue
+            conversation_ids.add(event.conversation_id)
+            event_ids.add(event.event_id)
+            # The machine takes a conversation's agent from an event's agent_id: these
+            # are the agents whose names a changed row may need.
+            agent_id = getattr(event, "agent_id", None)
+            if agent_id:
+                agent_ids.add(agent_id)
 
         async with self.db.write() as conn:
-            await repo.lock_conversations(conn, tenant, conversation_ids)
-            rows = await repo.load_conversation_rows(conn, tenant, conversation_ids)
-            seen = await repo.existing_event_ids(conn, tenant, event_ids)
+            change_seq, token = await repo.lock_and_stamp(conn, tenant, conversation_ids)
+            state = await repo.load_for_ingest(conn, tenant, conversation_ids, event_ids, agent_ids)
+            rows, seen = state.rows, state.seen
             batch = _Batch(
                 tenant,
                 now,
@@ -238,24 +248,34 @@ class Ingest:
                 },
             )
             outcomes = [
-                self._judge(batch, envelope, event, seen)
-                for envelope, event in zip(envelopes, parsed, strict=True)
+                self._judge(batch, envelope, event, data, seen)
+                for envelope, (event, data) in zip(envelopes, parsed, strict=True)
             ]
-            if not batch.changed and not batch.events and not batch.rejected:
+            written = batch.rows
+            if not batch.changed and not written.events and not written.rejected:
                 return outcomes, None
             published = None
             if batch.changed:
-                published = await self._write_conversations(conn, batch, rows)
-            await repo.insert_events(conn, batch.events)
-            await repo.insert_rejected(conn, batch.rejected)
-            await repo.upsert_customers(conn, list(batch.customers.values()))
-            await repo.insert_messages(conn, batch.messages)
-            await repo.set_message_statuses(conn, batch.statuses)
-            await repo.insert_tickets(conn, batch.tickets)
-            await repo.insert_recordings(conn, batch.recordings)
+                published = await self._conversation_rows(
+                    conn, batch, state, agent_ids, change_seq, token
+                )
+            written.customers = list(batch.customers.values())
+            written.messages = list(batch.messages.values())
+            written.statuses = list(batch.statuses.values())
+            written.tickets = list(batch.tickets.values())
+            written.recordings = list(batch.recordings.values())
+            await repo.write_ingest_rows(conn, written)
+            if published:
+                await self._write_alongside(conn, tenant, published["rows"], now)
         return outcomes, published
 
-    def _judge(self, batch: _Batch, envelope: Any, event: Any, seen: set[str]) -> Outcome:
+    async def _write_alongside(self, conn, tenant: str, items: list[dict], now) -> None:
+        """What the changed rows call for beyond themselves, written in their
+        transaction: nothing here; server/timers.py arms durable timers."""
+
+    def _judge(
+        self, batch: _Batch, envelope: Any, event: Any, data: dict | None, seen: set[str]
+    ) -> Outcome:
         if isinstance(event, InvalidEvent):
             ids = envelope if isinstance(envelope, dict) else {}
             outcome = Outcome(
@@ -266,7 +286,7 @@ class Ingest:
                 event.code,
                 event.message,
             )
-            batch.rejected.append(self._rejected_row(batch, ids, outcome))
+            batch.rows.rejected.append(self._rejected_row(batch, ids, outcome))
             return outcome
         conversation_id = event.conversation_id
         current = batch.current[conversation_id]
@@ -286,17 +306,17 @@ class Ingest:
                 error.message,
             )
             if error.outcome == "rejected":
-                batch.rejected.append(self._rejected_row(batch, envelope, outcome))
+                batch.rows.rejected.append(self._rejected_row(batch, envelope, outcome))
             else:
                 seen.add(event.event_id)
-                batch.events.append(self._event_row(batch, envelope, event, outcome))
+                batch.rows.events.append(self._event_row(batch, event, data, outcome))
             return outcome
         seen.add(event.event_id)
         new = applied.conversation
         batch.current[conversation_id] = new
         batch.changed[conversation_id] = new
         outcome = Outcome(event.event_id, "applied", conversation_id, new.version)
-        batch.events.append(self._event_row(batch, envelope, event, outcome))
+        batch.rows.events.append(self._event_row(batch, event, data, outcome))
         self._record_effects(batch, event, new, applied.effects)
         return outcome
 
@@ -305,7 +325,7 @@ class Ingest:
         customer = getattr(event, "customer", None)
         if customer is not None:
             key = customer.id or conversation.contact
-            batch.customers[(tenant, key)] = {
+            batch.customers[key] = {
                 "tenant_id": tenant,
                 "id": key,
                 "name": customer.name,
@@ -316,7 +336,8 @@ class Ingest:
             }
         for effect in effects:
             if isinstance(effect, TranscriptAppended):
-                batch.messages.append(
+                batch.messages.setdefault(
+                    (cid, effect.message_id),
                     {
                         "tenant_id": tenant,
                         "conversation_id": cid,
@@ -325,30 +346,30 @@ class Ingest:
                         "text": effect.text,
                         "at": effect.at,
                         "status": None,
-                    }
+                    },
                 )
             elif isinstance(effect, MessageStatusChanged):
-                batch.statuses.append(
-                    {
-                        "k_tenant": tenant,
-                        "k_conversation": cid,
-                        "k_message": effect.message_id,
-                        "status": effect.status,
-                    }
-                )
+                key = (cid, effect.message_id)
+                batch.statuses[key] = {
+                    "k_tenant": tenant,
+                    "k_conversation": cid,
+                    "k_message": effect.message_id,
+                    "status": effect.status,
+                }
+                if key in batch.messages:  # stored by this transaction: set it on the row
+                    batch.messages[key]["status"] = effect.status
             elif isinstance(effect, TicketLinked):
-                batch.tickets.append(
-                    {
-                        "tenant_id": tenant,
-                        "conversation_id": cid,
-                        "ticket_id": effect.ticket_id,
-                        "system": effect.system,
-                        "url": effect.url,
-                        "linked_at": event.occurred_at,
-                    }
-                )
+                batch.tickets[(cid, effect.ticket_id)] = {
+                    "tenant_id": tenant,
+                    "conversation_id": cid,
+                    "ticket_id": effect.ticket_id,
+                    "system": effect.system,
+                    "url": effect.url,
+                    "linked_at": event.occurred_at,
+                }
             elif isinstance(effect, RecordingAdded):
-                batch.recordings.append(
+                batch.recordings.setdefault(
+                    (cid, effect.recording_id),
                     {
                         "tenant_id": tenant,
                         "conversation_id": cid,
@@ -356,21 +377,32 @@ class Ingest:
                         "duration_s": effect.duration_s,
                         "content_type": effect.content_type,
                         "created_at": event.occurred_at,
-                    }
+                    },
                 )
 
-    async def _write_conversations(self, conn, batch: _Batch, stored: dict) -> dict:
-        """Write the changed rows; return the bus message announcing them: each row's
-        new image and, for a row that existed, the old values of what changed (so
-        that every process can tell a row entering a view from one leaving it)."""
-        change_seq, token = await repo.commit_stamp(conn)
+    async def _conversation_rows(
+        self,
+        conn,
+        batch: _Batch,
+        state: repo.IngestState,
+        named: set[str],
+        change_seq: int,
+        token: int,
+    ) -> dict:
+        """Put the changed rows into batch.rows; return the bus message announcing them:
+        each row's new image and, for a row that existed, the old values of what
+        changed (so that every process can tell a row entering a view from one
+        leaving it). `named`: the agents whose names `state` holds (when they exist)."""
+        stored, names = state.rows, state.agent_names
         wanted = {
             c.agent_id
             for c in batch.changed.values()
             if c.agent_id and (c.id not in stored or stored[c.id]["agent_id"] != c.agent_id)
         }
-        names = await repo.agent_names(conn, batch.tenant, wanted)
-        inserts, updates, published = [], [], []
+        if not wanted <= named:  # an agent no event named: the machine changed; ask
+            names = {**names, **await repo.agent_names(conn, batch.tenant, wanted - named)}
+        names = {agent: names[agent] for agent in wanted if agent in names}
+        published = []
         for conversation in batch.changed.values():
             row = repo.conversation_values(conversation)
             old = stored.get(conversation.id)
@@ -382,28 +414,24 @@ class Ingest:
                 agent_name = old["agent_name"]
             else:  # a new agent without an agents row has no name (not the last one's)
                 agent_name = None
-            row.update(
-                tenant_id=batch.tenant,
-                agent_name=agent_name,
-                change_seq=change_seq,
-                updated_at=batch.now,
-            )
+            row["tenant_id"] = batch.tenant
+            row["agent_name"] = agent_name
+            row["change_seq"] = change_seq
+            row["updated_at"] = batch.now
             if old is None:
-                inserts.append(row)
+                batch.rows.new_conversations.append(row)
                 before = None
             else:
-                updates.append(row)
+                batch.rows.changed_conversations.append(row)
                 before = {
                     name: old[name]
                     for name, value in row.items()
                     if name not in UNANNOUNCED and old[name] != value
                 }
             published.append({"row": row, "before": before})
-        await repo.insert_conversations(conn, inserts)
-        await repo.update_conversations(conn, updates)
         return {"seq": change_seq, "token": token, "rows": published}
 
-    def _event_row(self, batch: _Batch, envelope: dict, event, outcome: Outcome) -> dict:
+    def _event_row(self, batch: _Batch, event, data: dict, outcome: Outcome) -> dict:
         return {
             "tenant_id": batch.tenant,
             "event_id": event.event_id,
@@ -414,7 +442,7 @@ class Ingest:
             "outcome": outcome.outcome,
             "version": outcome.version or 0,
             "message": outcome.message,
-            "data": _json_safe(envelope.get("data") or {}),
+            "data": data,
         }
 
     def _rejected_row(self, batch: _Batch, envelope: dict, outcome: Outcome) -> dict:
@@ -441,86 +469,113 @@ def _text(value: Any) -> str | None:
     return None if value is None else str(value)[:1000].replace("\x00", "\ufffd")
 
 
-# Event fields kept in length-bounded columns (PostgreSQL enforces the length).
-_BOUNDED = {
-    "contact": m.customers.c.id,  # the customer's key when the event names no id
-    "customer.id": m.customers.c.id,
-    "team": m.conversations.c.team,
-    "agent_id": m.conversations.c.agent_id,
-    "offer_id": m.conversations.c.offer_id,
-    "message_id": m.messages.c.message_id,
-    "ticket_id": m.tickets.c.ticket_id,
-    "recording_id": m.recordings.c.id,
-    "content_type": m.recordings.c.content_type,
+# Event fields kept in length-bounded columns (PostgreSQL enforces the length), as
+# nested bounds: a key's maximum length, or the bounds of the object under it.
+_BOUNDS = {
+    "data": {
+        "contact": m.customers.c.id.type.length,  # the customer's key when no id is given
+        "customer": {"id": m.customers.c.id.type.length},
+        "team": m.conversations.c.team.type.length,
+        "agent_id": m.conversations.c.agent_id.type.length,
+        "offer_id": m.conversations.c.offer_id.type.length,
+        "message_id": m.messages.c.message_id.type.length,
+        "ticket_id": m.tickets.c.ticket_id.type.length,
+        "recording_id": m.recordings.c.id.type.length,
+        "content_type": m.recordings.c.content_type.type.length,
+    }
 }
-
-
-def _check_storable(envelope: dict) -> None:
-    """What the parser accepts but a database cannot store is invalid data too, so that
-    it is rejected like any bad field instead of failing the whole request: NUL
-    characters (PostgreSQL text), NaN and infinities (no JSON form), and values longer
-    than their column."""
-    _check_value(envelope, "")
-    data = envelope.get("data")
-    for path, column in _BOUNDED.items():
-        value = data
-        for key in path.split("."):
-            value = value.get(key) if isinstance(value, dict) else None
-        if isinstance(value, str) and len(value) > column.type.length:
-            raise InvalidEvent(
-                "invalid_data",
-                f"data.{path} is longer than {column.type.length} characters",
-                path,
-            )
-
-
 MAX_DATA_DEPTH = 32  # levels of objects and lists in an envelope
 
 
-def _check_value(envelope: Any, path: str) -> None:
-    """Strings with NUL, non-finite numbers, or nesting deeper than MAX_DATA_DEPTH
-    anywhere in the envelope. Iterative, so that no depth the body parser allowed can
-    exhaust the stack; the envelope stored later is then shallow."""
-    stack = [(envelope, path, 0)]
-    while stack:
-        value, path, depth = stack.pop()
-        field = path.removeprefix("data.")
-        if isinstance(value, str):
-            if "\x00" in value:
-                raise InvalidEvent("invalid_data", f"{path} must not contain NUL characters", field)
-        elif isinstance(value, float):
-            if not math.isfinite(value):
-                raise InvalidEvent("invalid_data", f"{path} must be a finite number", field)
-        elif isinstance(value, dict | list | tuple):
-            if depth >= MAX_DATA_DEPTH:
-                raise InvalidEvent(
-                    "invalid_data", f"{path} is nested deeper than {MAX_DATA_DEPTH} levels", field
-                )
-            children = []
-            if isinstance(value, dict):
-                for key, item in value.items():
-                    name = str(key)
-                    if "\x00" in name:
-                        raise InvalidEvent(
-                            "invalid_data",
-                            f"{path or 'the event'} has a key with a NUL character: {name[:100]!r}",
-                            field or None,
-                        )
-                    name = name[:100]
-                    children.append((item, f"{path}.{name}" if path else name, depth + 1))
+def _storable_data(envelope: dict) -> dict:
+    """The event's data as the log stores it (msgpack may carry datetimes and bytes),
+    after checking that a database can store the whole envelope. What the parser
+    accepts but a database cannot store is invalid data too, so that it is rejected
+    like any bad field instead of failing the whole request: NUL characters
+    (PostgreSQL text), NaN and infinities (no JSON form), nesting deeper than
+    MAX_DATA_DEPTH, and values longer than their column."""
+    try:
+        return _stored(envelope, 0, _BOUNDS).get("data") or {}
+    except _Unstorable as error:
+        path = error.path()
+        raise InvalidEvent(
+            "invalid_data", f"{path or 'the event'} {error.problem}", _leaf(path) or None
+        ) from None
+
+
+class _Unstorable(Exception):
+    """Raised deep in _stored; each level on the way out adds its step to the path, so
+    that no path is formatted for the values that are fine."""
+
+    def __init__(self, problem: str):
+        self.problem = problem
+        self.steps: list[str | int] = []  # innermost first: a key, or a list index
+
+    def path(self) -> str:
+        path = ""
+        for step in reversed(self.steps):
+            if isinstance(step, int):
+                path = f"{path}[{step}]"
             else:
-                children = [(item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value)]
-            stack.extend(reversed(children))
+                path = f"{path}.{step}" if path else step
+        return path
 
 
-def _json_safe(value: Any) -> Any:
-    """The event's data as stored in the log (msgpack may carry datetimes and bytes)."""
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
+def _stored(value: Any, depth: int, bounds: dict | None = None) -> Any:
+    """`value` as stored, checked in document order (a dict's keys before its values).
+    Recursive, but never deeper than MAX_DATA_DEPTH levels, however deep the body
+    parser let the value be. The exact types JSON and msgpack decode to come first."""
+    kind = type(value)
+    if kind is str:
+        if "\x00" in value:
+            raise _Unstorable("must not contain NUL characters")
+        return value
+    if kind is dict:
+        if depth >= MAX_DATA_DEPTH:
+            raise _Unstorable(f"is nested deeper than {MAX_DATA_DEPTH} levels")
+        for key in value:
+            name = key if type(key) is str else str(key)
+            if "\x00" in name:
+                raise _Unstorable(f"has a key with a NUL character: {name[:100]!r}")
+        stored = {}
+        for key, item in value.items():
+            name = key if type(key) is str else str(key)
+            bound = bounds.get(name) if bounds is not None else None
+            try:
+                if type(bound) is int:
+                    if isinstance(item, str) and len(item) > bound:
+                        raise _Unstorable(f"is longer than {bound} characters")
+                    bound = None
+                stored[name] = _stored(item, depth + 1, bound)
+            except _Unstorable as error:
+                error.steps.append(name[:100])
+                raise
+        return stored
+    if kind is int or kind is bool or value is None:
+        return value
+    if isinstance(value, str | dict):  # a subclass: as its base
+        return _stored(str(value) if isinstance(value, str) else dict(value), depth, bounds)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise _Unstorable("must be a finite number")
+        return value
     if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
+        if depth >= MAX_DATA_DEPTH:
+            raise _Unstorable(f"is nested deeper than {MAX_DATA_DEPTH} levels")
+        items = []
+        for index, item in enumerate(value):
+            try:
+                items.append(_stored(item, depth + 1))
+            except _Unstorable as error:
+                error.steps.append(index)
+                raise
+        return items
     if hasattr(value, "isoformat"):
         return value.isoformat()
     if isinstance(value, bytes):
         return value.hex()
     return value
+
+
+def _leaf(path: str) -> str:
+    return path.removeprefix("data.")

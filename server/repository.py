@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, text, update
+from sqlalchemy import JSON, bindparam, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -42,10 +44,15 @@ def conversation_from_row(row: Mapping[str, Any]) -> Conversation:
     return Conversation(**values)
 
 
+_ENUM_FIELDS = ("status", "state", "offer_fallback")
+
+
 def conversation_values(conversation: Conversation) -> dict[str, Any]:
-    values = {name: getattr(conversation, name) for name in CONVERSATION_FIELDS}
-    for name in ("status", "state", "offer_fallback"):
-        values[name] = str(values[name]) if values[name] is not None else None
+    values = vars(conversation).copy()  # a plain dataclass: its fields are its attributes
+    for name in _ENUM_FIELDS:
+        value = values[name]
+        if value is not None:
+            values[name] = value.value
     values["channels"] = encode_channels(conversation.channels)
     return values
 
@@ -55,21 +62,10 @@ def lock_key(tenant: str, conversation_id: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
-async def lock_conversations(conn: AsyncConnection, tenant: str, ids: Iterable[str]) -> None:
-    """Serialise writers of the same conversations, existing or about to be created,
-    taking the locks in one fixed order so that concurrent batches cannot deadlock.
-    On SQLite the transaction already holds the database's single write lock."""
-    if conn.dialect.name != "postgresql":
-        return
-    keys = sorted({lock_key(tenant, conversation_id) for conversation_id in ids})
-    if keys:
-        await conn.execute(
-            text(
-                "SELECT pg_advisory_xact_lock(k) FROM unnest(CAST(:keys AS bigint[])) AS k "
-                "ORDER BY k"
-            ),
-            {"keys": keys},
-        )
+_LOAD_CONVERSATIONS = select(m.conversations).where(
+    m.conversations.c.tenant_id == bindparam("tenant"),
+    m.conversations.c.id.in_(bindparam("ids", expanding=True)),
+)
 
 
 async def load_conversation_rows(
@@ -78,10 +74,7 @@ async def load_conversation_rows(
     ids = list(ids)
     if not ids:
         return {}
-    table = m.conversations
-    result = await conn.execute(
-        select(table).where(table.c.tenant_id == tenant, table.c.id.in_(ids))
-    )
+    result = await conn.execute(_LOAD_CONVERSATIONS, {"tenant": tenant, "ids": ids})
     return {row.id: row._mapping for row in result}
 
 
@@ -90,24 +83,6 @@ async def get_conversation_row(
 ) -> Mapping[str, Any] | None:
     rows = await load_conversation_rows(conn, tenant, [conversation_id])
     return rows.get(conversation_id)
-
-
-async def commit_stamp(conn: AsyncConnection) -> tuple[int, int]:
-    """The change sequence number for this transaction's rows, and the token by which a
-    reader tells whether its snapshot already saw this commit (snapshot_visibility).
-
-    PostgreSQL: a sequence (never blocks another writer) and the transaction id.
-    SQLite has one writer at a time, so the greatest stored number plus one (an index
-    lookup) is already in commit order, and serves as both."""
-    if conn.dialect.name == "postgresql":
-        result = await conn.execute(
-            text("SELECT nextval('conversation_change_seq'), pg_current_xact_id()::text::bigint")
-        )
-        seq, txid = result.one()
-        return seq, txid
-    current = await conn.execute(select(func.max(m.conversations.c.change_seq)))
-    seq = (current.scalar() or 0) + 1
-    return seq, seq
 
 
 @dataclass(frozen=True)
@@ -135,63 +110,301 @@ async def snapshot_visibility(conn: AsyncConnection) -> Visibility:
     return Visibility(seen, seen)
 
 
-async def insert_conversations(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-    if rows:
-        await conn.execute(m.conversations.insert(), rows)
-
-
-async def update_conversations(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-    if not rows:
-        return
-    table = m.conversations
-    columns = [name for name in rows[0] if name not in ("tenant_id", "id")]
-    statement = (
-        update(table)
-        .where(table.c.tenant_id == bindparam("k_tenant"), table.c.id == bindparam("k_id"))
-        .values({name: bindparam(name) for name in columns})
-    )
-    await conn.execute(
-        statement, [{**row, "k_tenant": row["tenant_id"], "k_id": row["id"]} for row in rows]
-    )
+_AGENT_NAMES = select(m.agents.c.id, m.agents.c.name).where(
+    m.agents.c.tenant_id == bindparam("tenant"),
+    m.agents.c.id.in_(bindparam("ids", expanding=True)),
+)
 
 
 async def agent_names(conn: AsyncConnection, tenant: str, ids: Iterable[str]) -> dict[str, str]:
     ids = list(set(ids))
     if not ids:
         return {}
-    result = await conn.execute(
-        select(m.agents.c.id, m.agents.c.name).where(
-            m.agents.c.tenant_id == tenant, m.agents.c.id.in_(ids)
-        )
-    )
+    result = await conn.execute(_AGENT_NAMES, {"tenant": tenant, "ids": ids})
     # Not dict(result): a Result has .keys() (its column names), so dict() would take
     # it for a mapping.
     return {agent_id: name for agent_id, name in result}
 
 
-# --- the event log ----------------------------------------------------------------------
+# --- the ingest's transaction ------------------------------------------------------------
+#
+# Three round trips whatever the size of the group: lock and stamp, load, write (plus
+# the agents' names when an agent changes). Every statement is built once, here. On
+# PostgreSQL the id lists are bound as one array each and the write is one statement
+# of set-based INSERTs and UPDATEs over unnest(); SQLite, in-process, runs the same
+# writes as one executemany per table.
 
 
-async def existing_event_ids(conn: AsyncConnection, tenant: str, ids: Iterable[str]) -> set[str]:
-    ids = list(set(ids))
-    if not ids:
-        return set()
-    result = await conn.execute(
-        select(m.events.c.event_id).where(
-            m.events.c.tenant_id == tenant, m.events.c.event_id.in_(ids)
+@dataclass
+class IngestRows:
+    """Every row one ingest transaction writes. Each list holds at most one row per key
+    (the ingest keeps the last), so that one set-based statement per table does what
+    running the rows one by one would; a message's status changed in the same group
+    is on its new row as well as in `statuses` (which updates a message stored
+    before)."""
+
+    new_conversations: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    changed_conversations: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    events: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    rejected: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    customers: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    messages: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    statuses: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    tickets: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    recordings: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+
+_PG_LOCK_AND_STAMP = (
+    # Volatile functions run after the sort, so the locks are taken in key order.
+    "WITH locked AS MATERIALIZED ("
+    "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k ORDER BY k) "
+    "SELECT nextval('conversation_change_seq'), pg_current_xact_id()::text::bigint, "
+    "(SELECT count(*) FROM locked)"
+)
+_SQLITE_STAMP = select(func.max(m.conversations.c.change_seq))
+
+
+async def lock_and_stamp(conn: AsyncConnection, tenant: str, ids: Iterable[str]) -> tuple[int, int]:
+    """Serialise writers of the same conversations, existing or about to be created,
+    and return this transaction's change sequence number and commit token.
+
+    PostgreSQL: transaction-scoped advisory locks on a hash of (tenant, id), taken in
+    one fixed order so that concurrent groups cannot deadlock; the number comes from a
+    sequence (never blocks another writer), the token is the transaction id, by which
+    a reader tells whether its snapshot already saw this commit (snapshot_visibility).
+    SQLite: the transaction already holds the database's single write lock, so the
+    greatest stored number plus one (an index lookup) is in commit order, and serves
+    as both."""
+    if conn.dialect.name == "postgresql":
+        keys = sorted({lock_key(tenant, conversation_id) for conversation_id in ids})
+        result = await conn.exec_driver_sql(_PG_LOCK_AND_STAMP, (keys,))
+        seq, token, _locks = result.one()
+        return seq, token
+    seq = ((await conn.execute(_SQLITE_STAMP)).scalar() or 0) + 1
+    return seq, seq
+
+
+# One primary-key probe per id (LATERAL ... LIMIT 1, which the planner cannot turn
+# into a join), whatever the planner's statistics say: without them, `id = ANY(...)`
+# or a join read the whole tenant through a tenant-only index.
+_PG_LOAD = (
+    "SELECT known.event_ids AS known_event_ids, known.agents AS known_agents, c.* FROM ("
+    "SELECT ARRAY("
+    "SELECT e.event_id FROM unnest($3::text[]) AS k(id), LATERAL ("
+    "SELECT event_id FROM events WHERE tenant_id = $1 AND event_id = k.id LIMIT 1) AS e"
+    ") AS event_ids, ARRAY("
+    "SELECT ARRAY[a.id::text, a.name] FROM unnest($4::text[]) AS k(id), LATERAL ("
+    "SELECT id, name FROM agents WHERE tenant_id = $1 AND id = k.id LIMIT 1) AS a"
+    ") AS agents) AS known "
+    "LEFT JOIN (unnest($2::text[]) AS k(id) CROSS JOIN LATERAL ("
+    "SELECT * FROM conversations WHERE tenant_id = $1 AND id = k.id LIMIT 1) AS c) ON true"
+)
+_SQLITE_SEEN = select(m.events.c.event_id).where(
+    m.events.c.tenant_id == bindparam("tenant"),
+    m.events.c.event_id.in_(bindparam("ids", expanding=True)),
+)
+
+
+@dataclass
+class IngestState:
+    """What an ingest transaction reads before it judges its events."""
+
+    rows: dict[str, dict[str, Any]]  # the stored conversations, by id
+    seen: set[str]  # which of the event ids the log already has
+    agent_names: dict[str, str]  # the names of the agents asked about that have a row
+
+
+async def load_for_ingest(
+    conn: AsyncConnection,
+    tenant: str,
+    ids: Iterable[str],
+    event_ids: Iterable[str],
+    agent_ids: Iterable[str],
+) -> IngestState:
+    """One round trip on PostgreSQL. Call after lock_and_stamp, so that no other writer
+    changes these conversations meanwhile."""
+    ids, event_ids, agent_ids = list(ids), list(event_ids), list(agent_ids)
+    if conn.dialect.name == "postgresql":
+        result = await conn.exec_driver_sql(_PG_LOAD, (tenant, ids, event_ids, agent_ids))
+        rows = [dict(row._mapping) for row in result]
+        # Every row repeats what is known; the outer join gives one row with no
+        # conversation when none is stored.
+        state = IngestState({}, set(rows[0]["known_event_ids"]), dict(rows[0]["known_agents"]))
+        for values in rows:
+            del values["known_event_ids"], values["known_agents"]
+            if values["id"] is not None:
+                state.rows[values["id"]] = values
+        return state
+    rows = await load_conversation_rows(conn, tenant, ids)
+    seen = set()
+    if event_ids:
+        result = await conn.execute(_SQLITE_SEEN, {"tenant": tenant, "ids": event_ids})
+        seen = set(result.scalars())
+    names = await agent_names(conn, tenant, agent_ids)
+    return IngestState({cid: dict(row) for cid, row in rows.items()}, seen, names)
+
+
+def _pg_array_type(column) -> str:
+    """The PostgreSQL array type to bind a column's values as. Without a length: an
+    explicit cast to varchar(n) would cut a long value short, where the assignment to
+    the column refuses it."""
+    name = column.type.compile(dialect=postgresql.dialect())
+    return re.sub(r"\(\d+\)", "", name) + "[]"
+
+
+class _PgWrite:
+    """One statement writing every list of IngestRows: a chain of data-modifying CTEs,
+    each over unnest() of one array per column (an empty array writes nothing).
+    Built once at import from the tables, so a new column needs no edit here."""
+
+    def __init__(self):
+        self.params: list[tuple[str, str, bool]] = []  # (IngestRows list, column, is JSON)
+        parts = []
+
+        def arrays(rows: str, columns, keys: dict[str, str] | None = None) -> str:
+            # keys: the name a column's value has in the rows, where it is not its own
+            casts = []
+            for column in columns:
+                key = (keys or {}).get(column.name, column.name)
+                self.params.append((rows, key, isinstance(column.type, JSON)))
+                casts.append(f"${len(self.params)}::{_pg_array_type(column)}")
+            return f"unnest({', '.join(casts)})"
+
+        def insert(rows: str, table, tail: str = "", skip=()) -> None:
+            columns = [column for column in table.columns if column.name not in skip]
+            names = ", ".join(column.name for column in columns)
+            parts.append(
+                f"w_{rows} AS (INSERT INTO {table.name} ({names}) "
+                f"SELECT * FROM {arrays(rows, columns)}{tail})"
+            )
+
+        def update(rows: str, table, keys: dict[str, str], columns) -> None:
+            # keys: the table's key columns -> their names in the rows
+            source = arrays(rows, [*(table.c[name] for name in keys), *columns], keys)
+            aliases = ", ".join([*keys, *(column.name for column in columns)])
+            sets = ", ".join(f"{column.name} = r.{column.name}" for column in columns)
+            where = " AND ".join(f"t.{name} = r.{name}" for name in keys)
+            parts.append(
+                f"w_{rows} AS (UPDATE {table.name} AS t SET {sets} "
+                f"FROM {source} AS r({aliases}) WHERE {where})"
+            )
+
+        conversations = m.conversations
+        insert("new_conversations", conversations)
+        keys = {"tenant_id": "tenant_id", "id": "id"}
+        update(
+            "changed_conversations",
+            conversations,
+            keys,
+            [column for column in conversations.columns if column.name not in keys],
         )
-    )
-    return set(result.scalars())
+        insert("events", m.events)
+        insert("rejected", m.rejected_events, skip={"id"})
+        insert(
+            "customers",
+            m.customers,
+            " ON CONFLICT (tenant_id, id) DO UPDATE SET name = excluded.name, "
+            "email = excluded.email, phone = excluded.phone, contact = excluded.contact, "
+            "updated_at = excluded.updated_at",
+        )
+        insert("messages", m.messages, " ON CONFLICT DO NOTHING")
+        update(
+            "statuses",
+            m.messages,
+            {
+                "tenant_id": "k_tenant",
+                "conversation_id": "k_conversation",
+                "message_id": "k_message",
+            },
+            [m.messages.c.status],
+        )
+        insert(
+            "tickets",
+            m.tickets,
+            " ON CONFLICT (tenant_id, conversation_id, ticket_id) DO UPDATE SET "
+            "system = excluded.system, url = excluded.url",
+        )
+        insert("recordings", m.recordings, " ON CONFLICT DO NOTHING")
+        self.sql = "WITH " + ",\n".join(parts) + "\nSELECT 1"
+
+    def parameters(self, rows: IngestRows) -> tuple:
+        values = []
+        for name, column, is_json in self.params:
+            batch = getattr(rows, name)
+            if is_json:
+                values.append([json.dumps(row[column]) for row in batch])
+            else:
+                values.append([row[column] for row in batch])
+        return tuple(values)
 
 
-async def insert_events(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-    if rows:
-        await conn.execute(m.events.insert(), rows)
+_PG_WRITE = _PgWrite()
+
+_SQLITE_WRITES = (
+    ("new_conversations", m.conversations.insert()),
+    (
+        "changed_conversations",
+        update(m.conversations)
+        .where(
+            m.conversations.c.tenant_id == bindparam("tenant_id_"),
+            m.conversations.c.id == bindparam("id_"),
+        )
+        .values(
+            {
+                column.name: bindparam(column.name)
+                for column in m.conversations.columns
+                if column.name not in ("tenant_id", "id")
+            }
+        ),
+    ),
+    ("events", m.events.insert()),
+    ("rejected", m.rejected_events.insert()),
+    (
+        "customers",
+        (customers := sqlite.insert(m.customers)).on_conflict_do_update(
+            index_elements=["tenant_id", "id"],
+            set_={
+                name: customers.excluded[name]
+                for name in ("name", "email", "phone", "contact", "updated_at")
+            },
+        ),
+    ),
+    ("messages", sqlite.insert(m.messages).on_conflict_do_nothing()),
+    (
+        "statuses",
+        update(m.messages)
+        .where(
+            m.messages.c.tenant_id == bindparam("k_tenant"),
+            m.messages.c.conversation_id == bindparam("k_conversation"),
+            m.messages.c.message_id == bindparam("k_message"),
+        )
+        .values(status=bindparam("status")),
+    ),
+    (
+        "tickets",
+        (tickets := sqlite.insert(m.tickets)).on_conflict_do_update(
+            index_elements=["tenant_id", "conversation_id", "ticket_id"],
+            set_={"system": tickets.excluded.system, "url": tickets.excluded.url},
+        ),
+    ),
+    ("recordings", sqlite.insert(m.recordings).on_conflict_do_nothing()),
+)
 
 
-async def insert_rejected(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-    if rows:
-        await conn.execute(m.rejected_events.insert(), rows)
+async def write_ingest_rows(conn: AsyncConnection, rows: IngestRows) -> None:
+    """Write what one ingest transaction changed: one statement on PostgreSQL."""
+    if conn.dialect.name == "postgresql":
+        await conn.exec_driver_sql(_PG_WRITE.sql, _PG_WRITE.parameters(rows))
+        return
+    for name, statement in _SQLITE_WRITES:
+        batch = getattr(rows, name)
+        if name == "changed_conversations":
+            batch = [{**row, "tenant_id_": row["tenant_id"], "id_": row["id"]} for row in batch]
+        if batch:
+            await conn.execute(statement, batch)
+
+
+# --- the event log ----------------------------------------------------------------------
 
 
 async def timeline(conn: AsyncConnection, tenant: str, conversation_id: str) -> list[dict]:
@@ -213,63 +426,9 @@ async def timeline(conn: AsyncConnection, tenant: str, conversation_id: str) -> 
     return [dict(row._mapping) for row in result]
 
 
-# --- what the effects record ------------------------------------------------------------
-
-
 def _insert(conn: AsyncConnection, table):
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     return dialect.insert(table)
-
-
-async def upsert_customers(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-    if not rows:
-        return
-    statement = _insert(conn, m.customers)
-    statement = statement.on_conflict_do_update(
-        index_elements=["tenant_id", "id"],
-        set_={
-            name: statement.excluded[name]
-            for name in ("name", "email", "phone", "contact", "updated_at")
-        },
-    )
-    await conn.execute(statement, rows)
-
-
-async def insert_messages(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-    if rows:
-        statement = _insert(conn, m.messages).on_conflict_do_nothing()
-        await conn.execute(statement, rows)
-
-
-async def set_message_statuses(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-    if not rows:
-        return
-    table = m.messages
-    await conn.execute(
-        update(table)
-        .where(
-            table.c.tenant_id == bindparam("k_tenant"),
-            table.c.conversation_id == bindparam("k_conversation"),
-            table.c.message_id == bindparam("k_message"),
-        )
-        .values(status=bindparam("status")),
-        rows,
-    )
-
-
-async def insert_tickets(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-    if rows:
-        statement = _insert(conn, m.tickets)
-        statement = statement.on_conflict_do_update(
-            index_elements=["tenant_id", "conversation_id", "ticket_id"],
-            set_={"system": statement.excluded.system, "url": statement.excluded.url},
-        )
-        await conn.execute(statement, rows)
-
-
-async def insert_recordings(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-    if rows:
-        await conn.execute(_insert(conn, m.recordings).on_conflict_do_nothing(), rows)
 
 
 # --- the conversation's detail ----------------------------------------------------------

@@ -75,13 +75,11 @@ class TimedIngest(Ingest):
     def forget(self, tenant: str) -> None:
         self.settings.pop(tenant, None)
 
-    async def _write_conversations(self, conn, batch, stored: dict) -> dict:
-        published = await super()._write_conversations(conn, batch, stored)
-        settings = self.settings.get(batch.tenant)
+    async def _write_alongside(self, conn, tenant: str, items: list[dict], now) -> None:
+        settings = self.settings.get(tenant)
         if settings is None:
-            settings = self.settings[batch.tenant] = await rr.timer_settings(conn, batch.tenant)
-        await arm_timers(conn, batch.tenant, published["rows"], batch.now, settings)
-        return published
+            settings = self.settings[tenant] = await rr.timer_settings(conn, tenant)
+        await arm_timers(conn, tenant, items, now, settings)
 
 
 async def arm_timers(conn, tenant: str, items: list[dict], now: datetime, settings) -> None:

@@ -10,6 +10,7 @@ import dataclasses
 import re
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
@@ -250,8 +251,13 @@ class TicketLinked(Event):
 
 
 # --- parsing -------------------------------------------------------------------------
+#
+# Each event class's fields are compiled once, on first use, into converters: a
+# converter takes the raw value and whether the field is required, and returns the
+# converted value or raises InvalidEvent naming the field. Paths are baked in, so
+# nothing is looked up or formatted per event unless the event is wrong.
 
-_ENVELOPE = ("event_id", "conversation_id", "occurred_at")
+Converter = Callable[[Any, bool], Any]
 
 
 def parse_event(envelope: Any) -> Event:
@@ -265,22 +271,21 @@ def parse_event(envelope: Any) -> Event:
     cls = EVENT_TYPES.get(type_name)
     if cls is None:
         raise InvalidEvent("unknown_type", f"unknown event type {type_name[:100]!r}", "type")
-    values: dict[str, Any] = {}
-    for name in _ENVELOPE:
-        hint = datetime if name == "occurred_at" else str
-        values[name] = _convert(envelope.get(name), hint, name, required=True)
-        if hint is str and not values[name]:
-            raise InvalidEvent("invalid_data", f"{name} must not be empty", name)
-        if hint is str and len(values[name]) > ID_MAX_LENGTH:
-            raise InvalidEvent(
-                "invalid_data", f"{name} is longer than {ID_MAX_LENGTH} characters", name
-            )
+    values = {
+        "event_id": _envelope_id(envelope.get("event_id"), "event_id"),
+        "conversation_id": _envelope_id(envelope.get("conversation_id"), "conversation_id"),
+        "occurred_at": _OCCURRED_AT(envelope.get("occurred_at"), True),
+    }
     data = envelope.get("data", {})
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise InvalidEvent("invalid_data", "data must be an object", "data")
-    values.update(_convert_fields(cls, data, prefix="data."))
+    for name, convert, required in _fields_of(cls):
+        raw = data.get(name)
+        if raw is None and not required:
+            continue
+        values[name] = convert(raw, required)
     event = cls(**values)
     check = getattr(event, "check", None)
     if check is not None:
@@ -288,64 +293,136 @@ def parse_event(envelope: Any) -> Event:
     return event
 
 
-def _convert_fields(cls: type, data: dict, prefix: str) -> dict[str, Any]:
-    hints = _hints(cls)
-    values = {}
-    for field in dataclasses.fields(cls):
-        if not field.init or field.name in _ENVELOPE:
-            continue
-        required = (
-            field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
+def _envelope_id(value: Any, name: str) -> str:
+    value = _STRING[name](value, True)
+    if not value:
+        raise InvalidEvent("invalid_data", f"{name} must not be empty", name)
+    if len(value) > ID_MAX_LENGTH:
+        raise InvalidEvent(
+            "invalid_data", f"{name} is longer than {ID_MAX_LENGTH} characters", name
         )
-        raw = data.get(field.name)
-        if raw is None and not required:
-            continue
-        values[field.name] = _convert(raw, hints[field.name], prefix + field.name, required)
-    return values
+    return value
 
 
-def _convert(value: Any, hint: Any, path: str, required: bool) -> Any:
-    """Check one value against an annotation, returning the converted value."""
+_FIELDS: dict[type, tuple[tuple[str, Converter, bool], ...]] = {}
+
+
+def _fields_of(cls: type) -> tuple[tuple[str, Converter, bool], ...]:
+    """(name, converter, required) for each field of `data`, compiled on first use (the
+    annotations are strings until every class they name exists)."""
+    fields = _FIELDS.get(cls)
+    if fields is None:
+        fields = _FIELDS[cls] = _compile_fields(cls, "data.")
+    return fields
+
+
+def _compile_fields(cls: type, prefix: str) -> tuple[tuple[str, Converter, bool], ...]:
+    hints = typing.get_type_hints(cls)
+    return tuple(
+        (
+            field.name,
+            _compile(hints[field.name], prefix + field.name),
+            field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING,
+        )
+        for field in dataclasses.fields(cls)
+        if field.init and field.name not in _ENVELOPE
+    )
+
+
+_ENVELOPE = ("event_id", "conversation_id", "occurred_at")
+
+
+def _compile(hint: Any, path: str) -> Converter:
+    """The converter checking one value against an annotation, at `path`."""
+    leaf = _leaf(path)
+
+    def missing() -> InvalidEvent:
+        return InvalidEvent("invalid_data", f"{path} is required", leaf)
+
     origin = typing.get_origin(hint)
     if origin in (types.UnionType, typing.Union):
-        options = [arg for arg in typing.get_args(hint) if arg is not type(None)]
-        if value is None:
-            if required:
-                raise InvalidEvent("invalid_data", f"{path} is required", _leaf(path))
-            return None
-        return _convert(value, options[0], path, required=True)
-    if value is None:
-        raise InvalidEvent("invalid_data", f"{path} is required", _leaf(path))
+        inner = _compile(next(a for a in typing.get_args(hint) if a is not type(None)), path)
+
+        def optional(value: Any, required: bool) -> Any:
+            if value is None:
+                if required:
+                    raise missing()
+                return None
+            return inner(value, True)
+
+        return optional
     if origin is Literal:
         choices = typing.get_args(hint)
-        if value not in choices:
-            raise InvalidEvent(
-                "invalid_data", f"{path} must be one of {', '.join(choices)}", _leaf(path)
-            )
-        return value
+        wrong = f"{path} must be one of {', '.join(choices)}"
+
+        def literal(value: Any, required: bool) -> Any:
+            if value is None:
+                raise missing()
+            if value not in choices:
+                raise InvalidEvent("invalid_data", wrong, leaf)
+            return value
+
+        return literal
     if hint is str:
-        if not isinstance(value, str):
-            raise InvalidEvent("invalid_data", f"{path} must be a string", _leaf(path))
-        return value
+
+        def string(value: Any, required: bool) -> str:
+            if isinstance(value, str):
+                return value
+            if value is None:
+                raise missing()
+            raise InvalidEvent("invalid_data", f"{path} must be a string", leaf)
+
+        return string
     if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise InvalidEvent("invalid_data", f"{path} must be an integer", _leaf(path))
-        return value
+
+        def integer(value: Any, required: bool) -> int:
+            if value is None:
+                raise missing()
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise InvalidEvent("invalid_data", f"{path} must be an integer", leaf)
+            return value
+
+        return integer
     if hint is float:
-        if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
-            raise InvalidEvent("invalid_data", f"{path} must be a number", _leaf(path))
-        if value < 0:
-            raise InvalidEvent("invalid_data", f"{path} must not be negative", _leaf(path))
-        try:
-            return float(value)
-        except OverflowError:
-            raise InvalidEvent("invalid_data", f"{path} is out of range", _leaf(path)) from None
+
+        def number(value: Any, required: bool) -> float:
+            if value is None:
+                raise missing()
+            if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+                raise InvalidEvent("invalid_data", f"{path} must be a number", leaf)
+            if value < 0:
+                raise InvalidEvent("invalid_data", f"{path} must not be negative", leaf)
+            try:
+                return float(value)
+            except OverflowError:
+                raise InvalidEvent("invalid_data", f"{path} is out of range", leaf) from None
+
+        return number
     if hint is datetime:
-        return _parse_instant(value, path)
+
+        def instant(value: Any, required: bool) -> datetime:
+            if value is None:
+                raise missing()
+            return _parse_instant(value, path)
+
+        return instant
     if dataclasses.is_dataclass(hint):
-        if not isinstance(value, dict):
-            raise InvalidEvent("invalid_data", f"{path} must be an object", _leaf(path))
-        return hint(**_convert_fields(hint, value, prefix=path + "."))
+        fields = _compile_fields(hint, path + ".")
+
+        def nested(value: Any, required: bool) -> Any:
+            if value is None:
+                raise missing()
+            if not isinstance(value, dict):
+                raise InvalidEvent("invalid_data", f"{path} must be an object", leaf)
+            values = {}
+            for name, convert, field_required in fields:
+                raw = value.get(name)
+                if raw is None and not field_required:
+                    continue
+                values[name] = convert(raw, field_required)
+            return hint(**values)
+
+        return nested
     raise TypeError(f"no converter for {hint!r}")  # a programming error, not bad input
 
 
@@ -382,10 +459,5 @@ def _leaf(path: str) -> str:
     return path.removeprefix("data.")
 
 
-_HINTS: dict[type, dict[str, Any]] = {}
-
-
-def _hints(cls: type) -> dict[str, Any]:
-    if cls not in _HINTS:
-        _HINTS[cls] = typing.get_type_hints(cls)
-    return _HINTS[cls]
+_STRING = {name: _compile(str, name) for name in ("event_id", "conversation_id")}
+_OCCURRED_AT = _compile(datetime, "occurred_at")

@@ -150,7 +150,20 @@ def _run(conversation: Conversation | None, event: Event, row: Row) -> Applied:
                 *effects,
             )
 
-    return Applied(dataclasses.replace(conversation, **changes), tuple(effects), row)
+    return Applied(_replace(conversation, changes), tuple(effects), row)
+
+
+_FIELDS = frozenset(field.name for field in dataclasses.fields(Conversation))
+
+
+def _replace(conversation: Conversation, changes: dict) -> Conversation:
+    """dataclasses.replace without its per-call field walk and __init__ (the hot path
+    of ingest): a copy of the frozen instance's attributes with `changes` laid over."""
+    if not _FIELDS.issuperset(changes):
+        raise TypeError(f"not fields of Conversation: {sorted(set(changes) - _FIELDS)}")
+    new = object.__new__(Conversation)
+    vars(new).update(vars(conversation), **changes)
+    return new
 
 
 def _handling(conversation: Conversation, status: Status, at) -> dict:

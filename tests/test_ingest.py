@@ -426,6 +426,48 @@ async def test_data_a_database_cannot_store_is_rejected_not_a_500(api):
     }
 
 
+async def test_keys_repeated_in_one_batch_end_as_if_written_one_by_one(api):
+    """A batch is written set-based, one statement per table: a key met twice must end
+    as the events in order leave it (last status, last ticket values, last customer,
+    first message and recording), also for a message stored by an earlier request."""
+    await api.post_events([
+        api.event("conversation.created", "rk-0", at(0), channel="chat", contact="v-rk",
+                  customer={"name": "Old", "id": "cust-rk"}),
+        api.event("media.message", "rk-0", at(1), message_id="m0", sender="customer",
+                  text="stored before"),
+    ])  # fmt: skip
+    results = await api.post_events([
+        api.event("media.message_status", "rk-0", at(2), message_id="m0", status="delivered"),
+        api.event("media.message", "rk-0", at(3), message_id="m1", sender="agent",
+                  text="first"),
+        api.event("media.message_status", "rk-0", at(4), message_id="m1", status="delivered"),
+        api.event("media.message", "rk-0", at(5), message_id="m1", sender="agent",
+                  text="second, ignored"),
+        api.event("media.message_status", "rk-0", at(6), message_id="m1", status="read"),
+        api.event("media.message_status", "rk-0", at(7), message_id="m0", status="read"),
+        api.event("ticket.linked", "rk-0", at(8), ticket_id="T-rk", url="https://t/1"),
+        api.event("ticket.linked", "rk-0", at(9), ticket_id="T-rk", url="https://t/2"),
+        api.event("media.recording_ready", "rk-0", at(10), recording_id="r1", duration_s=1,
+                  content_type="audio/mpeg"),
+        api.event("media.recording_ready", "rk-0", at(11), recording_id="r1", duration_s=2,
+                  content_type="audio/mpeg"),
+        api.event("conversation.created", "rk-1", at(12), channel="chat", contact="v-rk1",
+                  customer={"name": "Middle", "id": "cust-rk"}),
+        api.event("conversation.created", "rk-2", at(13), channel="chat", contact="v-rk2",
+                  customer={"name": "New", "id": "cust-rk"}),
+    ])  # fmt: skip
+    assert {r["outcome"] for r in results} == {"applied"}, results
+    detail = await api.conversation("rk-0")
+    assert [(t["message_id"], t["text"], t["status"]) for t in detail["transcript"]] == [
+        ("m0", "stored before", "read"),
+        ("m1", "first", "read"),
+    ]
+    assert [(t["ticket_id"], t["url"]) for t in detail["tickets"]] == [("T-rk", "https://t/2")]
+    assert [(r["id"], r["duration_s"]) for r in detail["recordings"]] == [("r1", 1.0)]
+    assert (await api.conversation("rk-2"))["customer"]["name"] == "New"
+    assert await count(api, m.customers, tenant_id="acme", id="cust-rk") == 1
+
+
 # --------------------------------------------------------------------------- atomicity and bus
 
 
@@ -550,11 +592,11 @@ FAILURES = [
 
 async def test_a_failure_mid_batch_stores_and_publishes_nothing(api, monkeypatch):
     subscription = await subscribed(api)
-    real_insert_tickets = repository.insert_tickets
+    real_write = repository.write_ingest_rows
     try:
         for name, error, status in FAILURES:
             await fail_mid_batch(api, monkeypatch, subscription, name, error, status)
-            monkeypatch.setattr(repository, "insert_tickets", real_insert_tickets)
+            monkeypatch.setattr(repository, "write_ingest_rows", real_write)
     finally:
         subscription.close()
 
@@ -588,16 +630,17 @@ async def fail_mid_batch(api, monkeypatch, subscription, name, error, status) ->
         api.event("media.ringing", keep, at(0.5)),  # stale
         api.event("ticket.linked", keep, at(4), ticket_id=ticket),
     ]  # fmt: skip
-    real_insert_tickets = repository.insert_tickets
+    real_write = repository.write_ingest_rows
     calls = []
 
-    async def failing_insert_tickets(conn, rows):
+    async def failing_write(conn, rows):
+        # Every row of the group is written; the failure comes before the commit.
+        await real_write(conn, rows)
         calls.append(rows)
-        if any(row["ticket_id"] == ticket for row in rows):
+        if any(row["ticket_id"] == ticket for row in rows.tickets):
             raise error
-        await real_insert_tickets(conn, rows)
 
-    monkeypatch.setattr(repository, "insert_tickets", failing_insert_tickets)
+    monkeypatch.setattr(repository, "write_ingest_rows", failing_write)
     response = await api.client.post(
         "/api/v1/events", json={"events": batch}, headers=api.auth("service")
     )
@@ -618,7 +661,7 @@ async def fail_mid_batch(api, monkeypatch, subscription, name, error, status) ->
 
     # Nothing was reserved: the same batch, sent again once the database is well, is
     # judged afresh and applies, and its news is the next message on the bus.
-    monkeypatch.setattr(repository, "insert_tickets", real_insert_tickets)
+    monkeypatch.setattr(repository, "write_ingest_rows", real_write)
     results = await api.post_events(batch)
     assert [r["outcome"] for r in results] == [
         "applied", "applied", "applied", "applied", "applied", "rejected", "stale", "applied"
