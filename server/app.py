@@ -14,7 +14,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import Route
 
 from . import api_admin, api_conversations, api_events, views, ws
 from . import repository as repo
@@ -41,7 +41,7 @@ class Switchboard:
         self.db = Database(settings.database_url)
         self.bus = bus_from_url(settings.bus_url, settings.bus_prefix)
         self.ingest = Ingest(self.db, self.bus, clock)
-        self.live = LiveViews(self.db, self.bus, clock, self.tenant_zone)
+        self.live = LiveViews(self.db, self.bus, clock, self.tenant_zone, settings.push_interval_s)
         self._zones: dict[str, ZoneInfo] = {}
 
     async def start(self) -> None:
@@ -117,7 +117,7 @@ ROUTES = [
     Route("/api/v1/views/{view_id}", views.update_view, methods=["PATCH"]),
     Route("/api/v1/views/{view_id}", views.delete_view, methods=["DELETE"]),
     Route("/api/v1/views/{view_id}/rows", views.view_rows, methods=["GET"]),
-    WebSocketRoute("/ws", ws.endpoint),
+    # /ws is routed by ws.DirectRoute, ahead of the router.
 ]
 
 
@@ -225,5 +225,5 @@ def create_app(
     )
     app.state.sb = sb
     app.add_middleware(Instrumentation)
-    app.add_middleware(ws.RecordProtocol)  # outermost of ours: sees the server's own send
+    app.add_middleware(ws.DirectRoute)  # outermost of ours: /ws, with the server's own send
     return app

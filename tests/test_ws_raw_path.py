@@ -9,8 +9,8 @@ async def test_pushes_take_the_raw_transport_path(backend, tmp_path, monkeypatch
     sockets: list[ws.RawSocket | None] = []
     found = ws.RawSocket.of.__func__
 
-    def recording(cls, scope):
-        sockets.append(found(cls, scope))
+    def recording(cls, send, text):
+        sockets.append(found(cls, send, text))
         return sockets[-1]
 
     monkeypatch.setattr(ws.RawSocket, "of", classmethod(recording))
@@ -18,3 +18,5 @@ async def test_pushes_take_the_raw_transport_path(backend, tmp_path, monkeypatch
         pong = await client.request({"type": "ping"})
         assert pong["type"] == "pong"
     assert len(sockets) == 1 and sockets[0] is not None, "uvicorn's protocol did not reach /ws"
+    # What only the handshake needed is not kept for the life of the socket.
+    assert sockets[0].protocol.request is None and sockets[0].protocol.response is None
