@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import contextlib
 
+import pytest
+
 from server import live
+from server.settings import Settings
 from tests.server_support import live_server
 from tests.test_ws_protocol import contiguous, created, deltas, post, subscribe
 
@@ -54,3 +57,16 @@ async def test_a_sliced_fan_out_keeps_seq_and_every_row(backend, tmp_path, monke
         # subscription that ended before it.
         await leaving.request({"type": "ping"})
         assert len(deltas(leaving, leaving_sub)) == gone_after
+
+
+@pytest.mark.parametrize("value", ["-1", "soon", "nan", "60001"])
+def test_a_bad_push_interval_is_refused_by_name(value, tmp_path):
+    env = {"SWITCHBOARD_DATA_DIR": str(tmp_path), "SWITCHBOARD_PUSH_INTERVAL_MS": value}
+    with pytest.raises(ValueError, match="SWITCHBOARD_PUSH_INTERVAL_MS"):
+        Settings.from_env(env)
+
+
+def test_the_push_interval_is_read_in_milliseconds(tmp_path):
+    env = {"SWITCHBOARD_DATA_DIR": str(tmp_path), "SWITCHBOARD_PUSH_INTERVAL_MS": "5"}
+    assert Settings.from_env(env).push_interval_s == 0.005
+    assert Settings.from_env({"SWITCHBOARD_DATA_DIR": str(tmp_path)}).push_interval_s == 0.02
