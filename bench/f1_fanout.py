@@ -117,6 +117,12 @@ def add_arguments(group: argparse._ArgumentGroup) -> None:
         "(env BENCH_PEERS_DIR)",
     )
     group.add_argument("--f1-timeout", type=float, default=120, help="per run, seconds (120)")
+    group.add_argument(
+        "--f1-push-ms",
+        default="",
+        help="Switchboard push intervals to compare, e.g. 0,5,10,20,50: each round runs "
+        "Switchboard once per value (SWITCHBOARD_PUSH_INTERVAL_MS); default: the server's own",
+    )
 
 
 # --------------------------------------------------------------------------- helpers
@@ -234,12 +240,17 @@ async def post_all(port: int, token: str, rows: int, batch: int, tag: str) -> di
     }
 
 
-def run_switchboard(args, recorder: c.Recorder, round_no: int) -> dict[str, Any]:
+def switchboard_name(push_ms: str) -> str:
+    return f"switchboard {push_ms} ms" if push_ms else "switchboard"
+
+
+def run_switchboard(args, recorder: c.Recorder, round_no: int, push_ms: str = "") -> dict[str, Any]:
     data_dir = Path(tempfile.mkdtemp(prefix="sb_bench_f1_"))
     database = c.run_async(c.create_database(c.ADMIN_URL, "sb_bench_f1"))
     rec: dict[str, Any] = {
         "type": "run",
-        "server": "switchboard",
+        "server": switchboard_name(push_ms),
+        "push_ms": push_ms,
         "round": round_no,
         "conns": args.f1_conns,
         "rows": args.f1_rows,
@@ -247,6 +258,8 @@ def run_switchboard(args, recorder: c.Recorder, round_no: int) -> dict[str, Any]
     client = None
     try:
         env = c.server_env(c.with_database(c.ADMIN_URL, database), data_dir)
+        if push_ms:
+            env["SWITCHBOARD_PUSH_INTERVAL_MS"] = push_ms
         tokens = prepare(env)
         out = c.run_cli(
             ["token", "--tenant", "bench", "--role", "supervisor", "--user", "bench-sup"], env
@@ -398,9 +411,13 @@ def run_peer(args, variant: str, recorder: c.Recorder, round_no: int) -> dict[st
 
 
 def report(info, runs, args) -> str:
-    servers = ["switchboard", *[p for p in args.peers]]
+    sb_names = [switchboard_name(ms) for ms in args.push_ms]
+    servers = [*sb_names, *[p for p in args.peers]]
     names = {
-        "switchboard": "Switchboard /ws (PostgreSQL, ingest included)",
+        **{
+            name: f"Switchboard /ws{f', push interval {ms} ms' if ms else ''} (ingest included)"
+            for name, ms in zip(sb_names, args.push_ms, strict=True)
+        },
         **{k: f"{k}: {v[0]}" for k, v in PEER_VARIANTS.items()},
     }
     header = [
@@ -448,23 +465,41 @@ def report(info, runs, args) -> str:
         "Ratios against the peers of the same round (median (min-max) over rounds):",
         "",
     ]
-    sb = {r["round"]: r for r in runs if r["server"] == "switchboard" and r.get("ok")}
-    for peer in args.peers:
-        pr = {r["round"]: r for r in runs if r["server"] == peer and r.get("ok")}
-        both = sorted(set(sb) & set(pr))
-        if not both:
+    for name in sb_names:
+        sb = {r["round"]: r for r in runs if r["server"] == name and r.get("ok")}
+        for peer in args.peers:
+            pr = {r["round"]: r for r in runs if r["server"] == peer and r.get("ok")}
+            both = sorted(set(sb) & set(pr))
+            if not both:
+                continue
+            rate = [sb[k]["deliveries_per_s"] / pr[k]["deliveries_per_s"] for k in both]
+            cpu = [sb[k]["server_cpu_s_per_100k"] / pr[k]["server_cpu_s_per_100k"] for k in both]
+            p99 = [sb[k]["p99_ms"] / pr[k]["p99_ms"] for k in both]
+            rounds = ", ".join(f"{rate[n]:.2f}/{cpu[n]:.2f}/{p99[n]:.2f}" for n in range(len(both)))
+            parts.append(
+                f"* {name} vs {peer}: deliveries/s {c.spread(rate, 2)}x, CPU per delivery "
+                f"{c.spread(cpu, 2)}x, p99 {c.spread(p99, 2)}x ({len(both)} rounds; "
+                f"rate/CPU/p99 round by round: {rounds})"
+            )
+    for name in sb_names:
+        extra = [r for r in runs if r["server"] == name and r.get("ok")]
+        if not extra:
             continue
-        rate = [sb[k]["deliveries_per_s"] / pr[k]["deliveries_per_s"] for k in both]
-        cpu = [sb[k]["server_cpu_s_per_100k"] / pr[k]["server_cpu_s_per_100k"] for k in both]
-        parts.append(
-            f"* vs {peer}: deliveries/s {c.spread(rate, 2)}x, CPU per delivery "
-            f"{c.spread(cpu, 2)}x ({len(both)} rounds)"
-        )
-    extra = [r for r in runs if r["server"] == "switchboard" and r.get("ok")]
-    if extra:
         parts += [
             "",
-            "Switchboard detail: PostgreSQL backend CPU-s per 100k deliveries "
+            f"{name} detail: POST of a batch p50 "
+            + c.spread([r["post_p50_ms"] for r in extra], 1)
+            + " ms, max "
+            + c.spread([r["post_max_ms"] for r in extra], 1)
+            + " ms; latency min "
+            + c.spread([r["lat_ms"]["min"] for r in extra], 1)
+            + " ms, p90 "
+            + c.spread([r["lat_ms"]["p90"] for r in extra], 1)
+            + " ms, max "
+            + c.spread([r["lat_ms"]["max"] for r in extra], 1)
+            + " ms; Node client CPU-s "
+            + c.spread([r["node_client_cpu_s"] for r in extra], 2)
+            + "; PostgreSQL backend CPU-s per 100k deliveries "
             + c.spread([r["postgres_cpu_s_per_100k"] for r in extra], 3)
             + "; delta frames received "
             + c.spread([r["frames"] for r in extra])
@@ -494,6 +529,7 @@ def run(args: argparse.Namespace) -> int:
     if args.quick:
         args.f1_conns = min(args.f1_conns, 50)
     args.peers = [p.strip() for p in args.f1_peers.split(",") if p.strip()]
+    args.push_ms = [ms.strip() for ms in args.f1_push_ms.split(",") if ms.strip()] or [""]
     args.f1_peers_dir = str(prepared_peers(args.f1_peers_dir))
     recorder = c.Recorder("f1")
     info = c.machine_info()
@@ -507,11 +543,12 @@ def run(args: argparse.Namespace) -> int:
     runs = []
     started = time.monotonic()
     for round_no in range(1, args.runs + 1):
-        busy = c.wait_quiet()
-        rec = run_switchboard(args, recorder, round_no)
-        rec["busy_before"] = busy
-        runs.append(rec)
-        print(f"  round {round_no} switchboard: {_brief(rec)}", file=sys.stderr)
+        for push_ms in args.push_ms:
+            busy = c.wait_quiet()
+            rec = run_switchboard(args, recorder, round_no, push_ms)
+            rec["busy_before"] = busy
+            runs.append(rec)
+            print(f"  round {round_no} {rec['server']}: {_brief(rec)}", file=sys.stderr)
         for peer in args.peers:
             c.wait_quiet()
             rec = run_peer(args, peer, recorder, round_no)

@@ -243,7 +243,7 @@ async def post_hangup(request: Request):
 
 
 def _ws_base(connection) -> str:
-    base = str(connection.websocket.base_url).rstrip("/")
+    base = connection.base_url.rstrip("/")
     return base.replace("wss://", "https://", 1).replace("ws://", "http://", 1)
 
 

@@ -14,7 +14,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import Route
 
 from . import api_admin, api_conversations, api_events, api_routing, channel_routes, views, ws
 from . import repository as repo
@@ -43,7 +43,7 @@ class Switchboard:
         self.db = Database(settings.database_url)
         self.bus = bus_from_url(settings.bus_url, settings.bus_prefix)
         self.ingest = TimedIngest(self.db, self.bus, clock)  # ingest that arms durable timers
-        self.live = LiveViews(self.db, self.bus, clock, self.tenant_zone)
+        self.live = LiveViews(self.db, self.bus, clock, self.tenant_zone, settings.push_interval_s)
         self.routing = Routing(self.db, self.bus, self.ingest, clock, self.tenant_zone)
         self._zones: dict[str, ZoneInfo] = {}
         channel_routes.attach(self)  # providers, the sandbox, recordings (issue 8)
@@ -131,7 +131,7 @@ ROUTES = [
     Route("/api/v1/views/{view_id}", views.update_view, methods=["PATCH"]),
     Route("/api/v1/views/{view_id}", views.delete_view, methods=["DELETE"]),
     Route("/api/v1/views/{view_id}/rows", views.view_rows, methods=["GET"]),
-    WebSocketRoute("/ws", ws.endpoint),
+    # /ws is routed by ws.DirectRoute, ahead of the router.
     *channel_routes.ROUTES,
 ]
 
@@ -240,5 +240,5 @@ def create_app(
     )
     app.state.sb = sb
     app.add_middleware(Instrumentation)
-    app.add_middleware(ws.RecordProtocol)  # outermost of ours: sees the server's own send
+    app.add_middleware(ws.DirectRoute)  # outermost of ours: /ws, with the server's own send
     return app

@@ -17,10 +17,13 @@ whose commit that snapshot already saw are skipped (repository.Visibility); item
 arriving while it loads are kept and applied after. Reloads happen on subscribe, on
 a gap in the bus, and when the clock moves a relative filter's boundary.
 
-Every push interval, each window that changed computes one delta (rows removed,
-rows upserted with all their columns when new to the window or when a version was
-missed, else the changed columns) against what its subscribers hold, encodes it once
-per column set and format, and hands each subscriber its frame.
+Each window that changed computes one delta (rows removed, rows upserted with all
+their columns when new to the window or when a version was missed, else the changed
+columns) against what its subscribers hold, encodes it once per column set and
+format, and hands each subscriber its frame. Flushes are leading-edge: a change after
+a quiet push interval goes out at once; under load there is at most one flush per
+interval, so changes coalesce. A big fan-out is written in slices, letting ingest
+and reads run between them.
 """
 
 from __future__ import annotations
@@ -47,7 +50,8 @@ from .window_index import WindowIndex
 
 log = logging.getLogger("switchboard.live")
 
-PUSH_INTERVAL_S = 0.02
+PUSH_INTERVAL_S = 0.02  # the shortest time between flushes (docs/websocket-server.md)
+FANOUT_SLICE = 100  # subscribers written before the loop may run something else
 RESERVE = 20
 IDLE_WINDOW_S = 60.0  # how long a window nobody watches is kept
 MAX_IDLE_WINDOWS = 1000
@@ -60,10 +64,10 @@ class Receiver(Protocol):
 
     format: str
 
-    def send(self, frame: bytes | str) -> None: ...
+    def send(self, *parts: bytes) -> None: ...
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Subscription:
     id: str
     receiver: Receiver
@@ -209,8 +213,11 @@ def _same(new: dict, old: dict | None) -> set:
 class LiveViews:
     """All windows of this process, fed by the bus."""
 
-    def __init__(self, db: Database, bus: Bus, clock: Clock, zone_of):
+    def __init__(
+        self, db: Database, bus: Bus, clock: Clock, zone_of, push_interval: float = PUSH_INTERVAL_S
+    ):
         self.db = db
+        self.push_interval = push_interval
         self.bus = bus
         self.clock = clock
         self.zone_of = zone_of  # async tenant -> ZoneInfo
@@ -221,6 +228,7 @@ class LiveViews:
         self._subscription = None
         self._tasks: set[asyncio.Task] = set()
         self._flush_scheduled = False
+        self._last_flush = float("-inf")  # loop time the last flush started
         self._touched: set[Window] = set()  # windows changed since the last flush
         self._flush_lock = asyncio.Lock()
         self._sub_ids = itertools.count(1)
@@ -522,7 +530,12 @@ class LiveViews:
         if self._flush_scheduled:
             return
         self._flush_scheduled = True
-        asyncio.get_running_loop().call_later(PUSH_INTERVAL_S, self._start_flush)
+        loop = asyncio.get_running_loop()
+        delay = self._last_flush + self.push_interval - loop.time()
+        if delay <= 0:  # quiet: at once, once the rest of this bus message is applied
+            loop.call_soon(self._start_flush)
+        else:
+            loop.call_later(delay, self._start_flush)
 
     def _start_flush(self) -> None:
         self._flush_scheduled = False
@@ -530,6 +543,7 @@ class LiveViews:
 
     async def _flush_all(self) -> None:
         async with self._flush_lock:
+            self._last_flush = asyncio.get_running_loop().time()
             touched, self._touched = self._touched, set()
             for window in touched:
                 if self.windows.get(window.key) is not window or not window.ready.is_set():
@@ -550,23 +564,44 @@ class LiveViews:
             return
         upserts, removes = delta
         tz = await self.zone_of(window.tenant)
-        self.send_delta(window.subscribers, upserts, removes, window.total, window.query, tz)
+        frames = DeltaFrames(upserts, removes, window.total, window.query, tz)
+        subscribers = list(window.subscribers)
+        for start in range(0, len(subscribers), FANOUT_SLICE):
+            if start:
+                await asyncio.sleep(0)
+            for sub in subscribers[start : start + FANOUT_SLICE]:
+                if sub.window is window:  # not gone meanwhile
+                    frames.send(sub)
 
     def send_delta(self, subscribers, upserts, removes, total, query: ViewQuery, tz) -> None:
-        wire = {id(row): wire_row(row, tz) for row, _ in upserts}
-        bodies: dict[tuple, Encoded] = {}
+        frames = DeltaFrames(upserts, removes, total, query, tz)
         for sub in list(subscribers):
-            cache_key = (sub.columns, sub.receiver.format)
-            body = bodies.get(cache_key)
-            if body is None:
-                rows = [
-                    _project(wire[id(row)], changed, sub.columns, query) for row, changed in upserts
-                ]
-                body = bodies[cache_key] = encode_body(
-                    sub.receiver.format, {"upsert": rows, "remove": removes, "total": total}
-                )
-            sub.seq += 1
-            sub.receiver.send(body.frame("delta", sub.id, sub.seq))
+            frames.send(sub)
+
+
+class DeltaFrames:
+    """One delta, encoded once per column set and format, sent to many subscribers."""
+
+    __slots__ = ("bodies", "query", "removes", "total", "upserts", "wire")
+
+    def __init__(self, upserts, removes, total, query: ViewQuery, tz):
+        self.upserts, self.removes, self.total, self.query = upserts, removes, total, query
+        self.wire = {id(row): wire_row(row, tz) for row, _ in upserts}
+        self.bodies: dict[tuple, Encoded] = {}
+
+    def send(self, sub: Subscription) -> None:
+        key = (sub.columns, sub.receiver.format)
+        body = self.bodies.get(key)
+        if body is None:
+            rows = [
+                _project(self.wire[id(row)], changed, sub.columns, self.query)
+                for row, changed in self.upserts
+            ]
+            body = self.bodies[key] = encode_body(
+                sub.receiver.format, {"upsert": rows, "remove": self.removes, "total": self.total}
+            )
+        sub.seq += 1
+        sub.receiver.send(*body.frame("delta", sub.id, sub.seq))
 
 
 def _project(wire: dict, changed: set | None, columns: tuple[str, ...], query: ViewQuery) -> dict:

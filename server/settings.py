@@ -18,6 +18,7 @@ class Settings:
     allowed_origins: tuple[str, ...] = ()
     public_url: str | None = None
     max_body_bytes: int = 4 * 1024 * 1024
+    push_interval_s: float = 0.02  # the shortest time between two live flushes
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> Settings:
@@ -36,11 +37,25 @@ class Settings:
             ),
             public_url=(env.get("SWITCHBOARD_PUBLIC_URL") or "").rstrip("/") or None,
             max_body_bytes=int(env.get("SWITCHBOARD_MAX_BODY_BYTES", 4 * 1024 * 1024)),
+            push_interval_s=_milliseconds(env, "SWITCHBOARD_PUSH_INTERVAL_MS", 20) / 1000,
         )
         values.update(overrides)
         if "secret" not in values:
             values["secret"] = env.get("SWITCHBOARD_SECRET") or _stored_secret(values["data_dir"])
         return cls(**values)
+
+
+def _milliseconds(env: dict[str, str], name: str, default: float) -> float:
+    text = env.get(name)
+    if text is None or not text.strip():
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 60_000:
+        raise ValueError(f"{name}: must be a number of milliseconds from 0 to 60000, not {text!r}")
+    return value
 
 
 def _stored_secret(data_dir: Path) -> str:

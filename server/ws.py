@@ -17,13 +17,17 @@ import contextlib
 import json
 import logging
 import struct
+import sys
 from collections import deque
 from typing import Any
 from urllib.parse import urlsplit
 
 import msgpack
 from starlette.responses import JSONResponse
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket
+from websockets.protocol import Protocol as WebsocketsProtocol
+from websockets.protocol import State
+from websockets.server import ServerProtocol
 
 from . import api_actions, views, ws_agent
 from .auth import InvalidToken, Principal, verify_token
@@ -40,22 +44,26 @@ DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 CLOSE_TOKEN_EXPIRED = 4401
 CLOSE_TRY_AGAIN_LATER = 1013
-PROTOCOL_KEY = "switchboard.ws_protocol"  # scope key: the server's protocol object
 
 
-class RecordProtocol:
-    """ASGI middleware that keeps, for a websocket, the server's protocol object (the
-    owner of `send`, before any middleware wraps it), for RawSocket."""
+class DirectRoute:
+    """ASGI middleware, the outermost of ours: a websocket to `/ws` goes straight to the
+    endpoint with the server's own `send`. Skipping Starlette's router and exception
+    middlewares saves their coroutine frames and closures, which live as long as the
+    socket (about 5 KB per connection, docs/websocket-server.md), and leaves `send`
+    unwrapped, so its owner (uvicorn's protocol) can be found for RawSocket."""
 
     def __init__(self, app):
         self.app = app
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "websocket":
-            scope[PROTOCOL_KEY] = getattr(send, "__self__", None)
-        await self.app(scope, receive, send)
+        if scope["type"] == "websocket" and scope["path"] == WS_PATH:
+            await endpoint(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
 
 
+WS_PATH = "/ws"
 VIEW_ROLES = ("supervisor", "admin", "agent")
 
 
@@ -66,21 +74,48 @@ class RawSocket:
     `writable` event follows the transport's flow control. docs/websocket-server.md
     says why and what was measured."""
 
-    def __init__(self, protocol):
+    __slots__ = ("opcode", "protocol", "transport", "writable")
+
+    def __init__(self, protocol, text: bool):
         self.protocol = protocol
         self.transport = protocol.transport
         self.writable: asyncio.Event = protocol.writable
+        self.opcode = 0x81 if text else 0x82
 
     @classmethod
-    def of(cls, scope) -> RawSocket | None:
-        protocol = scope.get(PROTOCOL_KEY)
+    def of(cls, send, text: bool) -> RawSocket | None:
+        """The raw socket behind an ASGI `send`, when it is uvicorn's sans-I/O protocol."""
+        protocol = getattr(send, "__self__", None)
         if (
             protocol is None
             or not hasattr(protocol, "writable")
             or not hasattr(protocol, "transport")
         ):
             return None
-        return cls(protocol)
+        return cls(protocol, text)
+
+    def release_handshake(self, scope) -> None:
+        """Drop what only the handshake needed, about 8 KB per open connection
+        (docs/websocket-server.md): the request and response with their headers, the
+        scope's header list, the websockets parser that still holds the request in its
+        frame, and uvicorn's asyncio.Queue of inbound messages (for an Inbox). Each
+        only when it is in the state expected; if not, it is left as it is."""
+        protocol = self.protocol
+        for name in ("request", "response"):
+            if hasattr(protocol, name):
+                setattr(protocol, name, None)
+        scope["headers"] = []
+        parser = getattr(protocol, "conn", None)
+        if (
+            isinstance(parser, ServerProtocol)
+            and parser.state is State.OPEN
+            and not parser.reader.buffer  # nothing read of the next frame yet
+        ):
+            parser.parser = WebsocketsProtocol.parse(parser)  # frames only, no request
+            next(parser.parser)
+        queue = getattr(protocol, "queue", None)
+        if type(queue) is asyncio.Queue and queue.empty():
+            protocol.queue = Inbox()
 
     def ready(self) -> bool:
         """The transport takes data now, and no close frame went out before it."""
@@ -90,58 +125,111 @@ class RawSocket:
             and not getattr(self.protocol, "close_sent", False)
         )
 
-    def write(self, frame: bytes | str) -> None:
-        if isinstance(frame, str):
-            payload, opcode = frame.encode(), 0x81
-        else:
-            payload, opcode = frame, 0x82
-        size = len(payload)
+    def write(self, parts: tuple[bytes, ...]) -> None:
+        size = sum(map(len, parts))
         if size < 126:
-            header = bytes((opcode, size))
+            header = bytes((self.opcode, size))
         elif size < 65536:
-            header = struct.pack("!BBH", opcode, 126, size)
+            header = struct.pack("!BBH", self.opcode, 126, size)
         else:
-            header = struct.pack("!BBQ", opcode, 127, size)
-        self.transport.write(header + payload)
+            header = struct.pack("!BBQ", self.opcode, 127, size)
+        if len(parts) == 1:
+            self.transport.write(header + parts[0])
+        else:  # one writev: the shared body is not copied
+            self.transport.writelines((header + parts[0], *parts[1:]))
+
+
+class Inbox:
+    """What uvicorn's protocol uses of its inbound asyncio.Queue (`put_nowait`, `get`,
+    `empty`) in a list and one waiting reader: 0.2 KB instead of 2.6 KB. Unbounded
+    like the queue it replaces; uvicorn stops reading after each inbound message
+    until the app takes it, so it holds one message and a disconnect at most."""
+
+    __slots__ = ("items", "waiter")
+
+    def __init__(self):
+        self.items: list = []
+        self.waiter: asyncio.Future | None = None
+
+    def put_nowait(self, item) -> None:
+        self.items.append(item)
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    def empty(self) -> bool:
+        return not self.items
+
+    async def get(self):
+        while not self.items:
+            self.waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self.waiter
+            finally:
+                self.waiter = None
+        return self.items.pop(0)
 
 
 class Connection:
-    """One client's socket: its principal, format, subscriptions and outbound queue.
+    """One client's socket: its principal, format, subscriptions and outbound backlog.
 
-    A frame is written at once while the transport takes it; once the client stops
+    A frame is written at once while the transport takes it. Once the client stops
     reading (the transport's buffer is past its high-water mark), frames wait in a
-    queue bounded in bytes, and a queue that overflows ends the subscriptions with
-    `resync` (and, the second time running, the socket with 1013)."""
+    backlog bounded in bytes, drained by a task that lives only while there is one;
+    a backlog that overflows ends the subscriptions with `resync` (and, the second
+    time running, the socket with 1013). An idle connection holds no task of its own
+    and no queue: only the ASGI task that reads from it."""
 
-    def __init__(self, websocket: WebSocket, principal: Principal, format: str, sb):
-        self.websocket = websocket
+    __slots__ = (
+        "_backlog",
+        "_backlog_bytes",
+        "_drain",
+        "_overflowed",
+        "_raw",
+        "base_url",
+        "closing",
+        "format",
+        "principal",
+        "queries",
+        "sb",
+        "send_asgi",
+        "subscriptions",
+    )
+
+    def __init__(
+        self, send_asgi, principal: Principal, format: str, sb, raw: RawSocket | None, base_url: str
+    ):
+        self.send_asgi = send_asgi  # the server's ASGI send, for what RawSocket cannot do
+        self.base_url = base_url  # where the client reached us: callback URLs of initiate
         self.principal = principal
         self.format = format
         self.sb = sb
         self.subscriptions: dict[str, Subscription] = {}
         self.queries: dict[str, tuple[str, ViewQuery, Any]] = {}
-        self._raw = RawSocket.of(websocket.scope)
-        self._queue: deque[bytes | str] = deque()
-        self._queued_bytes = 0
-        self._wake = asyncio.Event()
+        self._raw = raw
+        self._backlog: deque[bytes] | None = None  # None: nothing waits
+        self._backlog_bytes = 0
+        self._drain: asyncio.Task | None = None
         self._overflowed = False
         self.closing: tuple[int, str] | None = None
 
     # --- outbound
 
-    def send(self, frame: bytes | str) -> None:
+    def send(self, *parts: bytes) -> None:
+        """One frame, given as the parts of its payload."""
         if self.closing:
             return
-        if not self._queue and self._raw is not None and self._raw.ready():
-            self._raw.write(frame)
+        if self._backlog is None and self._raw is not None and self._raw.ready():
+            self._raw.write(parts)
             return
-        size = len(frame)
-        if self._queued_bytes + size > QUEUE_LIMIT_BYTES:
+        frame = parts[0] if len(parts) == 1 else b"".join(parts)
+        if self._backlog_bytes + len(frame) > QUEUE_LIMIT_BYTES:
             self._overflow()
             return
-        self._queue.append(frame)
-        self._queued_bytes += size
-        self._wake.set()
+        if self._backlog is None:
+            self._backlog = deque()
+        self._backlog.append(frame)
+        self._backlog_bytes += len(frame)
+        self._start_drain()
 
     def reply(self, frame: dict[str, Any]) -> None:
         self.send(encode(self.format, frame))
@@ -149,8 +237,8 @@ class Connection:
     def _overflow(self) -> None:
         """The client cannot keep up: drop what it has not read; its subscriptions end
         with `resync`. A second overflow before it catches up closes the socket."""
-        self._queue.clear()
-        self._queued_bytes = 0
+        self._backlog = deque()
+        self._backlog_bytes = 0
         if self._overflowed:
             self.close(CLOSE_TRY_AGAIN_LATER, "client cannot keep up")
             return
@@ -160,43 +248,60 @@ class Connection:
             frame = encode(
                 self.format, {"type": "resync", "sub": sub_id, "reason": "client_too_slow"}
             )
-            self._queue.append(frame)
-            self._queued_bytes += len(frame)
-        self._wake.set()
+            self._backlog.append(frame)
+            self._backlog_bytes += len(frame)
+        self._start_drain()
 
     def close(self, code: int, reason: str) -> None:
+        """Close the socket once what is queued went out (at once for 1013: a client
+        that cannot keep up would never read it)."""
         if self.closing is None:
             self.closing = (code, reason)
-            if code == CLOSE_TRY_AGAIN_LATER:
-                self._queue.clear()  # it would never be read
-                self._queued_bytes = 0
-            self._wake.set()
+            if code == CLOSE_TRY_AGAIN_LATER and self._backlog is not None:
+                self._backlog.clear()
+                self._backlog_bytes = 0
+            self._start_drain()
 
-    async def write_forever(self) -> None:
-        websocket, raw = self.websocket, self._raw
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._queue:
+    def _start_drain(self) -> None:
+        if self._drain is None:
+            self._drain = asyncio.get_running_loop().create_task(self._drain_backlog())
+
+    async def _drain_backlog(self) -> None:
+        raw = self._raw
+        try:
+            while self._backlog:
                 if raw is not None:
                     if raw.transport.is_closing():
-                        self._queue.clear()
-                        self._queued_bytes = 0
                         break
                     await raw.writable.wait()
-                frame = self._queue.popleft()
-                self._queued_bytes -= len(frame)
+                    if not self._backlog:  # emptied meanwhile (1013)
+                        break
+                frame = self._backlog.popleft()
+                self._backlog_bytes -= len(frame)
                 if raw is not None:
-                    raw.write(frame)
-                elif isinstance(frame, str):
-                    await websocket.send_text(frame)
+                    raw.write((frame,))
+                elif self.format == JSON:
+                    await self.send_asgi({"type": "websocket.send", "text": frame.decode()})
                 else:
-                    await websocket.send_bytes(frame)
-            if not self._queue:
-                self._overflowed = False
+                    await self.send_asgi({"type": "websocket.send", "bytes": frame})
+            self._backlog = None
+            self._backlog_bytes = 0
+            self._overflowed = False
             if self.closing:
-                await websocket.close(*self.closing)
-                return
+                code, reason = self.closing
+                await self.send_asgi({"type": "websocket.close", "code": code, "reason": reason})
+        except Exception:  # the client went away meanwhile: nothing more to send
+            log.debug("websocket write failed", exc_info=True)
+        finally:
+            self._drain = None
+
+    async def finish(self) -> None:
+        """The socket is ending: let a pending close go out (briefly), then stop."""
+        drain = self._drain
+        if drain is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(drain), 1)
+            drain.cancel()
 
     # --- subscriptions
 
@@ -398,14 +503,15 @@ def _token(websocket: WebSocket) -> str | None:
     return websocket.query_params.get("token")
 
 
-async def endpoint(websocket: WebSocket) -> None:
+async def _accept(websocket: WebSocket) -> tuple[Principal, str] | None:
+    """Judge the handshake; accept it (principal and format) or refuse it (None)."""
     sb = websocket.app.state.sb
     settings = sb.settings
     if not _origin_allowed(websocket, settings.allowed_origins, settings.public_url):
         await websocket.send_denial_response(
             JSONResponse({"error": {"code": "forbidden", "message": "origin not allowed"}}, 403)
         )
-        return
+        return None
     token = _token(websocket)
     try:
         if token is None:
@@ -425,43 +531,55 @@ async def endpoint(websocket: WebSocket) -> None:
                 status,
             )
         )
-        return
+        return None
     offered = websocket.scope.get("subprotocols") or []
     chosen = next((name for name in offered if name in SUBPROTOCOLS), None)
     await websocket.accept(subprotocol=chosen)
-    connection = Connection(websocket, principal, SUBPROTOCOLS.get(chosen, JSON), sb)
-    writer = asyncio.create_task(connection.write_forever())
+    return principal, SUBPROTOCOLS.get(chosen, JSON)
+
+
+async def endpoint(scope, receive, send) -> None:
+    """`send` is the server's own ASGI send (DirectRoute), for RawSocket. Past the
+    handshake only plain ASGI is used: nothing of the request is kept."""
+    websocket = WebSocket(scope, receive, send)
+    accepted = await _accept(websocket)
+    if accepted is None:
+        return
+    principal, format = accepted
+    sb = scope["app"].state.sb
+    base_url = sys.intern(str(websocket.base_url))  # one string for all its connections
+    del websocket
+    raw = RawSocket.of(send, text=format == JSON)
+    if raw is not None:
+        raw.release_handshake(scope)
+    connection = Connection(send, principal, format, sb, raw, base_url)
     await sb.routing.opened(connection)  # an agent's popups and presence
-    loop = asyncio.get_running_loop()
-    expiry = loop.call_later(
+    expiry = asyncio.get_running_loop().call_later(
         max(0.0, (principal.expires_at - sb.clock.now()).total_seconds()),
         connection.close,
         CLOSE_TOKEN_EXPIRED,
         "token expired",
     )
     try:
-        while not writer.done():
-            receive = asyncio.ensure_future(websocket.receive())
-            done, _ = await asyncio.wait({receive, writer}, return_when=asyncio.FIRST_COMPLETED)
-            if receive not in done:
-                receive.cancel()
-                break
-            message = receive.result()
+        # The one task of this connection. Closing from elsewhere (token expiry, a
+        # client too slow) sends the close frame, after which the server hands this
+        # loop a disconnect.
+        while True:
+            message = await receive()
             if message["type"] == "websocket.disconnect":
                 break
-            raw = message.get("text")
-            if raw is None:
-                raw = message.get("bytes")
-            if raw is not None:
-                await connection.handle(raw)
-    except WebSocketDisconnect:
-        pass
+            data = message.get("text")
+            if data is None:
+                data = message.get("bytes")
+            if data is not None and connection.closing is None:
+                await connection.handle(data)
+    except Exception:
+        if connection.closing is None:
+            connection.close(1011, "internal error")
+        raise
     finally:
         expiry.cancel()
         connection.end_all()
         with contextlib.suppress(Exception):
             await sb.routing.closed(connection)
-        connection.close(1000, "")
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(writer, 1)
-        writer.cancel()
+        await connection.finish()
