@@ -32,6 +32,7 @@ from state_machine import (
     parse_event,
 )
 
+from . import faults
 from . import models as m
 from . import repository as repo
 from .bus import Bus
@@ -189,7 +190,8 @@ class Ingest:
             _settle(request, result=outcomes[start:end])
             start = end
         if published:
-            await self.bus.publish(tenant, published)
+            faults.after_commit()
+            self.bus.post(tenant, published)  # never waits on the bus (docs/faults.md)
 
     async def _commit_with_retries(self, tenant: str, envelopes: list[Any]):
         for attempt in range(1, MAX_ATTEMPTS + 1):
