@@ -20,6 +20,7 @@ from . import api_admin, api_conversations, api_events, views, ws
 from . import repository as repo
 from .auth import Principal
 from .bus import bus_from_url
+from .catchup import CatchUp
 from .clock import SYSTEM_CLOCK, Clock
 from .db import Database, is_unavailable
 from .ingest import DatabaseUnavailable, Ingest
@@ -42,14 +43,17 @@ class Switchboard:
         self.bus = bus_from_url(settings.bus_url, settings.bus_prefix)
         self.ingest = Ingest(self.db, self.bus, clock)
         self.live = LiveViews(self.db, self.bus, clock, self.tenant_zone)
+        self.catchup = CatchUp(self.db, self.live, self.bus)
         self._zones: dict[str, ZoneInfo] = {}
 
     async def start(self) -> None:
+        await self.live.start()  # subscribed before the bus connects: no news missed
+        await self.catchup.start()
         await self.bus.start()
-        await self.live.start()
 
     async def stop(self) -> None:
         await self.ingest.close()
+        await self.catchup.stop()
         await self.live.stop()
         await self.bus.close()
         await self.db.close()

@@ -224,6 +224,7 @@ class LiveViews:
         self._touched: set[Window] = set()  # windows changed since the last flush
         self._flush_lock = asyncio.Lock()
         self._sub_ids = itertools.count(1)
+        self.on_gap = None  # called with the reason when the bus may have lost news
 
     async def start(self) -> None:
         self._subscription = self.bus.subscribe()
@@ -453,13 +454,48 @@ class LiveViews:
             item = await self._subscription.get()
             try:
                 if isinstance(item, Gap):
-                    log.info("bus gap: reloading every window", extra={"reason": item.reason})
-                    for window in list(self.windows.values()):
-                        self._spawn(self._reload_and_flush(window))
+                    log.info("bus gap: catching up", extra={"reason": item.reason})
+                    if self.on_gap is not None:
+                        self.on_gap(item.reason)  # server/catchup.py
+                    else:
+                        for window in list(self.windows.values()):
+                            self._spawn(self._reload_and_flush(window))
                     continue
                 self._on_message(item)
             except Exception:
                 log.exception("live views failed on a bus message")
+
+    # --- catch-up (server/catchup.py)
+
+    def tenants(self) -> set[str]:
+        """Tenants with a window in this process."""
+        return {window.tenant for window in self.windows.values()}
+
+    async def catch_up(self, tenant: str, rows: list[dict]) -> int:
+        """Rows of a tenant changed in the database without news of it on the bus:
+        remember their versions, and reload the windows they may matter to, whose
+        subscribers get the difference as deltas. A row first seen at version 1 has no
+        old image, so only the windows its values find can change; for a later version
+        the old values are unknown, so every window of the tenant is reloaded. Returns
+        how many windows were reloaded."""
+        affected: set[Window] = set()
+        unknown_before = False
+        for row in rows:
+            key = (tenant, row["id"])
+            if self.versions.get(key, 0) < row["version"]:
+                self.versions[key] = row["version"]
+                self.versions.move_to_end(key)
+            if row["version"] == 1:
+                affected |= self.index.candidates(tenant, row, None)
+            else:
+                unknown_before = True
+        while len(self.versions) > VERSIONS_REMEMBERED:
+            self.versions.popitem(last=False)
+        if unknown_before:
+            affected = {window for window in self.windows.values() if window.tenant == tenant}
+        for window in affected:
+            await self._reload_and_flush(window)
+        return len(affected)
 
     async def _reload_and_flush(self, window: Window) -> None:
         """Reload a window from the database (after a gap, or when the clock moved a
