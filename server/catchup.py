@@ -65,6 +65,10 @@ class CatchUp:
 
     async def start(self) -> None:
         self.live.on_gap = self.gap
+        # The first watermark before serving: a change this process commits is above it.
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(5):
+                await self.pass_once()
         self._task = asyncio.create_task(self._run(), name="catch-up")
 
     async def stop(self) -> None:
@@ -87,7 +91,7 @@ class CatchUp:
             try:
                 await self.pass_once(after_gap)
             except Exception as exc:  # the database is down: try again next interval
-                log.warning("catch-up pass failed", extra={"error": repr(exc)})
+                log.warning("catch-up pass failed: %r", exc, exc_info=True)
 
     async def pass_once(self, after_gap: bool = False) -> int:
         """One look at the database; returns how many missed rows it found."""
@@ -130,6 +134,8 @@ class CatchUp:
         """The watermark for this pass: the newest mark j such that every transaction
         with an id below mark j+1's xmax (the current snapshot's, for the last mark)
         has finished."""
+        if not self.marks:
+            return self.low
         following = [mark.xmax for mark in list(self.marks)[1:]] + [visibility.xmax]
         chosen = None
         for j, xmax in enumerate(following):

@@ -129,15 +129,19 @@ async def live_server(
 
 
 @contextlib.asynccontextmanager
-async def spawned_server(backend: Backend, data_dir: Path) -> AsyncIterator[LiveServer]:
-    """`switchboard serve` in a process of its own, on the backend's database and bus.
-    Stopped by its pid when the block ends."""
+async def spawned_server(
+    backend: Backend, data_dir: Path, env: dict[str, str] | None = None
+) -> AsyncIterator[LiveServer]:
+    """`switchboard serve` in a process of its own, on the backend's database and bus
+    (`env`: more environment variables, e.g. a fault hook). Stopped by its pid when the
+    block ends, unless it exited by itself."""
     port = free_port()
     env = {
         **os.environ,
         **backend.env(),
         "SWITCHBOARD_SECRET": SECRET,
         "SWITCHBOARD_DATA_DIR": str(data_dir),
+        **(env or {}),
     }
     process = await asyncio.create_subprocess_exec(
         sys.executable,
