@@ -102,8 +102,12 @@ class CatchUp:
             if self.low is None:  # first pass: what came before us is in our snapshots
                 self.low = mark.seq
                 return 0
-            low = self._advance(visibility)
+            # Read above the watermark as it stands; only then move it, for the next
+            # pass: a transaction it now covers committed before this snapshot, so this
+            # read is the one that sees its rows.
+            low = self.low
             changed = await repo.changed_since(conn, tenants, low) if tenants else []
+        self._advance(visibility)
         self.marks.append(mark)
         versions = self.live.versions
         missed = [(t, i, v) for t, i, v in changed if versions.get((t, i), 0) < v]
@@ -130,12 +134,12 @@ class CatchUp:
             )
         return len(missed)
 
-    def _advance(self, visibility: repo.Visibility) -> int:
-        """The watermark for this pass: the newest mark j such that every transaction
-        with an id below mark j+1's xmax (the current snapshot's, for the last mark)
-        has finished."""
+    def _advance(self, visibility: repo.Visibility) -> None:
+        """Move the watermark to the newest mark j such that every transaction with an
+        id below mark j+1's xmax (this pass's snapshot's, for the last mark) had
+        finished by this pass's snapshot."""
         if not self.marks:
-            return self.low
+            return
         following = [mark.xmax for mark in list(self.marks)[1:]] + [visibility.xmax]
         chosen = None
         for j, xmax in enumerate(following):
@@ -148,4 +152,3 @@ class CatchUp:
             self.low = max(self.low, self.marks[chosen].seq)
             for _ in range(chosen + 1):
                 self.marks.popleft()
-        return self.low

@@ -479,22 +479,25 @@ class LiveViews:
         the old values are unknown, so every window of the tenant is reloaded. Returns
         how many windows were reloaded."""
         affected: set[Window] = set()
-        unknown_before = False
+        if all(row["version"] == 1 for row in rows):
+            for row in rows:
+                affected |= self.index.candidates(tenant, row, None)
+        else:
+            affected = {window for window in self.windows.values() if window.tenant == tenant}
+        for window in affected:
+            await window.ready.wait()
+            async with self._flush_lock:
+                if self.windows.get(window.key) is window:
+                    await self._reload(window)  # a failure propagates: the next pass retries
+                    await self._flush_window(window)
+        # Known only once every window holds them: a failed reload leaves them missing.
         for row in rows:
             key = (tenant, row["id"])
             if self.versions.get(key, 0) < row["version"]:
                 self.versions[key] = row["version"]
                 self.versions.move_to_end(key)
-            if row["version"] == 1:
-                affected |= self.index.candidates(tenant, row, None)
-            else:
-                unknown_before = True
         while len(self.versions) > VERSIONS_REMEMBERED:
             self.versions.popitem(last=False)
-        if unknown_before:
-            affected = {window for window in self.windows.values() if window.tenant == tenant}
-        for window in affected:
-            await self._reload_and_flush(window)
         return len(affected)
 
     async def _reload_and_flush(self, window: Window) -> None:

@@ -128,6 +128,13 @@ async def live_server(
             await asyncio.wait_for(task, 15)
 
 
+def _server_log(data_dir: Path):
+    """The spawned server's output, kept in its data directory for a failing test's
+    post-mortem."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return open(data_dir / "server.log", "wb")
+
+
 @contextlib.asynccontextmanager
 async def spawned_server(
     backend: Backend, data_dir: Path, env: dict[str, str] | None = None
@@ -143,6 +150,7 @@ async def spawned_server(
         "SWITCHBOARD_DATA_DIR": str(data_dir),
         **(env or {}),
     }
+    log = _server_log(data_dir)
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -154,9 +162,10 @@ async def spawned_server(
         "--port",
         str(port),
         env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
+        stdout=log,
+        stderr=asyncio.subprocess.STDOUT,
     )
+    log.close()  # the child holds its own copy
     url = f"http://127.0.0.1:{port}"
     try:
         async with httpx.AsyncClient(base_url=url) as client:

@@ -16,6 +16,7 @@ from datetime import timedelta
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from server.bus import Bus, BusMessage, Gap, RedisBus
 from server.clock import SYSTEM_CLOCK
@@ -251,3 +252,42 @@ async def test_process_killed_between_commit_and_publish(backend, tmp_path):
         await wait_for(arrived, 10)
         assert delivery_errors(client.frames) == []
         assert TENANT == two.api.tenant
+
+
+async def test_a_late_commit_below_the_newest_sequence_number_is_caught(backend, tmp_path):
+    """Sequence numbers commit out of order: a transaction takes its number, then
+    commits after later numbers were read back. Catch-up must not have moved its
+    watermark past it (the pitfall in spec README), so its change still arrives."""
+    needs_redis(backend)
+    async with live_server(backend, tmp_path) as server, server.ws() as client:
+        snapshot = await client.request({"type": "subscribe", "view": ALL, "limit": 10})
+        await server.api.post_events([created("slow")])
+        server.sb.ingest.bus = Bus()  # from here on the news is lost: only catch-up tells
+        engine = server.sb.db.engine
+        async with engine.connect() as slow:
+            transaction = await slow.begin()
+            await slow.execute(
+                text(
+                    "UPDATE conversations SET version = 2, customer_name = 'late', "
+                    "change_seq = nextval('conversation_change_seq') WHERE id = 'slow'"
+                )
+            )
+            for n in range(3):  # later numbers commit, and catch-up reads past them
+                await server.api.post_events([created(f"fast-{n}")])
+
+                async def seen(cid=f"fast-{n}") -> bool:
+                    return cid in await held_ids(client, snapshot)
+
+                await wait_for(seen, 10)
+            await transaction.commit()
+
+        def late_arrived() -> bool:
+            return any(
+                row["id"] == "slow" and row.get("customer_name") == "late"
+                for frame in client.frames
+                if frame.get("type") == "delta"
+                for row in frame["upsert"]
+            )
+
+        await wait_for(late_arrived, 10)
+        assert delivery_errors(client.frames) == []
