@@ -13,4 +13,6 @@ BENCHMARKS: dict[str, str] = {
     "f2": "bench.f2_views",
     "f3": "bench.f3_ingest",
     "f4": "bench.f4_snapshot",
+    "f5": "bench.f5_redis",
+    "f6": "bench.f6_recovery",
 }
