@@ -48,6 +48,10 @@ RECONNECTS = Counter(
 )
 
 
+class SilentConnection(ConnectionError):
+    """No probe came back in time: the connection is dead, whatever TCP says."""
+
+
 @dataclass(frozen=True)
 class BusMessage:
     tenant: str
@@ -232,19 +236,17 @@ class RedisBus(Bus):
                         if message["channel"] == probe_channel:
                             self._last_probe = loop.time()
                         elif message["type"] == "pmessage":
-                            channel = message["channel"].decode()
-                            payload = msgpack.unpackb(message["data"], timestamp=3)
-                            self._fan_out(BusMessage(channel[prefix_len:], payload))
+                            self._deliver(message, prefix_len)
                     if loop.time() - self._last_probe > PROBE_TIMEOUT_S:
-                        RECONNECTS.labels("silent").inc()
-                        raise ConnectionError(f"no probe came back for {PROBE_TIMEOUT_S} s")
+                        raise SilentConnection(f"no probe came back for {PROBE_TIMEOUT_S} s")
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 if self._connected:  # once per outage, not once per attempt
                     log.warning("bus connection lost", extra={"error": repr(exc)})
-                    if "no probe" not in str(exc):
-                        RECONNECTS.labels("error").inc()
+                    RECONNECTS.labels(
+                        "silent" if isinstance(exc, SilentConnection) else "error"
+                    ).inc()
                     self._connected = False
                     self._fan_out(Gap("bus connection lost"))
                 await asyncio.sleep(backoff)
@@ -254,6 +256,15 @@ class RedisBus(Bus):
                 with contextlib.suppress(Exception):
                     async with asyncio.timeout(1.0):
                         await pubsub.aclose()
+
+    def _deliver(self, message: dict, prefix_len: int) -> None:
+        try:
+            tenant = message["channel"].decode()[prefix_len:]
+            payload = msgpack.unpackb(message["data"], timestamp=3)
+        except ValueError as exc:  # not ours: skip it, the connection is fine
+            log.warning("undecodable bus message", extra={"error": repr(exc)})
+            return
+        self._fan_out(BusMessage(tenant, payload))
 
 
 def bus_from_url(url: str, prefix: str = "switchboard:") -> Bus:

@@ -96,6 +96,7 @@ class CatchUp:
     async def pass_once(self, after_gap: bool = False) -> int:
         """One look at the database; returns how many missed rows it found."""
         tenants = self.live.tenants()
+        started = asyncio.get_running_loop().time()
         async with self.db.snapshot() as conn:
             visibility = await repo.snapshot_visibility(conn)
             mark = Mark(await repo.change_mark(conn), visibility.xmax)
@@ -108,12 +109,18 @@ class CatchUp:
             low = self.low
             changed = await repo.changed_since(conn, tenants, low) if tenants else []
         self._advance(visibility)
+        self.live.watermark = self.low
         self.marks.append(mark)
-        versions = self.live.versions
+        versions, holes = self.live.versions, self.live.holes
         missed = [(t, i, v) for t, i, v in changed if versions.get((t, i), 0) < v]
-        if missed and not after_gap and self.bus.connected:
+        if (missed or holes) and not after_gap and self.bus.connected:
             await asyncio.sleep(GRACE_S)
             missed = [(t, i, v) for t, i, v in missed if versions.get((t, i), 0) < v]
+        # Rows whose earlier change is still missing a grace period after it was noticed.
+        cutoff = started - (0.0 if after_gap else GRACE_S)
+        holed = {key: hole for key, hole in holes.items() if hole[1] <= cutoff}
+        seen = {(t, i) for t, i, _ in missed}
+        missed += [(t, i, versions.get((t, i), 2)) for t, i in holed if (t, i) not in seen]
         if not missed:
             return 0
         RECOVERED.labels("gap" if after_gap else "reconcile").inc(len(missed))
@@ -128,6 +135,9 @@ class CatchUp:
                     loaded = await repo.load_conversation_rows(conn, tenant, [i for i, _ in rows])
                 images = [dict(row) for row in loaded.values()]
             reloaded = await self.live.catch_up(tenant, images)
+            for row_id, _ in rows:  # the reloads read them whole
+                if holes.get((tenant, row_id)) == holed.get((tenant, row_id)):
+                    holes.pop((tenant, row_id), None)
             log.info(
                 "caught up",
                 extra={"tenant": tenant, "rows": len(rows), "windows": reloaded, "gap": after_gap},

@@ -400,7 +400,10 @@ class Ingest:
                     for name, value in row.items()
                     if name not in UNANNOUNCED and old[name] != value
                 }
-            published.append({"row": row, "before": before})
+            # prev_seq: when the old version was committed, so that a reader that never
+            # heard of it can tell whether it may have been lost (server/live.py).
+            prev_seq = None if old is None else old["change_seq"]
+            published.append({"row": row, "before": before, "prev_seq": prev_seq})
         await repo.insert_conversations(conn, inserts)
         await repo.update_conversations(conn, updates)
         return {"seq": change_seq, "token": token, "rows": published}

@@ -225,6 +225,12 @@ class LiveViews:
         self._flush_lock = asyncio.Lock()
         self._sub_ids = itertools.count(1)
         self.on_gap = None  # called with the reason when the bus may have lost news
+        # Catch-up (server/catchup.py): the change sequence up to which it has looked,
+        # and rows whose news came with an earlier change missing -> (version whose
+        # news is missing, loop time noticed). Such a row's version is the newest, so
+        # only this tells catch-up that a window may have missed its earlier change.
+        self.watermark = 0
+        self.holes: OrderedDict[tuple[str, str], tuple[int, float]] = OrderedDict()
 
     async def start(self) -> None:
         self._subscription = self.bus.subscribe()
@@ -288,7 +294,8 @@ class LiveViews:
             ]
             removes = [row_id for row_id in held if row_id not in target]
             catch_up = None
-            if upserts or removes:
+            # The total too: after a gap the bigger window may be fresher than the old.
+            if upserts or removes or window.total != old.sent_total:
                 catch_up = {"upserts": upserts, "removes": removes, "total": window.total}
             return page, catch_up
 
@@ -521,6 +528,7 @@ class LiveViews:
         for item in items:
             row = item["row"]
             key = (tenant, row["id"])
+            self._note_hole(key, item)
             if self.versions.get(key, 0) < row["version"]:
                 self.versions[key] = row["version"]
                 self.versions.move_to_end(key)
@@ -540,6 +548,24 @@ class LiveViews:
                     self._touched.add(window)
         if self._touched:
             self._schedule_flush()
+
+    def _note_hole(self, key: tuple[str, str], item: dict) -> None:
+        """Remember a row whose change from version `start` came while the change that
+        made `start` never did: known at an older version, or unknown while `start`
+        was committed above the watermark (an older unknown row is just old)."""
+        version, before = item["row"]["version"], item["before"]
+        hole = self.holes.get(key)
+        if hole is not None and hole[0] == version:
+            del self.holes[key]  # the missing change came after all, out of order
+        if before is None:
+            return
+        start = before.get("version", version - 1)
+        known = self.versions.get(key, 0)
+        if start > known and (known or (item.get("prev_seq") or 0) > self.watermark):
+            self.holes[key] = (start, asyncio.get_running_loop().time())
+            self.holes.move_to_end(key)
+            if len(self.holes) > VERSIONS_REMEMBERED:
+                self.holes.popitem(last=False)
 
     def _apply_item(self, window: Window, new: dict, old: dict | None, token: int, now) -> None:
         if window.base is not None and window.base.saw(token):
