@@ -113,11 +113,12 @@ class CatchUp:
         self.marks.append(mark)
         versions, holes = self.live.versions, self.live.holes
         missed = [(t, i, v) for t, i, v in changed if versions.get((t, i), 0) < v]
+        cutoff = asyncio.get_running_loop().time()
         if (missed or holes) and not after_gap and self.bus.connected:
             await asyncio.sleep(GRACE_S)
             missed = [(t, i, v) for t, i, v in missed if versions.get((t, i), 0) < v]
-        # Rows whose earlier change is still missing a grace period after it was noticed.
-        cutoff = started - (0.0 if after_gap else GRACE_S)
+            cutoff = started  # noticed before the pass began: they had their grace
+        # Rows whose earlier change is still missing after the grace period.
         holed = {key: hole for key, hole in holes.items() if hole[1] <= cutoff}
         seen = {(t, i) for t, i, _ in missed}
         missed += [(t, i, versions.get((t, i), 2)) for t, i in holed if (t, i) not in seen]
