@@ -101,7 +101,7 @@ class CatchUp:
             visibility = await repo.snapshot_visibility(conn)
             mark = Mark(await repo.change_mark(conn), visibility.xmax)
             if self.low is None:  # first pass: what came before us is in our snapshots
-                self.low = mark.seq
+                self.low = self.live.watermark = mark.seq
                 return 0
             # Read above the watermark as it stands; only then move it, for the next
             # pass: a transaction it now covers committed before this snapshot, so this
