@@ -13,5 +13,7 @@ BENCHMARKS: dict[str, str] = {
     "f2": "bench.f2_views",
     "f3": "bench.f3_ingest",
     "f4": "bench.f4_snapshot",
+    "f5": "bench.f5_redis",
+    "f6": "bench.f6_recovery",
     "r1": "bench.r1_routing",
 }

@@ -20,6 +20,7 @@ from . import api_admin, api_conversations, api_events, api_routing, channel_rou
 from . import repository as repo
 from .auth import Principal
 from .bus import bus_from_url
+from .catchup import CatchUp
 from .clock import SYSTEM_CLOCK, Clock
 from .db import Database, is_unavailable
 from .ingest import DatabaseUnavailable
@@ -44,19 +45,22 @@ class Switchboard:
         self.bus = bus_from_url(settings.bus_url, settings.bus_prefix)
         self.ingest = TimedIngest(self.db, self.bus, clock)  # ingest that arms durable timers
         self.live = LiveViews(self.db, self.bus, clock, self.tenant_zone, settings.push_interval_s)
+        self.catchup = CatchUp(self.db, self.live, self.bus)
         self.routing = Routing(self.db, self.bus, self.ingest, clock, self.tenant_zone)
         self._zones: dict[str, ZoneInfo] = {}
         channel_routes.attach(self)  # providers, the sandbox, recordings (issue 8)
 
     async def start(self) -> None:
-        await self.bus.start()
-        await self.live.start()
+        await self.live.start()  # subscribed before the bus connects: no news missed
+        await self.catchup.start()
         await self.routing.start()
+        await self.bus.start()
 
     async def stop(self) -> None:
         await self.routing.stop()
         await channel_routes.detach(self)
         await self.ingest.close()
+        await self.catchup.stop()
         await self.live.stop()
         await self.bus.close()
         await self.db.close()

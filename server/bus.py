@@ -2,10 +2,17 @@
 process that serves clients. Chosen by URL: `memory://` (one process) or `redis://`
 (pub/sub, one channel per tenant, msgpack). The database is the truth; the bus only
 carries news, so a subscriber that lost messages is told so (`Gap`) and catches up
-from the database.
+from the database (server/catchup.py).
 
-Every subscriber's queue is bounded: when it overflows, its pending messages are
-dropped and it receives a Gap instead of growing without bound.
+Every queue is bounded: a subscriber whose queue overflows loses its pending messages
+and receives a Gap instead; ingest hands news to `post`, which never waits (an outbox
+drained by a publisher task, dropping news when Redis is too slow or down: the
+reconciliation in catchup.py recovers it).
+
+The Redis bus watches itself (docs/faults.md): each process publishes a probe on a
+channel of its own every PROBE_INTERVAL_S and reads it back through its subscription;
+when no probe came back for PROBE_TIMEOUT_S (Redis down, or a half-open connection TCP
+still calls open) it drops the connection, subscribes again and reports a Gap.
 """
 
 from __future__ import annotations
@@ -13,15 +20,36 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from dataclasses import dataclass
 from typing import Any
 
 import msgpack
+from prometheus_client import Counter
 
 log = logging.getLogger("switchboard.bus")
 
 PUBLISH_TIMEOUT_S = 1.0
 DEFAULT_QUEUE_SIZE = 10_000
+OUTBOX_SIZE = 10_000  # bus messages waiting to be published (one per committed group)
+PUBLISH_BATCH = 200  # messages sent in one pipeline round trip at most
+PROBE_INTERVAL_S = 0.5
+PROBE_TIMEOUT_S = 2.0  # four probes missed: the subscription is dead
+SUBSCRIBE_TIMEOUT_S = 2.0
+RECONNECT_MAX_S = 0.5  # backoff cap: a restarted Redis is found again within this
+
+DROPPED = Counter(
+    "switchboard_bus_dropped_total",
+    "Bus messages not published (outbox full, Redis down or slow); recovered from the "
+    "database by reconciliation",
+)
+RECONNECTS = Counter(
+    "switchboard_bus_reconnects_total", "Redis subscriptions dropped and made again", ["reason"]
+)
+
+
+class SilentConnection(ConnectionError):
+    """No probe came back in time: the connection is dead, whatever TCP says."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +95,8 @@ class Subscription:
 class Bus:
     """The interface, and the in-process implementation (`memory://`)."""
 
+    distributed = False  # whether other processes publish on it too
+
     def __init__(self) -> None:
         self._subscriptions: set[Subscription] = set()
 
@@ -80,11 +110,10 @@ class Bus:
     async def close(self) -> None:
         pass
 
-    async def publish(self, tenant: str, payload: dict[str, Any]) -> bool:
-        """Send news of a commit; returns False when it could not be sent in time (the
-        change is stored all the same, and subscribers catch up)."""
+    def post(self, tenant: str, payload: dict[str, Any]) -> None:
+        """Hand over news of a commit, without waiting: it is published soon, or dropped
+        (and recovered from the database) when the bus cannot take it."""
         self._fan_out(BusMessage(tenant, payload))
-        return True
 
     def subscribe(self, maxsize: int = DEFAULT_QUEUE_SIZE) -> Subscription:
         subscription = Subscription(self, maxsize)
@@ -97,6 +126,8 @@ class Bus:
 
 
 class RedisBus(Bus):
+    distributed = True
+
     def __init__(self, url: str, prefix: str):
         super().__init__()
         import redis.asyncio as redis  # only needed for redis:// deployments
@@ -105,8 +136,12 @@ class RedisBus(Bus):
             url, socket_connect_timeout=2, socket_timeout=None, health_check_interval=10
         )
         self._prefix = prefix
-        self._reader: asyncio.Task | None = None
+        self._probe_channel = f"{prefix}probe:{secrets.token_hex(8)}"
+        self._outbox: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(OUTBOX_SIZE)
+        self._tasks: list[asyncio.Task] = []
         self._connected = False
+        self._last_probe = 0.0  # loop time the last probe came back
+        self._publish_failing = False
 
     @property
     def connected(self) -> bool:
@@ -116,55 +151,120 @@ class RedisBus(Bus):
         return f"{self._prefix}tenant:{tenant}"
 
     async def start(self) -> None:
-        self._reader = asyncio.create_task(self._read_forever(), name="redis-bus-reader")
+        self._tasks = [
+            asyncio.create_task(self._read_forever(), name="redis-bus-reader"),
+            asyncio.create_task(self._publish_forever(), name="redis-bus-publisher"),
+            asyncio.create_task(self._probe_forever(), name="redis-bus-prober"),
+        ]
 
     async def close(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+                await task
+        self._tasks = []
         await self._redis.aclose()
 
-    async def publish(self, tenant: str, payload: dict[str, Any]) -> bool:
+    # --- publishing
+
+    def post(self, tenant: str, payload: dict[str, Any]) -> None:
         data = msgpack.packb(payload, datetime=True)
         try:
-            async with asyncio.timeout(PUBLISH_TIMEOUT_S):
-                await self._redis.publish(self.channel(tenant), data)
-            return True
-        except (TimeoutError, OSError, Exception) as exc:
-            log.warning("publish failed", extra={"tenant": tenant, "error": repr(exc)})
-            return False
+            self._outbox.put_nowait((self.channel(tenant), data))
+        except asyncio.QueueFull:
+            DROPPED.inc()
+
+    async def _publish_forever(self) -> None:
+        """Drain the outbox, a pipeline of up to PUBLISH_BATCH messages per round trip,
+        each round bounded by PUBLISH_TIMEOUT_S. What fails is dropped, not retried:
+        retrying would only deliver late what catch-up delivers anyway."""
+        while True:
+            batch = [await self._outbox.get()]
+            while len(batch) < PUBLISH_BATCH and not self._outbox.empty():
+                batch.append(self._outbox.get_nowait())
+            try:
+                async with asyncio.timeout(PUBLISH_TIMEOUT_S):
+                    pipe = self._redis.pipeline(transaction=False)
+                    for channel, data in batch:
+                        pipe.publish(channel, data)
+                    await pipe.execute()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                DROPPED.inc(len(batch))
+                if not self._publish_failing:  # once per outage, not once per message
+                    log.warning("publish failed", extra={"error": repr(exc)})
+                self._publish_failing = True
+            else:
+                if self._publish_failing:
+                    log.info("publishing again")
+                self._publish_failing = False
+
+    async def _probe_forever(self) -> None:
+        """A probe to ourselves; the reader notices when they stop coming back."""
+        while True:
+            await asyncio.sleep(PROBE_INTERVAL_S)
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(PUBLISH_TIMEOUT_S):
+                    await self._redis.publish(self._probe_channel, b"")
+
+    # --- subscribing
 
     async def _read_forever(self) -> None:
         pattern = f"{self._prefix}tenant:*"
         prefix_len = len(self._prefix) + len("tenant:")
-        backoff = 0.1
+        probe_channel = self._probe_channel.encode()
+        loop = asyncio.get_running_loop()
+        backoff = 0.05
         while True:
             pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.psubscribe(pattern)
-                if not self._connected:
-                    self._connected = True
-                    self._fan_out(Gap("bus (re)connected"))
-                backoff = 0.1
-                async for message in pubsub.listen():
-                    if message["type"] != "pmessage":
-                        continue
-                    channel = message["channel"].decode()
-                    payload = msgpack.unpackb(message["data"], timestamp=3)
-                    self._fan_out(BusMessage(channel[prefix_len:], payload))
+                async with asyncio.timeout(SUBSCRIBE_TIMEOUT_S):
+                    await pubsub.psubscribe(pattern)
+                    await pubsub.subscribe(self._probe_channel)
+                self._last_probe = loop.time()
+                self._connected = True
+                # Whatever was published while we were away is news we did not get.
+                self._fan_out(Gap("bus (re)connected"))
+                backoff = 0.05
+                while True:
+                    message = await pubsub.get_message(
+                        ignore_subscribe_messages=True, timeout=PROBE_INTERVAL_S
+                    )
+                    if message is not None:
+                        if message["channel"] == probe_channel:
+                            self._last_probe = loop.time()
+                        elif message["type"] == "pmessage":
+                            self._deliver(message, prefix_len)
+                    if loop.time() - self._last_probe > PROBE_TIMEOUT_S:
+                        raise SilentConnection(f"no probe came back for {PROBE_TIMEOUT_S} s")
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                if self._connected:
+                if self._connected:  # once per outage, not once per attempt
                     log.warning("bus connection lost", extra={"error": repr(exc)})
-                self._connected = False
-                self._fan_out(Gap("bus connection lost"))
+                    RECONNECTS.labels(
+                        "silent" if isinstance(exc, SilentConnection) else "error"
+                    ).inc()
+                    self._connected = False
+                    self._fan_out(Gap("bus connection lost"))
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
+                backoff = min(backoff * 2, RECONNECT_MAX_S)
             finally:
+                # A half-open connection must not hold us: close it without waiting long.
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+                    async with asyncio.timeout(1.0):
+                        await pubsub.aclose()
+
+    def _deliver(self, message: dict, prefix_len: int) -> None:
+        try:
+            tenant = message["channel"].decode()[prefix_len:]
+            payload = msgpack.unpackb(message["data"], timestamp=3)
+        except ValueError as exc:  # not ours: skip it, the connection is fine
+            log.warning("undecodable bus message", extra={"error": repr(exc)})
+            return
+        self._fan_out(BusMessage(tenant, payload))
 
 
 def bus_from_url(url: str, prefix: str = "switchboard:") -> Bus:

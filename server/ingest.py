@@ -32,6 +32,7 @@ from state_machine import (
     parse_event,
 )
 
+from . import faults
 from . import models as m
 from . import repository as repo
 from .bus import Bus
@@ -189,13 +190,14 @@ class Ingest:
             _settle(request, result=outcomes[start:end])
             start = end
         if published:
-            await self._publish(tenant, published)
+            self._publish(tenant, published)
 
-    async def _publish(self, tenant: str, message: dict) -> None:
-        """The publish step: news of a committed group on the bus, after the commit and
-        after the requests have their answers. The writer takes the next group only
-        once it returns."""
-        await self.bus.publish(tenant, message)
+    def _publish(self, tenant: str, message: dict) -> None:
+        """The publish step: news of a committed group, after the commit and after the
+        requests have their answers, handed to the bus's bounded outbox. It never waits
+        on Redis; what the outbox drops, catch-up recovers (docs/faults.md)."""
+        faults.after_commit()
+        self.bus.post(tenant, message)
 
     async def _commit_with_retries(self, tenant: str, envelopes: list[Any]):
         for attempt in range(1, MAX_ATTEMPTS + 1):
@@ -428,7 +430,10 @@ class Ingest:
                     for name, value in row.items()
                     if name not in UNANNOUNCED and old[name] != value
                 }
-            published.append({"row": row, "before": before})
+            # prev_seq: when the old version was committed, so that a reader that never
+            # heard of it can tell whether it may have been lost (server/live.py).
+            prev_seq = None if old is None else old["change_seq"]
+            published.append({"row": row, "before": before, "prev_seq": prev_seq})
         return {"seq": change_seq, "token": token, "rows": published}
 
     def _event_row(self, batch: _Batch, event, data: dict, outcome: Outcome) -> dict:

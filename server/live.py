@@ -232,6 +232,13 @@ class LiveViews:
         self._touched: set[Window] = set()  # windows changed since the last flush
         self._flush_lock = asyncio.Lock()
         self._sub_ids = itertools.count(1)
+        self.on_gap = None  # called with the reason when the bus may have lost news
+        # Catch-up (server/catchup.py): the change sequence up to which it has looked,
+        # and rows whose news came with an earlier change missing -> (version whose
+        # news is missing, loop time noticed). Such a row's version is the newest, so
+        # only this tells catch-up that a window may have missed its earlier change.
+        self.watermark = 0
+        self.holes: OrderedDict[tuple[str, str], tuple[int, float]] = OrderedDict()
 
     async def start(self) -> None:
         self._subscription = self.bus.subscribe()
@@ -295,7 +302,8 @@ class LiveViews:
             ]
             removes = [row_id for row_id in held if row_id not in target]
             catch_up = None
-            if upserts or removes:
+            # The total too: after a gap the bigger window may be fresher than the old.
+            if upserts or removes or window.total != old.sent_total:
                 catch_up = {"upserts": upserts, "removes": removes, "total": window.total}
             return page, catch_up
 
@@ -461,13 +469,51 @@ class LiveViews:
             item = await self._subscription.get()
             try:
                 if isinstance(item, Gap):
-                    log.info("bus gap: reloading every window", extra={"reason": item.reason})
-                    for window in list(self.windows.values()):
-                        self._spawn(self._reload_and_flush(window))
+                    log.info("bus gap: catching up", extra={"reason": item.reason})
+                    if self.on_gap is not None:
+                        self.on_gap(item.reason)  # server/catchup.py
+                    else:
+                        for window in list(self.windows.values()):
+                            self._spawn(self._reload_and_flush(window))
                     continue
                 self._on_message(item)
             except Exception:
                 log.exception("live views failed on a bus message")
+
+    # --- catch-up (server/catchup.py)
+
+    def tenants(self) -> set[str]:
+        """Tenants with a window in this process."""
+        return {window.tenant for window in self.windows.values()}
+
+    async def catch_up(self, tenant: str, rows: list[dict]) -> int:
+        """Rows of a tenant changed in the database without news of it on the bus:
+        remember their versions, and reload the windows they may matter to, whose
+        subscribers get the difference as deltas. A row first seen at version 1 has no
+        old image, so only the windows its values find can change; for a later version
+        the old values are unknown, so every window of the tenant is reloaded. Returns
+        how many windows were reloaded."""
+        affected: set[Window] = set()
+        if all(row["version"] == 1 for row in rows):
+            for row in rows:
+                affected |= self.index.candidates(tenant, row, None)
+        else:
+            affected = {window for window in self.windows.values() if window.tenant == tenant}
+        for window in affected:
+            await window.ready.wait()
+            async with self._flush_lock:
+                if self.windows.get(window.key) is window:
+                    await self._reload(window)  # a failure propagates: the next pass retries
+                    await self._flush_window(window)
+        # Known only once every window holds them: a failed reload leaves them missing.
+        for row in rows:
+            key = (tenant, row["id"])
+            if self.versions.get(key, 0) < row["version"]:
+                self.versions[key] = row["version"]
+                self.versions.move_to_end(key)
+        while len(self.versions) > VERSIONS_REMEMBERED:
+            self.versions.popitem(last=False)
+        return len(affected)
 
     async def _reload_and_flush(self, window: Window) -> None:
         """Reload a window from the database (after a gap, or when the clock moved a
@@ -490,6 +536,7 @@ class LiveViews:
         for item in items:
             row = item["row"]
             key = (tenant, row["id"])
+            self._note_hole(key, item)
             if self.versions.get(key, 0) < row["version"]:
                 self.versions[key] = row["version"]
                 self.versions.move_to_end(key)
@@ -509,6 +556,24 @@ class LiveViews:
                     self._touched.add(window)
         if self._touched:
             self._schedule_flush()
+
+    def _note_hole(self, key: tuple[str, str], item: dict) -> None:
+        """Remember a row whose change from version `start` came while the change that
+        made `start` never did: known at an older version, or unknown while `start`
+        was committed above the watermark (an older unknown row is just old)."""
+        version, before = item["row"]["version"], item["before"]
+        hole = self.holes.get(key)
+        if hole is not None and hole[0] == version:
+            del self.holes[key]  # the missing change came after all, out of order
+        if before is None:
+            return
+        start = before.get("version", version - 1)
+        known = self.versions.get(key, 0)
+        if start > known and (known or (item.get("prev_seq") or 0) > self.watermark):
+            self.holes[key] = (start, asyncio.get_running_loop().time())
+            self.holes.move_to_end(key)
+            if len(self.holes) > VERSIONS_REMEMBERED:
+                self.holes.popitem(last=False)
 
     def _apply_item(self, window: Window, new: dict, old: dict | None, token: int, now) -> None:
         if window.base is not None and window.base.saw(token):

@@ -182,7 +182,7 @@ class Presence:
             if presence != "offline":
                 await _disarm_grace(conn, tenant, agent_id)
         change = {"agent_id": agent_id, "presence": presence, "at": instant(now)}
-        await self.bus.publish(tenant, {"rows": [], "presence": [change]})
+        self.bus.post(tenant, {"rows": [], "presence": [change]})
         return {"agent_id": agent_id, "presence": presence, "at": instant(now)}
 
     async def connected(self, tenant: str, agent_id: str) -> None:

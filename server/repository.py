@@ -482,3 +482,38 @@ async def get_row(conn: AsyncConnection, table, tenant: str, key_column: str, ke
     )
     row = result.first()
     return dict(row._mapping) if row else None
+
+
+# --- catch-up (server/catchup.py) -------------------------------------------------------
+
+
+async def change_mark(conn: AsyncConnection) -> int:
+    """The greatest change sequence number handed out so far (PostgreSQL: the
+    sequence's last value, committed or not; SQLite: the greatest stored one, which
+    is in commit order). Call inside a snapshot, after snapshot_visibility."""
+    if conn.dialect.name == "postgresql":
+        result = await conn.execute(
+            text(
+                "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM conversation_change_seq"
+            )
+        )
+        return result.scalar_one()
+    current = await conn.execute(select(func.max(m.conversations.c.change_seq)))
+    return current.scalar() or 0
+
+
+async def changed_since(
+    conn: AsyncConnection, tenants: Iterable[str], low: int
+) -> list[tuple[str, str, int]]:
+    """(tenant, id, version) of the tenants' rows stamped with a change sequence
+    number above `low` (the change_seq index)."""
+    tenants = list(tenants)
+    if not tenants:
+        return []
+    table = m.conversations
+    result = await conn.execute(
+        select(table.c.tenant_id, table.c.id, table.c.version).where(
+            table.c.change_seq > low, table.c.tenant_id.in_(tenants)
+        )
+    )
+    return [tuple(row) for row in result]

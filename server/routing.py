@@ -75,7 +75,7 @@ class Routing:
 
     async def settings_changed(self, tenant: str) -> None:
         """An admin changed the tenant, a team or an agent: tell every process."""
-        await self.bus.publish(tenant, {"rows": [], "settings": True})
+        self.bus.post(tenant, {"rows": [], "settings": True})
 
     # --- websocket connections of agents
 

@@ -128,17 +128,29 @@ async def live_server(
             await asyncio.wait_for(task, 15)
 
 
+def _server_log(data_dir: Path):
+    """The spawned server's output, kept in its data directory for a failing test's
+    post-mortem."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return open(data_dir / "server.log", "wb")
+
+
 @contextlib.asynccontextmanager
-async def spawned_server(backend: Backend, data_dir: Path) -> AsyncIterator[LiveServer]:
-    """`switchboard serve` in a process of its own, on the backend's database and bus.
-    Stopped by its pid when the block ends."""
+async def spawned_server(
+    backend: Backend, data_dir: Path, env: dict[str, str] | None = None
+) -> AsyncIterator[LiveServer]:
+    """`switchboard serve` in a process of its own, on the backend's database and bus
+    (`env`: more environment variables, e.g. a fault hook). Stopped by its pid when the
+    block ends, unless it exited by itself."""
     port = free_port()
     env = {
         **os.environ,
         **backend.env(),
         "SWITCHBOARD_SECRET": SECRET,
         "SWITCHBOARD_DATA_DIR": str(data_dir),
+        **(env or {}),
     }
+    log = _server_log(data_dir)
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -150,9 +162,10 @@ async def spawned_server(backend: Backend, data_dir: Path) -> AsyncIterator[Live
         "--port",
         str(port),
         env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
+        stdout=log,
+        stderr=asyncio.subprocess.STDOUT,
     )
+    log.close()  # the child holds its own copy
     url = f"http://127.0.0.1:{port}"
     try:
         async with httpx.AsyncClient(base_url=url) as client:

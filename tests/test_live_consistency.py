@@ -86,12 +86,15 @@ class Run:
         assert all(r["outcome"] in ("applied", "stale", "rejected") for r in results), results
 
 
-async def drive(run: Run, database_url: str, rounds: int) -> None:
+async def drive(run: Run, database_url: str, rounds: int, before_round=None) -> None:
+    """`before_round(n)`: awaited before round n (a fault injected mid-run)."""
     rng = run.rng
     traffic = Traffic(rng, SYSTEM_CLOCK.now() - timedelta(hours=2))
     for index in range(len(run.clients) * 2):
         await run.watch(run.clients[index % len(run.clients)])
-    for _ in range(rounds):
+    for round_number in range(rounds):
+        if before_round is not None:
+            await before_round(round_number)
         roll = rng.random()
         if roll < 0.08:
             await run.fetch()
