@@ -208,20 +208,6 @@ async def bridge_call(sb, tenant: str, conversation_id: str, agent_id: str, base
         await adapter.bridge(call["provider_call_id"], (agent or {}).get("phone") or "", number)
 
 
-async def bridge_accepted(sb, tenant: str, agent_id: str, row: dict, base: str) -> None:
-    """An agent accepted a call: connect the held caller to the agent's phone. The
-    acceptance stands when the provider refuses; the caller then stays held until the
-    provider's own timeout, and the log says why."""
-    if row.get("channel") != "call":
-        return
-    try:
-        await bridge_call(sb, tenant, row["id"], agent_id, base)
-    except ProviderError as error:
-        log.warning(
-            "bridge failed: %s", error.message, extra={"tenant": tenant, "conversation": row["id"]}
-        )
-
-
 # --- HTTP ---------------------------------------------------------------------------------------
 
 
@@ -256,7 +242,7 @@ async def post_hangup(request: Request):
 # --- websocket frames (registered in server/ws.py HANDLERS) --------------------------------------
 
 
-def http_base_of(connection) -> str:
+def _ws_base(connection) -> str:
     base = connection.base_url.rstrip("/")
     return base.replace("wss://", "https://", 1).replace("ws://", "http://", 1)
 
@@ -275,7 +261,7 @@ async def on_initiate(connection, frame: dict, ref) -> None:
     if key is not None and not isinstance(key, str):
         raise ApiError(400, "malformed", "idempotency_key must be a string")
     status, answer = await initiate(
-        connection.sb, connection.principal, body, key, http_base_of(connection)
+        connection.sb, connection.principal, body, key, _ws_base(connection)
     )
     _ws_answer(connection, ref, status, answer)
 
@@ -287,14 +273,14 @@ async def on_send_message(connection, frame: dict, ref) -> None:
         connection.principal,
         frame.get("conversation_id"),
         body,
-        http_base_of(connection),
+        _ws_base(connection),
     )
     _ws_answer(connection, ref, status, answer)
 
 
 async def on_hangup(connection, frame: dict, ref) -> None:
     status, answer = await hang_up(
-        connection.sb, connection.principal, frame.get("conversation_id"), http_base_of(connection)
+        connection.sb, connection.principal, frame.get("conversation_id"), _ws_base(connection)
     )
     _ws_answer(connection, ref, status, answer)
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from starlette.requests import Request
 
-from .api_actions import bridge_accepted
-from .providers import base_url
 from .rows import instant
 from .web import ApiError, read_object, require_role, respond
 
@@ -32,7 +30,6 @@ async def put_presence(request: Request):
 async def accept_offer(request: Request):
     sb, principal = await _caller(request, "agent")
     row = await sb.routing.actions.accept(principal, request.path_params["offer_id"])
-    await bridge_accepted(sb, principal.tenant, principal.user, row, base_url(request))
     return respond(request, {"conversation": row})
 
 

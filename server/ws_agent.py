@@ -3,7 +3,6 @@ transfer, subscribe_wallboard. Registered into server/ws.py's dispatch."""
 
 from __future__ import annotations
 
-from .api_actions import bridge_accepted, http_base_of
 from .api_routing import wallboard_filter
 from .wallboard import WallboardSubscription
 from .web import ApiError
@@ -22,14 +21,7 @@ async def on_subscribe_popups(connection, frame: dict, ref) -> None:
 
 async def on_accept(connection, frame: dict, ref) -> None:
     _require(connection, "agent")
-    await _answer(connection, ref, _accept_and_bridge, connection, frame.get("offer_id"))
-
-
-async def _accept_and_bridge(principal, connection, offer_id) -> dict:
-    sb = connection.sb
-    row = await sb.routing.actions.accept(principal, offer_id)
-    await bridge_accepted(sb, principal.tenant, principal.user, row, http_base_of(connection))
-    return row
+    await _answer(connection, ref, connection.sb.routing.actions.accept, frame.get("offer_id"))
 
 
 async def on_reject(connection, frame: dict, ref) -> None:
