@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from . import api_actions, api_webhooks, providers, recordings
+from . import api_actions, api_webhooks, providers, recordings, webchat
 from .inbound import KeyedLocks
 from .sandbox_runner import Sandboxes
 
@@ -15,9 +15,11 @@ def attach(sb) -> None:
     sb.sandboxes = Sandboxes(sb)
     sb.recordings = recordings.FileRecordingStore(sb.settings.data_dir / "recordings")
     sb.inbound_locks = KeyedLocks()
+    sb.webchat = webchat.WebChat(sb)
 
 
 async def detach(sb) -> None:
+    await sb.webchat.stop()
     await sb.sandboxes.stop()
     await sb.providers.close()
 
