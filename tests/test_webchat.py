@@ -75,10 +75,11 @@ async def visitor_socket(
         yield client
 
 
-async def set_up(server: LiveServer) -> None:
+async def set_up(server: LiveServer, origin: str = SHOP) -> None:
+    """acme embeds the widget on `origin`; team support with agent a1."""
     api = server.api
     response = await api.client.put(
-        "/api/v1/tenant", json={"widget_origins": [SHOP]}, headers=api.auth("admin")
+        "/api/v1/tenant", json={"widget_origins": [origin]}, headers=api.auth("admin")
     )
     assert response.status_code == 200, response.text
     await put_team(api, "support")
