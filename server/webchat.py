@@ -378,22 +378,11 @@ async def _teams(sb, tenant: str) -> set[str]:
     return teams
 
 
-async def on_message(chat: WebChat, socket: VisitorSocket, frame: dict) -> None:
-    if socket.contact is None:
-        raise FrameError("hello_first", "send hello before messages")
-    _only(frame, {"type", "text", "id"})
-    text = _text_field(frame, "text", MAX_TEXT, required=True)
-    client_id = frame.get("id")
-    if client_id is None:
-        client_id = secrets.token_hex(8)
-    elif not isinstance(client_id, str) or not CLIENT_MESSAGE_ID.fullmatch(client_id):
-        raise FrameError("invalid_field", "id: must be 1 to 64 letters, digits, '-' or '_'")
-    wait = chat.message_bucket((socket.tenant, socket.contact)).take()
-    if wait:
-        raise FrameError(
-            "rate_limited", f"too many messages; retry in {wait:.1f} s", retry_after=round(wait, 1)
-        )
-    now = chat.sb.clock.now()
+async def visitor_says(sb, socket: VisitorSocket, client_id: str, text: str) -> None:
+    """The visitor's message into ingest, as a provider's inbound message: to its open
+    chat, or opening one. Ids come from the visitor's own message id, so a resent
+    message is a duplicate. Raises FrameError when it is not taken."""
+    now = sb.clock.now()
     message_id = f"w-{client_id}"  # the widget knows its own message in the echo
     base = f"webchat:{socket.contact}:{client_id}"
     opening_data: dict[str, Any] = {
@@ -416,39 +405,62 @@ async def on_message(chat: WebChat, socket: VisitorSocket, frame: dict) -> None:
         opening=ChannelEvent(f"{base}:created", "conversation.created", now, opening_data),
     )
     try:
-        outcomes = await deliver(chat.sb, socket.tenant, "webchat", None, item)
+        outcomes = await deliver(sb, socket.tenant, "webchat", None, item)
     except DatabaseUnavailable:
         raise FrameError("unavailable", "the chat is unavailable for a moment; retry") from None
     last = outcomes[-1] if outcomes else None
     if last is None or last.outcome == "rejected":
         message = last.message if last is not None else "no conversation"
         raise FrameError("not_sent", f"the message was not taken: {message}")
-    chat.due((socket.tenant, socket.contact))  # the echo is the visitor's receipt
+    sb.webchat.due((socket.tenant, socket.contact))  # the echo is the visitor's receipt
 
 
-async def on_end(chat: WebChat, socket: VisitorSocket, frame: dict) -> None:
-    """The visitor closes the chat: a hangup by the customer (dropped while waiting)."""
-    if socket.contact is None:
-        raise FrameError("hello_first", "send hello first")
-    _only(frame, {"type"})
+async def visitor_ends(sb, socket: VisitorSocket) -> None:
+    """The visitor closes the chat: a hangup by the customer (`dropped` while it waits
+    for an agent, the end of the talk when active)."""
     conversation_id = socket.conversation_id
     if conversation_id is None or socket.shown is None or socket.shown[0] in ENDED:
         raise FrameError("nothing_to_end", "there is no open chat to end")
-    (outcome,) = await chat.sb.ingest.submit(
+    (outcome,) = await sb.ingest.submit(
         socket.tenant,
         [
             {
                 "event_id": f"webchat:{conversation_id}:ended",
                 "type": "media.hangup",
                 "conversation_id": conversation_id,
-                "occurred_at": rfc3339(chat.sb.clock.now()),
+                "occurred_at": rfc3339(sb.clock.now()),
                 "data": {"source": "customer"},
             }
         ],
     )
     if outcome.outcome == "rejected":
         raise FrameError("nothing_to_end", outcome.message or "the chat cannot end now")
-    chat.due((socket.tenant, socket.contact))
+    sb.webchat.due((socket.tenant, socket.contact))
+
+
+async def on_message(chat: WebChat, socket: VisitorSocket, frame: dict) -> None:
+    if socket.contact is None:
+        raise FrameError("hello_first", "send hello before messages")
+    _only(frame, {"type", "text", "id"})
+    text = _text_field(frame, "text", MAX_TEXT, required=True)
+    client_id = frame.get("id")
+    if client_id is None:
+        client_id = secrets.token_hex(8)
+    elif not isinstance(client_id, str) or not CLIENT_MESSAGE_ID.fullmatch(client_id):
+        raise FrameError("invalid_field", "id: must be 1 to 64 letters, digits, '-' or '_'")
+    wait = chat.message_bucket((socket.tenant, socket.contact)).take()
+    if wait:
+        raise FrameError(
+            "rate_limited", f"too many messages; retry in {wait:.1f} s", retry_after=round(wait, 1)
+        )
+    await visitor_says(chat.sb, socket, client_id, text)
+
+
+async def on_end(chat: WebChat, socket: VisitorSocket, frame: dict) -> None:
+    if socket.contact is None:
+        raise FrameError("hello_first", "send hello first")
+    _only(frame, {"type"})
+    await visitor_ends(chat.sb, socket)
 
 
 HANDLERS = {"hello": on_hello, "message": on_message, "end": on_end}
