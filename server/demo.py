@@ -41,7 +41,7 @@ NUMBERS = {  # the contact center's numbers at the sandbox, each routed to a tea
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri")
 TEAMS = {
     # queue_capacity, queue_timeout_s, offer_timeout_s, service_level_s, wrap_up_timeout_s
-    "sales": (4, 120, 15, 20, 40),
+    "sales": (6, 120, 15, 20, 40),
     "support": (8, 150, 15, 30, 40),
     "billing": (5, 120, 15, 20, 40),  # office hours, and closed today (see seed)
     "partners": (3, 60, 15, 20, 40),  # one agent, often on a break: queues, times out
@@ -234,7 +234,7 @@ class Demo:
     async def _traffic(self) -> None:
         await self._opening()
         while True:
-            await pause(self.sb.clock, *(4.0, 10.0), rng=self.rng)
+            await pause(self.sb.clock, 6.0, 14.0, self.rng)
             if await self._open_conversations() >= MAX_OPEN:
                 continue
             roll = self.rng.random()
@@ -250,7 +250,7 @@ class Demo:
             elif roll < 0.97:
                 self.chat(self.rng.choice(("support", "sales", "partners")))
             else:  # a rush: more calls at once than sales can queue
-                for _ in range(6):
+                for _ in range(8):
                     self.call("sales")
 
     async def _open_conversations(self) -> int:

@@ -199,7 +199,7 @@ class SimulatedAgent:
             if talk is None:
                 talk = self.talks[row.id] = Talk(
                     since=now,
-                    talk_s=self.rng.uniform(25, 120),
+                    talk_s=self.rng.uniform(20, 90),
                     turns=self.rng.randint(2, 4),
                     wrap_s=self.rng.uniform(3, 12),
                     submits=self.rng.random() < 0.9,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import random
 import signal
@@ -155,7 +156,7 @@ async def _filled(sb) -> bool:
     return all(counts) and recorded > 0
 
 
-def test_serve_demo_prints_links_that_work_and_stops_when_terminated(tmp_path):
+def test_serve_demo_prints_links_that_work_and_stops_cleanly_when_terminated(tmp_path):
     port = free_port()
     env = {
         **os.environ,
@@ -165,12 +166,13 @@ def test_serve_demo_prints_links_that_work_and_stops_when_terminated(tmp_path):
     }
     env.pop("REDIS_URL", None)
     subprocess.run([sys.executable, "-m", "server", "migrate"], env=env, check=True, timeout=60)
+    log = (tmp_path / "server.log").open("w")
     server = subprocess.Popen(
         [sys.executable, "-m", "server", "serve", "--demo", "--host", "127.0.0.1",
          "--port", str(port)],
         env=env,
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=log,
         text=True,
     )  # fmt: skip
     try:
@@ -206,8 +208,12 @@ def test_serve_demo_prints_links_that_work_and_stops_when_terminated(tmp_path):
         assert page.status_code == 200 and "/widget.js" in page.text
         server.send_signal(signal.SIGTERM)
         assert server.wait(timeout=30) in (0, -signal.SIGTERM)
+        records = [json.loads(line) for line in (tmp_path / "server.log").read_text().splitlines()]
+        assert any(r["message"] == "Application shutdown complete." for r in records)
+        assert [r for r in records if r["level"] in ("error", "critical")] == []
     finally:
         if server.poll() is None:
             server.kill()
             server.wait(timeout=10)
         server.stdout.close()
+        log.close()

@@ -2,8 +2,7 @@
 chats, the agent's reply shows, and markup in either direction shows as text.
 
 Needs /usr/bin/chromium: skipped without it, failed with SWITCHBOARD_REQUIRE_SERVICES=1.
-Set SWITCHBOARD_SCREENSHOTS=<dir> to keep the page's screenshot there
-(docs/screenshots/chat-demo.png is made that way).
+Set SWITCHBOARD_SCREENSHOTS=<dir> to keep the page's screenshot there.
 """
 
 from __future__ import annotations
