@@ -3,6 +3,8 @@ its services on the Switchboard container and its routes."""
 
 from __future__ import annotations
 
+import functools
+
 from starlette.routing import Route
 
 from . import api_actions, api_webhooks, providers, recordings, webchat
@@ -16,6 +18,7 @@ def attach(sb) -> None:
     sb.recordings = recordings.FileRecordingStore(sb.settings.data_dir / "recordings")
     sb.inbound_locks = KeyedLocks()
     sb.webchat = webchat.WebChat(sb)
+    sb.routing.actions.after_accept = functools.partial(api_actions.bridge_after_accept, sb)
 
 
 async def detach(sb) -> None:

@@ -21,7 +21,7 @@ from channels.base import ProviderError, rfc3339
 
 from . import models as m
 from . import repository as repo
-from .api_actions import bridge_call, hang_up, send_reply
+from .api_actions import hang_up, send_reply
 from .auth import Principal
 from .initiate import initiate
 from .web import ApiError
@@ -161,16 +161,14 @@ class SimulatedAgent:
             if roll < 0.14:
                 await self.sb.routing.actions.reject(self.principal, offer_id)
                 return
-            await self.sb.routing.actions.accept(self.principal, offer_id)
+            await self.sb.routing.actions.accept(self.principal, offer_id, BASE_URL)
         except ApiError:
             return  # taken, expired or cancelled meanwhile
-        cid = conversation["id"]
+        if conversation["channel"] == "call":
+            return  # the accept bridged the caller to the agent's phone
         try:
-            if conversation["channel"] == "call":
-                await bridge_call(self.sb, TENANT, cid, self.principal.user, BASE_URL)
-            else:
-                first = self.name.split()[0]
-                await self._say(cid, f"Hi, this is {first}. How can I help?")
+            first = self.name.split()[0]
+            await self._say(conversation["id"], f"Hi, this is {first}. How can I help?")
         except (ApiError, ProviderError) as error:
             log.info("demo agent could not start", extra={"error": str(error)})
 
