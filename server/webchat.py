@@ -498,6 +498,12 @@ async def handle(chat: WebChat, socket: VisitorSocket, data: Any) -> None:
 # --- the endpoint ----------------------------------------------------------------------------
 
 
+def _origin(text: str) -> str:
+    """An origin as compared: scheme and host are case-insensitive; a trailing slash
+    is not part of it."""
+    return text.strip().rstrip("/").lower()
+
+
 async def _refuse(websocket: WebSocket, status: int, code: str, message: str) -> None:
     await websocket.send_denial_response(
         JSONResponse({"error": {"code": code, "message": message}}, status)
@@ -507,13 +513,20 @@ async def _refuse(websocket: WebSocket, status: int, code: str, message: str) ->
 async def endpoint(websocket: WebSocket) -> None:
     sb = websocket.app.state.sb
     tenant = websocket.path_params["tenant"]
-    async with sb.db.read() as conn:
-        row = await repo.get_tenant(conn, tenant) if len(tenant) <= 64 else None
+    row = None
+    if len(tenant) <= 64 and "\x00" not in tenant:  # no tenant id has one
+        try:
+            async with sb.db.read() as conn:
+                row = await repo.get_tenant(conn, tenant)
+        except Exception:
+            log.warning("webchat handshake: the database is unavailable", exc_info=True)
+            await _refuse(websocket, 503, "unavailable", "the chat is unavailable; retry")
+            return
     if row is None:
         await _refuse(websocket, 404, "not_found", "no such tenant")
         return
-    origin = (websocket.headers.get("origin") or "").rstrip("/")
-    allowed = {entry.rstrip("/") for entry in row["widget_origins"] or ()}
+    origin = _origin(websocket.headers.get("origin") or "")
+    allowed = {_origin(entry) for entry in row["widget_origins"] or ()}
     if not origin or origin not in allowed:
         await _refuse(websocket, 403, "forbidden", "this site may not open the tenant's chat")
         return
