@@ -121,7 +121,7 @@
     '<button class="launcher" type="button" data-webchat="launcher" aria-expanded="false"></button>' +
     '<section class="panel" data-webchat="panel" role="dialog" aria-modal="false" hidden>' +
     '<header><h2 data-webchat="title"></h2>' +
-    '<button class="end" type="button" data-webchat="end">End chat</button>' +
+    '<button class="end" type="button" data-webchat="end" hidden>End chat</button>' +
     '<button class="close" type="button" data-webchat="close" aria-label="Close the chat">×</button>' +
     "</header>" +
     '<div class="status" data-webchat="status" role="status"></div>' +
@@ -262,7 +262,9 @@
         showStatus(frame);
       } else if (frame.type === "error") {
         errorLine.textContent = frame.message;
-        if (frame.code !== "rate_limited" && frame.code !== "unavailable") {
+        if (frame.code === "rate_limited" || frame.code === "unavailable") {
+          resendLater((frame.retry_after || 2) * 1000);
+        } else {
           pending = [];
           log.querySelectorAll("[data-pending]").forEach(function (item) {
             item.remove();
@@ -279,6 +281,21 @@
       }
       scheduleRetry();
     };
+  }
+
+  // Messages refused for now (rate limit, a database hiccup) go again later, with their
+  // ids: one the server did take meanwhile is a duplicate there.
+  var resendTimer = null;
+  function resendLater(ms) {
+    if (resendTimer) return;
+    resendTimer = setTimeout(function () {
+      resendTimer = null;
+      if (!live) return; // a reconnect sends them anyway
+      errorLine.textContent = "";
+      pending.forEach(function (message) {
+        socket.send(JSON.stringify(message));
+      });
+    }, ms + 100);
   }
 
   // Reconnect with exponential backoff and jitter, forever (a visitor may wait long).
