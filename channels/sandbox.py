@@ -163,19 +163,27 @@ class SandboxProvider:
 
     # ------------------------------------------------------------------ traffic
 
-    def start_inbound_call(self, contact: str, contacto_number: str | None = None) -> str:
+    def start_inbound_call(
+        self, contact: str, contacto_number: str | None = None, name: str | None = None
+    ) -> str:
         """A customer calls in; they hang up when their patience runs out before an
-        agent is bridged. Returns the sandbox's call id."""
-        item = self._inbound_call(contact, contacto_number)
+        agent is bridged. `name`: the caller's name, as a provider's caller-name
+        lookup gives it (else the number). Returns the sandbox's call id."""
+        item = self._inbound_call(contact, contacto_number, name)
         self.post(item)
         return item.reference.call_id or ""
 
     def start_inbound_message(
-        self, contact: str, channel: str, text: str, contacto_number: str | None = None
+        self,
+        contact: str,
+        channel: str,
+        text: str,
+        contacto_number: str | None = None,
+        name: str | None = None,
     ) -> None:
-        self.post(self._inbound_message(contact, channel, text, contacto_number))
+        self.post(self._inbound_message(contact, channel, text, contacto_number, name))
 
-    def _inbound_call(self, contact: str, number: str | None) -> Inbound:
+    def _inbound_call(self, contact: str, number: str | None, name: str | None = None) -> Inbound:
         call_id = self._new_id("CA")
         reference = Reference(
             kind="call", channel="call", call_id=call_id, contact=contact, contacto_number=number
@@ -185,7 +193,7 @@ class SandboxProvider:
         data: dict[str, Any] = {
             "channel": "call",
             "contact": contact,
-            "customer": customer_for(contact),
+            "customer": customer_for(contact, name),
         }
         if number:
             data["contacto_number"] = number
@@ -196,13 +204,15 @@ class SandboxProvider:
         self._after(call, patience, lambda: self._customer_hangs_up(call))
         return Inbound(reference, opening=opening)
 
-    def _inbound_message(self, contact: str, channel: str, text: str, number: str | None):
+    def _inbound_message(
+        self, contact: str, channel: str, text: str, number: str | None, name: str | None = None
+    ):
         message_id = self._new_id("SM")
         now = self.clock.now()
         data: dict[str, Any] = {
             "channel": channel,
             "contact": contact,
-            "customer": customer_for(contact),
+            "customer": customer_for(contact, name),
         }
         if number:
             data["contacto_number"] = number

@@ -32,6 +32,9 @@ class AgentActions:
         self.ingest = ingest
         self.clock = clock
         self.zone_of = zone_of
+        # (principal, row, base URL) after an applied accept: the channels connect a
+        # held caller to the agent (server/channel_routes.py sets it).
+        self.after_accept = None
 
     async def _row(self, tenant: str, conversation_id: str) -> dict | None:
         async with self.db.read() as conn:
@@ -63,7 +66,7 @@ class AgentActions:
             end = await rr.offer_end(conn, tenant, offer["conversation_id"], offer["offer_id"])
         return "expired" if end == "expired" else "taken"
 
-    async def accept(self, principal: Principal, offer_id: Any) -> dict:
+    async def accept(self, principal: Principal, offer_id: Any, base: str | None = None) -> dict:
         offer = await self._offer(principal, offer_id)
         tenant, cid = principal.tenant, offer["conversation_id"]
         now = self.clock.now()
@@ -84,7 +87,10 @@ class AgentActions:
         if outcome.outcome != "applied":
             code = await self._why_over(tenant, offer)
             await self._refuse(tenant, code, f"offer {offer_id!r} is {code}", cid)
-        return await self._wire(tenant, await self._row(tenant, cid))
+        row = await self._wire(tenant, await self._row(tenant, cid))
+        if self.after_accept is not None:
+            await self.after_accept(principal, row, base)
+        return row
 
     async def reject(self, principal: Principal, offer_id: Any) -> dict:
         offer = await self._offer(principal, offer_id)

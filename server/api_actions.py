@@ -1,5 +1,6 @@
 """An agent's channel actions (api.md): initiate, reply, hang up, over HTTP and as
-websocket frames; and `bridge_call`, for the accept path to connect a held caller.
+websocket frames; and `bridge_after_accept`, the accept path's hook that connects a
+held caller to the accepting agent's phone.
 
 Each action first records its event through ingest (the one path every change
 takes), then asks the provider. A refused transition is 409 `invalid_transition`
@@ -189,6 +190,26 @@ async def _drop_calls(sb, tenant: str, conversation_id: str, base: str) -> str |
             log.warning("provider hangup failed", extra={"tenant": tenant, "error": error.message})
             problems.append(f"{call['provider']} could not end the call: {error.message}")
     return "; ".join(problems) or None
+
+
+async def bridge_after_accept(sb, principal: Principal, row: dict, base: str | None) -> None:
+    """The accept path's hook (AgentActions.after_accept): an accepted call is bridged
+    to the agent's phone. A provider that refuses is logged: the accept stands (the
+    conversation is the agent's), as a hangup's provider failure does."""
+    if row.get("channel") != "call":
+        return
+    base = base or sb.settings.public_url or "http://localhost"
+    try:
+        await bridge_call(sb, principal.tenant, row["id"], principal.user, base)
+    except ProviderError as error:
+        log.warning(
+            "bridge on accept failed",
+            extra={
+                "tenant": principal.tenant,
+                "conversation_id": row["id"],
+                "error": error.message,
+            },
+        )
 
 
 async def bridge_call(sb, tenant: str, conversation_id: str, agent_id: str, base: str) -> None:

@@ -29,7 +29,9 @@ async def put_presence(request: Request):
 
 async def accept_offer(request: Request):
     sb, principal = await _caller(request, "agent")
-    row = await sb.routing.actions.accept(principal, request.path_params["offer_id"])
+    row = await sb.routing.actions.accept(
+        principal, request.path_params["offer_id"], str(request.base_url).rstrip("/")
+    )
     return respond(request, {"conversation": row})
 
 

@@ -16,7 +16,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from . import api_admin, api_conversations, api_events, api_routing, channel_routes, views, ws
+from . import (
+    api_admin,
+    api_conversations,
+    api_events,
+    api_routing,
+    channel_routes,
+    views,
+    webchat,
+    ws,
+)
 from . import repository as repo
 from .auth import Principal
 from .bus import bus_from_url
@@ -137,6 +146,7 @@ ROUTES = [
     Route("/api/v1/views/{view_id}/rows", views.view_rows, methods=["GET"]),
     # /ws is routed by ws.DirectRoute, ahead of the router.
     *channel_routes.ROUTES,
+    *webchat.ROUTES,  # the visitors' chat socket, /widget.js, /chat-demo
 ]
 
 
@@ -207,27 +217,30 @@ class Instrumentation:
 
 
 def create_app(
-    settings: Settings | None = None, clock: Clock = SYSTEM_CLOCK, demo: bool = False
+    settings: Settings | None = None,
+    clock: Clock = SYSTEM_CLOCK,
+    demo: bool = False,
+    demo_origins: tuple[str, ...] = (),
 ) -> Starlette:
+    """`demo_origins`: where browsers reach this server, allowed to embed the demo
+    tenant's chat widget (its /chat-demo page)."""
     settings = settings or Settings.from_env()
     sb = Switchboard(settings, clock)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
         await sb.start()
-        traffic = None
+        played = None
         if demo:
-            from . import demo as demo_module
+            from .demo import Demo
 
-            await demo_module.seed(sb)
-            traffic = asyncio.create_task(demo_module.Traffic(sb).run(), name="demo-traffic")
+            played = Demo(sb, demo_origins)
+            await played.start()
         try:
             yield
         finally:
-            if traffic is not None:
-                traffic.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await traffic
+            if played is not None:
+                await played.stop()
             await sb.stop()
 
     app = Starlette(

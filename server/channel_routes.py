@@ -3,9 +3,11 @@ its services on the Switchboard container and its routes."""
 
 from __future__ import annotations
 
+import functools
+
 from starlette.routing import Route
 
-from . import api_actions, api_webhooks, providers, recordings
+from . import api_actions, api_webhooks, providers, recordings, webchat
 from .inbound import KeyedLocks
 from .sandbox_runner import Sandboxes
 
@@ -15,9 +17,12 @@ def attach(sb) -> None:
     sb.sandboxes = Sandboxes(sb)
     sb.recordings = recordings.FileRecordingStore(sb.settings.data_dir / "recordings")
     sb.inbound_locks = KeyedLocks()
+    sb.webchat = webchat.WebChat(sb)
+    sb.routing.actions.after_accept = functools.partial(api_actions.bridge_after_accept, sb)
 
 
 async def detach(sb) -> None:
+    await sb.webchat.stop()
     await sb.sandboxes.stop()
     await sb.providers.close()
 

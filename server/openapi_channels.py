@@ -228,4 +228,24 @@ def paths() -> dict[str, dict]:
             )
             for method in ("get", "post")
         },
+        # Web chat (docs/webchat.md): the widget and its demo page, public. The chat
+        # itself is the websocket WS /webchat/{tenant}, not an OpenAPI operation.
+        "/widget.js": {
+            "get": operation(
+                "widgetScript",
+                "The embeddable chat widget (plain JavaScript, no token)",
+                (200, "The script", {"content": {"text/javascript": {"schema": string()}}}),
+                public=True,
+                tag="webchat",
+            )
+        },
+        "/chat-demo": {
+            "get": operation(
+                "chatDemoPage",
+                "A shop's page that embeds the chat widget (the demo tenant by default)",
+                (200, "The page", {"content": {"text/html": {"schema": string()}}}),
+                public=True,
+                tag="webchat",
+            )
+        },
     }

@@ -13,7 +13,12 @@ WS_MAX_FRAME_BYTES = 64 * 1024
 
 def serve(settings: Settings, host: str, port: int, demo: bool) -> int:
     logs.configure()
-    app = create_app(settings, demo=demo)
+    origins: tuple[str, ...] = ()
+    if demo:
+        from .demo import origins_for
+
+        origins = origins_for(host, port, settings.public_url)
+    app = create_app(settings, demo=demo, demo_origins=origins)
     print(
         f"Switchboard on http://{host}:{port}  (database: {settings.database_url.split('://')[0]},"
         f" bus: {settings.bus_url.split('://')[0]})",

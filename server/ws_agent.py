@@ -21,7 +21,10 @@ async def on_subscribe_popups(connection, frame: dict, ref) -> None:
 
 async def on_accept(connection, frame: dict, ref) -> None:
     _require(connection, "agent")
-    await _answer(connection, ref, connection.sb.routing.actions.accept, frame.get("offer_id"))
+    base = connection.base_url.replace("ws", "http", 1).rstrip("/")  # ws:// -> http://
+    await _answer(
+        connection, ref, connection.sb.routing.actions.accept, frame.get("offer_id"), base
+    )
 
 
 async def on_reject(connection, frame: dict, ref) -> None:

@@ -96,6 +96,7 @@ async def test_served_document_loads_and_matches_routes(tmp_path):
     assert documented == routed
 
     public = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/webhooks/{provider}/{tenant}"}
+    public |= {"/widget.js", "/chat-demo"}  # the chat widget's files
     assert document["security"] == [{"bearer": []}]
     for path, methods in document["paths"].items():
         for method, op in methods.items():

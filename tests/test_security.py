@@ -32,6 +32,8 @@ ACCESS: dict[tuple[str, str], frozenset] = {
     ("GET", "/readyz"): PUBLIC,
     ("GET", "/metrics"): PUBLIC,
     ("GET", "/openapi.json"): PUBLIC,
+    ("GET", "/widget.js"): PUBLIC,  # the chat widget: WS /webchat checks the site instead
+    ("GET", "/chat-demo"): PUBLIC,
     ("POST", "/api/v1/events"): frozenset({"service", "admin"}),
     ("GET", "/api/v1/conversations/{conversation_id}"): READERS,
     # Reading the set-up is not in api.md; the server lets supervisors read it.
