@@ -16,7 +16,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from . import api_admin, api_conversations, api_events, api_routing, channel_routes, views, ws
+from . import (
+    api_admin,
+    api_conversations,
+    api_events,
+    api_routing,
+    channel_routes,
+    pages,
+    views,
+    ws,
+)
 from . import repository as repo
 from .auth import Principal
 from .bus import bus_from_url
@@ -133,6 +142,7 @@ ROUTES = [
     Route("/api/v1/views/{view_id}/rows", views.view_rows, methods=["GET"]),
     # /ws is routed by ws.DirectRoute, ahead of the router.
     *channel_routes.ROUTES,
+    *pages.ROUTES,  # the pages of static/, /api/v1/me, view-schema, wrap-up (issue 9)
 ]
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.browser_support import browser, sqlite_backend
 from tests.support import (
     BACKEND_IDS,
     REQUIRE_SERVICES,
@@ -30,6 +31,8 @@ from tests.support import (
 )
 
 __all__ = [
+    "browser",
+    "sqlite_backend",
     "REQUIRE_SERVICES",
     "TEST_DATABASE_URL",
     "TEST_REDIS_URL",
