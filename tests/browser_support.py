@@ -15,6 +15,7 @@ import pytest
 from tests.support import Backend, random_suffix, service_unavailable
 
 CHROMIUM = os.environ.get("SWITCHBOARD_CHROMIUM", "/usr/bin/chromium")
+HAVE_CHROMIUM = Path(CHROMIUM).exists()  # once, at import: no blocking call in a test
 FLAGS = [
     "--headless",
     "--no-sandbox",
@@ -50,7 +51,7 @@ class PageProblems:
 
 @pytest.fixture
 async def browser() -> AsyncIterator:
-    if not Path(CHROMIUM).exists():
+    if not HAVE_CHROMIUM:
         service_unavailable(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
     from playwright.async_api import async_playwright
 

@@ -31,13 +31,13 @@ from tests.support import (
 )
 
 __all__ = [
-    "browser",
-    "sqlite_backend",
     "REQUIRE_SERVICES",
     "TEST_DATABASE_URL",
     "TEST_REDIS_URL",
     "Backend",
+    "browser",
     "free_port",
+    "sqlite_backend",
     "wait_for",
     "wait_until",
 ]
