@@ -13,6 +13,8 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from . import filters
+from . import models as m
+from . import repository as repo
 from .api_wrapup import post_wrapup
 from .rows import COLUMNS
 from .web import require_role, respond
@@ -46,16 +48,19 @@ async def me(request: Request):
     sb = request.app.state.sb
     principal = await sb.principal(request)
     zone = await sb.tenant_zone(principal.tenant)
-    return respond(
-        request,
-        {
-            "tenant": principal.tenant,
-            "user": principal.user,
-            "role": principal.role,
-            "timezone": zone.key,
-            "expires_at": principal.expires_at.isoformat(),
-        },
-    )
+    answer = {
+        "tenant": principal.tenant,
+        "user": principal.user,
+        "role": principal.role,
+        "timezone": zone.key,
+        "expires_at": principal.expires_at.isoformat(),
+    }
+    if principal.role == "agent":  # the console starts from the agent's presence
+        async with sb.db.read() as conn:
+            agent = await repo.get_row(conn, m.agents, principal.tenant, "id", principal.user)
+        answer["name"] = (agent or {}).get("name") or principal.user
+        answer["presence"] = (agent or {}).get("presence") or "offline"
+    return respond(request, answer)
 
 
 async def view_schema(request: Request):
