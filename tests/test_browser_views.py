@@ -8,6 +8,7 @@ import pytest
 from tests.browser_support import opened
 from tests.page_support import arrive, post, saved_view
 from tests.server_support import live_server
+from tests.support import wait_for
 
 pytestmark = pytest.mark.browser
 
@@ -41,4 +42,159 @@ async def test_a_posted_event_shows_in_the_open_view(browser, sqlite_backend, tm
             )
             assert await row.get_attribute("data-version") == "2"
             assert await status.text_content() == "Queued"
+            assert page.problems.errors == []
+
+
+async def test_a_view_built_with_the_filter_builder_shows_only_matching_rows(
+    browser, sqlite_backend, tmp_path
+):
+    async with live_server(sqlite_backend, tmp_path / "data") as server:
+        whatsapp = await arrive(server.api, "whatsapp")
+        call = await arrive(server.api, "call")
+        token = server.api.token("supervisor", "sup1")
+        async with opened(browser, server.url, token, "/views") as page:
+            await page.get_by_role("button", name="New view").click()
+            dialog = page.get_by_role("dialog")
+            await dialog.get_by_label("View name").fill("WhatsApp today")
+            await dialog.get_by_role("button", name="+ Add condition").click()
+            condition = dialog.get_by_role("group", name="Condition", exact=True).nth(0)
+            await condition.get_by_label("Field").select_option("channel")
+            await condition.get_by_label("Operator").select_option("in")
+            await condition.get_by_label("WhatsApp").check()
+            await dialog.get_by_role("button", name="+ Add condition").click()
+            second = dialog.get_by_role("group", name="Condition", exact=True).nth(1)
+            await second.get_by_label("Field").select_option("created_at")
+            await second.get_by_label("Operator").select_option("within")
+            await second.get_by_label("Relative date").select_option("today")
+            await dialog.get_by_role("button", name="Create view").click()
+
+            await page.wait_for_url("**/views/v_*")
+            table = page.locator("table[data-view]")
+            await table.locator(f"tr[data-id='{whatsapp}']").wait_for()
+            assert await table.locator(f"tr[data-id='{call}']").count() == 0
+            view_id = await table.get_attribute("data-view")
+            response = await server.api.client.get(
+                f"/api/v1/views/{view_id}", headers=server.api.auth("supervisor", "sup1")
+            )
+            assert response.json()["filters"] == [
+                {"field": "channel", "op": "in", "value": ["whatsapp"]},
+                {"field": "created_at", "op": "within", "value": "today"},
+            ]
+            # Live, too: the server matches new conversations against the filter.
+            another_call = await arrive(server.api, "call")
+            another_whatsapp = await arrive(server.api, "whatsapp")
+            await table.locator(f"tr[data-id='{another_whatsapp}']").wait_for()
+            assert await page.locator("[data-total]").text_content() == "2"
+            assert await table.locator(f"tr[data-id='{another_call}']").count() == 0
+            assert page.problems.errors == []
+
+
+async def test_conversation_id_cannot_be_deselected(browser, sqlite_backend, tmp_path):
+    async with live_server(sqlite_backend, tmp_path / "data") as server:
+        token = server.api.token("supervisor", "sup1")
+        async with opened(browser, server.url, token, "/views") as page:
+            await page.get_by_role("button", name="New view").click()
+            dialog = page.get_by_role("dialog")
+            await dialog.get_by_label("View name").fill("Only IDs")
+            chooser = dialog.get_by_role("checkbox", name="Conversation ID")
+            assert await chooser.is_checked()
+            assert await chooser.is_disabled()
+            await chooser.click(force=True)  # a click on a disabled box changes nothing
+            assert await chooser.is_checked()
+            for label in ("Customer Name", "Status", "Conversation state", "Agent Name"):
+                await dialog.get_by_role("checkbox", name=label, exact=True).uncheck()
+            await dialog.get_by_role("button", name="Create view").click()
+            await page.wait_for_url("**/views/v_*")
+            headers = page.locator("table[data-view] th")
+            await headers.first.wait_for()
+            assert await headers.first.text_content() == "Conversation ID"
+            assert await headers.first.get_attribute("data-column") == "id"
+
+
+async def test_a_customer_name_with_markup_shows_as_text(browser, sqlite_backend, tmp_path):
+    name = '<img src=x onerror="window.pwned=1"><b>Bold</b>'
+    async with live_server(sqlite_backend, tmp_path / "data") as server:
+        view = await saved_view(server.api)
+        cid = await arrive(server.api, name=name)
+        token = server.api.token("supervisor", "sup1")
+        async with opened(browser, server.url, token, f"/views/{view['id']}") as page:
+            cell = page.locator(f"tr[data-id='{cid}'] td[data-column='customer_name']")
+            await cell.wait_for()
+            assert await cell.text_content() == name
+            assert await cell.locator("img, b").count() == 0
+            assert await page.evaluate("window.pwned") is None
+        async with opened(browser, server.url, token, f"/conversations/{cid}") as page:
+            title = page.locator("#conversation-title")
+            await title.wait_for()
+            assert name in await title.text_content()
+            assert await page.locator("main img, main b").count() == 0
+
+
+async def initiated_call(server, contact: str = "+34911000101") -> str:
+    headers = {**server.api.auth("supervisor", "sup1"), "Idempotency-Key": "rec-1"}
+    response = await server.api.client.post(
+        "/api/v1/conversations/initiate",
+        json={"channel": "call", "contact": contact},
+        headers=headers,
+    )
+    assert response.status_code == 202, response.text
+    return response.json()["conversation_id"]
+
+
+async def test_a_recording_plays_inline_from_the_play_icon(browser, sqlite_backend, tmp_path):
+    async with live_server(sqlite_backend, tmp_path / "data") as server:
+        view = await saved_view(server.api, columns=["id", "status", "contact"])
+        cid = await initiated_call(server)  # the sandbox's `01` leaves a 3 s recording
+        token = server.api.token("supervisor", "sup1")
+        async with opened(browser, server.url, token, f"/views/{view['id']}") as page:
+            play = page.locator(f"tr[data-id='{cid}'] button.play")
+            await play.wait_for(timeout=20000)  # answered after ~1 s, hung up ~3 s later
+            await play.click()
+            audio = page.locator(f"tr[data-id='{cid}'] audio")
+            await audio.wait_for()
+            await page.wait_for_function(
+                "id => { const a = document.querySelector(`tr[data-id='${id}'] audio`);"
+                " return a && a.currentTime > 0.2 && a.duration > 2; }",
+                arg=cid,
+            )
+            assert page.problems.errors == []
+
+
+async def test_hover_to_initiate_makes_one_conversation_on_a_double_click(
+    browser, sqlite_backend, tmp_path
+):
+    contact = "+34911000103"  # the sandbox rings this one and nobody answers
+    async with live_server(sqlite_backend, tmp_path / "data") as server:
+        view = await saved_view(
+            server.api,
+            columns=["id", "contact", "direction", "status"],
+            filters=[{"field": "contact", "op": "eq", "value": contact}],
+        )
+        first = await arrive(server.api, "call", contact=contact)
+        token = server.api.token("supervisor", "sup1")
+        async with opened(browser, server.url, token, f"/views/{view['id']}") as page:
+            started, answered = [], []
+            page.on(
+                "request",
+                lambda r: started.append(r) if r.url.endswith("/initiate") else None,
+            )
+            page.on(
+                "response",
+                lambda r: answered.append(r) if r.url.endswith("/initiate") else None,
+            )
+            cell = page.locator(f"tr[data-id='{first}'] td[data-column='contact']")
+            await cell.hover()
+            await cell.get_by_role("button", name=f"Call {contact}").dblclick()
+            await page.locator("table[data-view] tbody tr", has_text="Outgoing").wait_for()
+            await page.wait_for_function(
+                "() => document.querySelectorAll('table[data-view] tbody tr').length === 2"
+            )
+            await wait_for(lambda: started and len(answered) == len(started))
+            ids = {(await r.json())["conversation_id"] for r in answered}
+            assert len(ids) == 1
+            rows_api = await server.api.client.get(
+                f"/api/v1/views/{view['id']}/rows", headers=server.api.auth("supervisor", "sup1")
+            )
+            assert rows_api.json()["total"] == 2
+            assert await page.locator("[data-total]").text_content() == "2"
             assert page.problems.errors == []

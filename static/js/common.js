@@ -145,8 +145,11 @@ export function showConnection(live) {
 
 // --- how values show ---------------------------------------------------------------
 
+const WORDS = { whatsapp: "WhatsApp", sms: "SMS", csat: "CSAT" };
+
 export function humanize(value) {
   if (value === null || value === undefined || value === "") return "";
+  if (WORDS[value]) return WORDS[value];
   const text = String(value).replaceAll("_", " ");
   return text.charAt(0).toUpperCase() + text.slice(1);
 }

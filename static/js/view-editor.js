@@ -215,7 +215,7 @@ export function openEditor({ schema, api, view }) {
     { method: "dialog" },
     el("h2", { id: titleId }, view ? `Edit view “${view.name}”` : "New view"),
     el("div", { class: "row" },
-      el("label", { for: name.id }, "Name"), name,
+      el("label", { for: name.id }, "View name"), name,
       el("label", { for: visibility.id }, "Visible to"), visibility),
     el("fieldset", {},
       el("legend", {}, "Filters: a conversation shows when it matches every condition"),
