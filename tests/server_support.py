@@ -129,10 +129,12 @@ async def live_server(
 
 
 @contextlib.asynccontextmanager
-async def spawned_server(backend: Backend, data_dir: Path) -> AsyncIterator[LiveServer]:
-    """`switchboard serve` in a process of its own, on the backend's database and bus.
-    Stopped by its pid when the block ends."""
-    port = free_port()
+async def spawned_server(
+    backend: Backend, data_dir: Path, port: int | None = None
+) -> AsyncIterator[LiveServer]:
+    """`switchboard serve` in a process of its own, on the backend's database and bus
+    (on `port`, to start one again where it was). Stopped by its pid when the block ends."""
+    port = port or free_port()
     env = {
         **os.environ,
         **backend.env(),
