@@ -198,3 +198,138 @@ async def test_hover_to_initiate_makes_one_conversation_on_a_double_click(
             assert rows_api.json()["total"] == 2
             assert await page.locator("[data-total]").text_content() == "2"
             assert page.problems.errors == []
+
+
+async def test_scrolling_fetches_more_and_rows_arriving_above_keep_the_reader_in_place(
+    browser, sqlite_backend, tmp_path
+):
+    async with live_server(sqlite_backend, tmp_path / "data") as server:
+        view = await saved_view(server.api)
+        events = []
+        for n in range(130):
+            cid = f"c-{n:04d}"
+            event = server.api.event(
+                "conversation.created",
+                cid,
+                f"2026-11-20T10:{n // 60:02d}:{n % 60:02d}Z",
+                channel="chat",
+                contact=f"+3491300{n:04d}",
+                customer={"name": f"Customer {n}"},
+            )
+            events.append(event)
+        await server.api.post_events(events)
+        token = server.api.token("supervisor", "sup1")
+        async with opened(
+            browser,
+            server.url,
+            token,
+            f"/views/{view['id']}",
+            viewport={"width": 1200, "height": 700},
+        ) as page:
+            rows = page.locator("table[data-view] tbody tr")
+            await page.locator("tr[data-id='c-0129']").wait_for()
+            assert await rows.count() == 50  # the first window
+            wrap = page.locator(".table-wrap")
+            await wrap.evaluate("w => { w.scrollTop = w.scrollHeight; }")
+            await page.locator("tr[data-id='c-0079']").wait_for()  # the next page came
+            await page.wait_for_function(
+                "() => document.querySelectorAll('table[data-view] tbody tr').length >= 100"
+            )
+            # Read from the middle: the row at the top of the box stays where it is
+            # when new rows arrive above it.
+            anchor = page.locator("tr[data-id='c-0100']")
+            await anchor.evaluate(
+                "tr => { tr.closest('.table-wrap').scrollTop = tr.offsetTop - 40; }"
+            )
+            before = await anchor.evaluate("tr => tr.getBoundingClientRect().top")
+            for _ in range(3):
+                await arrive(server.api)
+            await page.wait_for_function(
+                "() => document.querySelector('[data-total]').textContent === '133'"
+            )
+            after = await anchor.evaluate("tr => tr.getBoundingClientRect().top")
+            assert abs(after - before) < 2, (before, after)
+            assert page.problems.errors == []
+
+
+async def test_a_gap_in_seq_or_a_resync_makes_the_page_subscribe_again(
+    browser, sqlite_backend, tmp_path
+):
+    async with live_server(sqlite_backend, tmp_path / "data") as server:
+        view = await saved_view(server.api)
+        first = await arrive(server.api)
+        token = server.api.token("supervisor", "sup1")
+        async with opened(browser, server.url, token, f"/views/{view['id']}") as page:
+            subscribes = []
+
+            def on_socket(socket):
+                socket.on(
+                    "framesent",
+                    lambda payload: (
+                        subscribes.append(payload) if '"subscribe"' in str(payload) else None
+                    ),
+                )
+
+            page.on("websocket", on_socket)
+            await page.reload()  # the token stays with the tab; now with a listener
+            await page.locator(f"tr[data-id='{first}']").wait_for()
+            assert len(subscribes) == 1
+            # Lose a delta: the client's seq falls behind what the server sends next.
+            await page.evaluate("() => { window.switchboardView.subscription.seq -= 1; }")
+            second = await arrive(server.api)
+            await wait_for(lambda: len(subscribes) == 2)
+            await page.locator(f"tr[data-id='{second}']").wait_for()
+            # A resync from the server: subscribe again, and the table stays whole.
+            await page.evaluate(
+                "() => { const v = window.switchboardView;"
+                " v.live.receive(JSON.stringify({type: 'resync', sub: v.subscription.id,"
+                " reason: 'test'})); }"
+            )
+            await wait_for(lambda: len(subscribes) == 3)
+            third = await arrive(server.api)
+            await page.locator(f"tr[data-id='{third}']").wait_for()
+            assert await page.locator("table[data-view] tbody tr").count() == 3
+            assert page.problems.errors == []
+
+
+async def test_the_table_and_the_dialogs_work_by_keyboard_and_have_labels(
+    browser, sqlite_backend, tmp_path
+):
+    async with live_server(sqlite_backend, tmp_path / "data") as server:
+        view = await saved_view(server.api, name="Escalations", columns=["id", "contact"])
+        cid = await arrive(server.api, "call", contact="+34911000177")
+        token = server.api.token("supervisor", "sup1")
+        async with opened(browser, server.url, token, f"/views/{view['id']}") as page:
+            table = page.get_by_role("table", name="Escalations")
+            await table.get_by_role("row").nth(1).wait_for()
+            headers = [
+                await h.text_content() for h in await table.get_by_role("columnheader").all()
+            ]
+            assert headers == ["Conversation ID", "Contact"]
+            # The row's link and its contact actions are reachable with Tab.
+            link = table.get_by_role("link", name=cid)
+            await link.focus()
+            await page.keyboard.press("Tab")
+            focused = await page.evaluate("() => document.activeElement.getAttribute('aria-label')")
+            assert focused == "Call +34911000177"
+            # The message dialog: opened with Enter, labelled, closed with Escape, and
+            # focus comes back to the button that opened it.
+            await page.keyboard.press("Tab")
+            await page.keyboard.press("Enter")
+            dialog = page.get_by_role("dialog", name="Message +34911000177")
+            await dialog.wait_for()
+            assert await page.evaluate("() => document.activeElement.id") == "message-text"
+            await page.keyboard.press("Escape")
+            await dialog.wait_for(state="detached")
+            focused = await page.evaluate("() => document.activeElement.getAttribute('aria-label')")
+            assert focused == "Message +34911000177"
+            # The view editor, by keyboard too.
+            await page.get_by_role("button", name="Edit view").focus()
+            await page.keyboard.press("Enter")
+            editor = page.get_by_role("dialog", name="Edit view “Escalations”")
+            await editor.wait_for()
+            assert (await page.evaluate("() => document.activeElement.id")).startswith("name-")
+            await page.keyboard.press("Escape")
+            await editor.wait_for(state="detached")
+            assert await page.evaluate("() => document.activeElement.textContent") == "Edit view"
+            assert page.problems.errors == []

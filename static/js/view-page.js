@@ -46,6 +46,8 @@ async function main() {
 
   let table = null;
   let sub = null;
+  // For integrations and tests: the client and the current subscription.
+  window.switchboardView = { live, get subscription() { return sub; } };
 
   function show(definition) {
     view = definition;
