@@ -91,3 +91,8 @@ async def opened(browser, url: str, token: str | None = None, path: str = "/", *
         yield page
     finally:
         await context.close()
+
+
+def text_is(selector: str, expected: str) -> str:
+    """A page function for wait_for_function: the element's text is `expected`."""
+    return f"() => document.querySelector({selector!r})?.textContent === {expected!r}"

@@ -11,7 +11,7 @@ import signal
 import pytest
 
 from tests.app_support import prepare_database
-from tests.browser_support import opened
+from tests.browser_support import opened, text_is
 from tests.page_support import arrive, post, saved_view
 from tests.routing_support import arrive as arrive_for_team
 from tests.routing_support import builtin_routing, put_agent, put_team
@@ -19,10 +19,6 @@ from tests.server_support import live_server, spawned_server
 from tests.support import free_port, wait_for
 
 pytestmark = pytest.mark.browser
-
-
-def text_is(selector: str, expected: str) -> str:
-    return f"() => document.querySelector({selector!r})?.textContent === {expected!r}"
 
 
 async def test_a_popup_arrives_and_accepting_it_turns_the_row_active_for_a_supervisor(

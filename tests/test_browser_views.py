@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.browser_support import opened
+from tests.browser_support import opened, text_is
 from tests.page_support import arrive, post, saved_view
 from tests.server_support import live_server
 from tests.support import wait_for
@@ -332,4 +332,33 @@ async def test_the_table_and_the_dialogs_work_by_keyboard_and_have_labels(
             await page.keyboard.press("Escape")
             await editor.wait_for(state="detached")
             assert await page.evaluate("() => document.activeElement.textContent") == "Edit view"
+            assert page.problems.errors == []
+
+
+async def test_the_views_list_shows_private_and_shared_views_with_live_counts(
+    browser, sqlite_backend, tmp_path
+):
+    async with live_server(sqlite_backend, tmp_path / "data") as server:
+        mine = await saved_view(server.api, name="Mine")
+        shared = await saved_view(
+            server.api,
+            user="sup2",
+            name="Team WhatsApp",
+            visibility="tenant",
+            filters=[{"field": "channel", "op": "in", "value": ["whatsapp"]}],
+        )
+        hidden = await saved_view(server.api, user="sup2", name="Someone else's")
+        await arrive(server.api, "call")
+        token = server.api.token("supervisor", "sup1")
+        async with opened(browser, server.url, token, "/views") as page:
+            count = "li[data-view-id='{}'] .count"
+            await page.wait_for_function(text_is(count.format(mine["id"]), "1"))
+            await page.wait_for_function(text_is(count.format(shared["id"]), "0"))
+            assert await page.locator(f"li[data-view-id='{hidden['id']}']").count() == 0
+            shared_item = page.locator(f"li[data-view-id='{shared['id']}']")
+            assert "Shared" in await shared_item.text_content()
+            assert "Channel is WhatsApp" in await shared_item.text_content()
+            await arrive(server.api, "whatsapp")
+            await page.wait_for_function(text_is(count.format(mine["id"]), "2"))
+            await page.wait_for_function(text_is(count.format(shared["id"]), "1"))
             assert page.problems.errors == []

@@ -1,7 +1,7 @@
 // /views: the views a supervisor may open, private and shared, each with its live
 // row count (a `limit: 0` subscription), and the dialog that creates one.
 
-import { el, showConnection, signIn } from "./common.js";
+import { el, humanize, showConnection, signIn } from "./common.js";
 import { Live } from "./live.js";
 import { openEditor } from "./view-editor.js";
 
@@ -21,6 +21,7 @@ async function main() {
       list),
   );
   const counts = new Map(); // view id -> subscription
+  const labels = Object.fromEntries(schema.columns.map((c) => [c.name, c.label]));
 
   async function load() {
     const { views } = await api("GET", "/api/v1/views");
@@ -36,7 +37,9 @@ async function main() {
         onChange: (sub) => { count.textContent = String(sub.total); },
       }));
       return el("li", { dataset: { viewId: view.id } },
-        el("a", { href: `/views/${encodeURIComponent(view.id)}` }, view.name),
+        el("span", { class: "view-name" },
+          el("a", { href: `/views/${encodeURIComponent(view.id)}` }, view.name),
+          el("span", { class: "muted summary" }, summary(view, labels))),
         el("span", { class: "tag" }, view.visibility === "tenant" ? "Shared" : "Private"),
         count);
     }));
@@ -51,3 +54,15 @@ async function main() {
 }
 
 main();
+
+const OPS = { eq: "is", ne: "is not", in: "is", not_in: "is not", contains: "contains", not_contains: "lacks",
+  gt: ">", gte: "≥", lt: "<", lte: "≤", between: "between", within: "within", is_empty: "is empty", is_not_empty: "is set" };
+
+// "Channel is WhatsApp or SMS · Created within today": what the view holds, in a line.
+function summary(view, labels) {
+  const parts = view.filters.map((f) => {
+    const values = f.value === undefined ? "" : (Array.isArray(f.value) ? f.value : [f.value]).map(humanize).join(f.op === "between" ? " and " : " or ");
+    return `${labels[f.field] || f.field} ${OPS[f.op] || f.op} ${values}`.trim();
+  });
+  return parts.length ? parts.join(" · ") : "Every conversation";
+}
