@@ -121,6 +121,9 @@ async function main() {
           el("strong", {}, row.customer_name || row.contact), ` · ${humanize(row.channel)} · `,
           el("span", { class: `status-${row.status}` }, humanize(row.status))))) : [el("li", { class: "muted" }, "Nothing right now.")]));
       if (selected && (change.snapshot || change.upserted.includes(selected) || change.removed.includes(selected))) load(selected);
+      // Nothing chosen: open the conversation that needs the agent (active, wrap-up).
+      const working = rows.find((row) => row.status === "active" || row.status === "wrap_up");
+      if (!selected && working) select(working.id);
     },
   });
 

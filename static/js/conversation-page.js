@@ -66,7 +66,7 @@ async function main() {
       el("div", { class: "row" },
         el("h2", { id: "conversation-title" }, `${customer.name || c.contact} · ${humanize(c.channel)} · ${c.id}`),
         el("span", { class: "spacer" }),
-        initiateButtons(c.contact)),
+        initiateButtons(c.contact, c.channel)),
       notice,
       el("div", { class: "detail-grid" },
         section("Conversation", facts(FACTS.map((f) => [labels[f] || humanize(f), cellText(f, c[f])]))),
@@ -96,7 +96,8 @@ async function main() {
     return Object.entries(data).filter(([, v]) => typeof v !== "object").map(([k, v]) => `${k}: ${v}`).join(", ");
   }
 
-  function initiateButtons(contact) {
+  function initiateButtons(contact, channel) {
+    const textChannel = channel === "whatsapp" ? "whatsapp" : "sms";
     if (!/^\+\d{6,15}$/.test(contact || "")) return el("span");
     const start = async (button, body) => {
       button.disabled = true;
@@ -114,8 +115,8 @@ async function main() {
     const call = el("button", { type: "button", dataset: { key: idempotencyKey() }, onclick: (e) => start(e.currentTarget, { channel: "call", contact }) }, `Call ${contact}`);
     const sms = el("button", {
       type: "button", dataset: { key: idempotencyKey() },
-      onclick: (e) => (text.value.trim() ? start(e.currentTarget, { channel: "sms", contact, text: text.value }) : text.focus()),
-    }, "Send SMS");
+      onclick: (e) => (text.value.trim() ? start(e.currentTarget, { channel: textChannel, contact, text: text.value }) : text.focus()),
+    }, `Send ${humanize(textChannel)}`);
     return el("div", { class: "row", role: "group", "aria-label": "Contact the customer" }, call, text, sms);
   }
 
