@@ -16,7 +16,7 @@ function teamCard(name, m, serviceTarget) {
   const agents = m.agents || {};
   const level = m.service_level;
   return el("section", { class: "team", dataset: { team: name }, "aria-label": `Team ${name}` },
-    el("h2", {}, name === "(none)" ? "No team" : name),
+    el("h2", {}, name),
     el("div", { class: "tiles" },
       tile("waiting", "Waiting", String(m.waiting ?? 0), m.waiting > 0 ? "alert" : ""),
       tile("longest_wait_s", "Longest wait", duration(m.longest_wait_s ?? 0), m.longest_wait_s > 60 ? "alert" : ""),
@@ -44,8 +44,9 @@ async function main() {
   live.on("wallboard", (frame) => {
     seq = frame.seq;
     const { total, teams } = frame.metrics;
-    const names = Object.keys(teams).sort((a, b) => (a === "(none)") - (b === "(none)") || a.localeCompare(b));
-    wall.replaceChildren(...names.filter((n) => n !== "(none)" || teams[n].waiting || teams[n].active).map((n) => teamCard(n, teams[n], 0.8)));
+    // Queues are per team; what has none (outgoing work) counts in the totals above.
+    const names = Object.keys(teams).filter((n) => n !== "(none)").sort((a, b) => a.localeCompare(b));
+    wall.replaceChildren(...names.map((n) => teamCard(n, teams[n], 0.8)));
     head.replaceChildren(
       el("span", {}, "Today: ", el("strong", { dataset: { metric: "answered" } }, String(total.answered ?? 0)), " answered"),
       el("span", {}, el("strong", {}, String(total.active ?? 0)), " active"),
