@@ -65,6 +65,11 @@ export class Live {
       clearInterval(this.pingTimer);
       for (const [, waiter] of this.pending) waiter.fail(new Error("connection lost"));
       this.pending.clear();
+      // Subscriptions end with their socket: nothing to unsubscribe on the next one.
+      for (const sub of this.subscriptions) {
+        sub.id = null;
+        sub.ready = false;
+      }
       if (event.code === 4401) this.emit("token_expired", {});
       this.lost();
     };
