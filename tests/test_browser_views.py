@@ -362,3 +362,21 @@ async def test_the_views_list_shows_private_and_shared_views_with_live_counts(
             await page.wait_for_function(text_is(count.format(mine["id"]), "2"))
             await page.wait_for_function(text_is(count.format(shared["id"]), "1"))
             assert page.problems.errors == []
+
+
+async def test_without_a_token_the_page_asks_for_one(browser, sqlite_backend, tmp_path):
+    async with live_server(sqlite_backend, tmp_path / "data") as server:
+        view = await saved_view(server.api, name="Asked")
+        async with opened(browser, server.url, None, f"/views/{view['id']}") as page:
+            form = page.get_by_role("form", name="Sign in")
+            await form.wait_for()
+            await form.get_by_label("Token").fill("not-a-token")
+            await form.get_by_role("button", name="Sign in").click()
+            await page.get_by_text("The token was refused").wait_for()
+            agent = server.api.token("agent", "a1")
+            await form.get_by_label("Token").fill(agent)
+            await form.get_by_role("button", name="Sign in").click()
+            await page.get_by_text("This page is for the supervisor or admin role").wait_for()
+            await form.get_by_label("Token").fill(server.api.token("supervisor", "sup1"))
+            await form.get_by_role("button", name="Sign in").click()
+            await page.get_by_role("table", name="Asked").wait_for()
