@@ -260,6 +260,8 @@ async def test_a_gap_in_seq_or_a_resync_makes_the_page_subscribe_again(
         first = await arrive(server.api)
         token = server.api.token("supervisor", "sup1")
         async with opened(browser, server.url, token, f"/views/{view['id']}") as page:
+            # This first load's socket is open before the listener: it sees the next one.
+            await page.locator(f"tr[data-id='{first}']").wait_for()
             subscribes = []
 
             def on_socket(socket):
