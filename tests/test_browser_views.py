@@ -382,3 +382,26 @@ async def test_without_a_token_the_page_asks_for_one(browser, sqlite_backend, tm
             await form.get_by_label("Token").fill(server.api.token("supervisor", "sup1"))
             await form.get_by_role("button", name="Sign in").click()
             await page.get_by_role("table", name="Asked").wait_for()
+
+
+async def test_the_detail_page_shows_the_conversation_and_follows_it(
+    browser, sqlite_backend, tmp_path
+):
+    async with live_server(sqlite_backend, tmp_path / "data") as server:
+        api = server.api
+        cid = await arrive(api, "whatsapp", name="Ana Pérez")
+        await post(api, cid, "media.message", message_id="m1", sender="customer", text="Hola!")
+        await post(api, cid, "ticket.linked", ticket_id="T-42", system="helpdesk")
+        token = api.token("supervisor", "sup1")
+        async with opened(browser, server.url, token, f"/conversations/{cid}") as page:
+            await page.get_by_role("heading", name=f"Ana Pérez · WhatsApp · {cid}").wait_for()
+            transcript = page.get_by_role("list", name="Messages")
+            await transcript.get_by_text("Hola!").wait_for()
+            await page.get_by_text("T-42 (helpdesk)").wait_for()
+            timeline = page.get_by_role("region", name="Event timeline")
+            assert await timeline.get_by_role("row").count() == 4  # header and 3 events
+            # It follows the conversation: a new message shows without a reload.
+            await post(api, cid, "media.message", message_id="m2", sender="customer", text="¿Hay?")
+            await transcript.get_by_text("¿Hay?").wait_for()
+            assert await timeline.get_by_role("row").count() == 5
+            assert page.problems.errors == []

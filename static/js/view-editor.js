@@ -202,6 +202,13 @@ export function openEditor({ schema, api, view }) {
     return el("span", {}, input, " ", el("label", { for: id }, column.label));
   });
 
+  // The saved order first (an edit keeps it), then newly chosen ones in list order.
+  const chosenColumns = () => {
+    const checked = columnBoxes.map((s) => s.querySelector("input")).filter((i) => i.checked && i.value !== "id").map((i) => i.value);
+    const kept = (view ? view.columns : []).filter((c) => checked.includes(c));
+    return ["id", ...kept, ...checked.filter((c) => !kept.includes(c))];
+  };
+
   const sortField = el("select", { id: nextId("sort") }, schema.sortable.map((f) => el("option", { value: f }, labels[f] || f)));
   const sortDir = el("select", { "aria-label": "Sort direction" }, el("option", { value: "desc" }, "Descending (newest first)"), el("option", { value: "asc" }, "Ascending"));
   const sort = view && view.sort && view.sort[0] ? view.sort[0] : { field: "created_at", dir: "desc" };
@@ -247,7 +254,7 @@ export function openEditor({ schema, api, view }) {
           name: name.value.trim(),
           visibility: visibility.value,
           filters: conditions.map((c) => c.toFilter()),
-          columns: ["id", ...columnBoxes.map((s) => s.querySelector("input")).filter((i) => i.checked && i.value !== "id").map((i) => i.value)],
+          columns: chosenColumns(),
           sort: [{ field: sortField.value, dir: sortDir.value }],
         };
         if (!body.name) throw new Error("Name: give the view a name");
