@@ -22,6 +22,7 @@ from . import (
     api_events,
     api_routing,
     channel_routes,
+    pages,
     views,
     webchat,
     ws,
@@ -147,6 +148,7 @@ ROUTES = [
     # /ws is routed by ws.DirectRoute, ahead of the router.
     *channel_routes.ROUTES,
     *webchat.ROUTES,  # the visitors' chat socket, /widget.js, /chat-demo
+    *pages.ROUTES,  # the pages of static/, /api/v1/me, view-schema, wrap-up (issue 9)
 ]
 
 

@@ -22,6 +22,7 @@ from channels.base import ProviderError, rfc3339
 from . import models as m
 from . import repository as repo
 from .api_actions import hang_up, send_reply
+from .api_wrapup import submit_wrapup
 from .auth import Principal
 from .initiate import initiate
 from .web import ApiError
@@ -212,7 +213,7 @@ class SimulatedAgent:
                 talk.wrap_since = now
             elif talk.submits and (now - talk.wrap_since).total_seconds() > talk.wrap_s:
                 talk.submits = False
-                await self._wrap_up(row.id, row.version)
+                await self._wrap_up(row.id)
 
     async def _text(self, cid: str, talk: Talk, now: datetime) -> None:
         async with self.sb.db.read() as conn:
@@ -232,24 +233,16 @@ class SimulatedAgent:
         elif (now - last["at"]).total_seconds() > 45:  # the customer went quiet
             await hang_up(self.sb, self.principal, cid, BASE_URL)
 
-    async def _wrap_up(self, cid: str, version: int) -> None:
-        """The wrap-up an agent submits (as POST .../wrapup does), then what the
-        survey and ticket tools report about some conversations."""
+    async def _wrap_up(self, cid: str) -> None:
+        """The wrap-up form an agent submits, then what the survey and ticket tools
+        report about some conversations."""
+        note = self.rng.choice(
+            (None, "Customer satisfied.", "Follow up next week.", "Sent a quote.")
+        )
+        form = {"disposition": self.rng.choice(DISPOSITIONS), "note": note}
+        await submit_wrapup(self.sb, self.principal, cid, form)
         now = rfc3339(self.sb.clock.now())
-        events = [
-            {
-                "event_id": f"agent:wrapup:{cid}:{version}",
-                "type": "wrapup.submitted",
-                "conversation_id": cid,
-                "occurred_at": now,
-                "data": {
-                    "disposition": self.rng.choice(DISPOSITIONS),
-                    "note": self.rng.choice(
-                        (None, "Customer satisfied.", "Follow up next week.", "Sent a quote.")
-                    ),
-                },
-            }
-        ]
+        events = []
         if self.rng.random() < 0.4:
             events.append(
                 {
@@ -275,7 +268,8 @@ class SimulatedAgent:
                     },
                 }
             )
-        await self.sb.ingest.submit(TENANT, events)
+        if events:
+            await self.sb.ingest.submit(TENANT, events)
 
     async def _call_out(self) -> None:
         name, phone = self.outbound or self.rng.choice(OUTBOUND)

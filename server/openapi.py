@@ -821,6 +821,7 @@ def view_paths() -> dict[str, dict]:
 
 def openapi_document() -> dict:
     from . import openapi_channels  # it builds on the helpers above
+    from .openapi_pages import pages_paths, pages_schemas  # it builds on this module
     from .openapi_routing import routing_paths, routing_schemas  # it builds on this module
 
     return {
@@ -836,7 +837,7 @@ def openapi_document() -> dict:
             ),
         },
         "security": [{"bearer": []}],
-        "paths": {**paths(), **openapi_channels.paths(), **routing_paths()},
+        "paths": {**paths(), **openapi_channels.paths(), **routing_paths(), **pages_paths()},
         "components": {
             "securitySchemes": {
                 "bearer": {
@@ -855,6 +856,7 @@ def openapi_document() -> dict:
                 **view_schemas(),
                 **openapi_channels.schemas(),
                 **routing_schemas(),
+                **pages_schemas(),
             },
             "responses": error_responses(),
         },

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.browser_support import browser, sqlite_backend
 from tests.support import (
     BACKEND_IDS,
     REQUIRE_SERVICES,
@@ -34,7 +35,9 @@ __all__ = [
     "TEST_DATABASE_URL",
     "TEST_REDIS_URL",
     "Backend",
+    "browser",
     "free_port",
+    "sqlite_backend",
     "wait_for",
     "wait_until",
 ]

@@ -137,12 +137,15 @@ def _server_log(data_dir: Path):
 
 @contextlib.asynccontextmanager
 async def spawned_server(
-    backend: Backend, data_dir: Path, env: dict[str, str] | None = None
+    backend: Backend,
+    data_dir: Path,
+    env: dict[str, str] | None = None,
+    port: int | None = None,
 ) -> AsyncIterator[LiveServer]:
     """`switchboard serve` in a process of its own, on the backend's database and bus
-    (`env`: more environment variables, e.g. a fault hook). Stopped by its pid when the
-    block ends, unless it exited by itself."""
-    port = free_port()
+    (`env`: more environment variables, e.g. a fault hook; `port`: to start one again
+    where it was). Stopped by its pid when the block ends, unless it exited by itself."""
+    port = port or free_port()
     env = {
         **os.environ,
         **backend.env(),

@@ -41,6 +41,7 @@ from starlette.routing import Route
 from server import rows
 from server.app import ROUTES, create_app
 from server.openapi import COLUMN_TYPES, openapi_document
+from server.openapi_pages import PAGES
 from state_machine import EVENT_TYPES
 from tests import app_support
 from tests.support import Backend
@@ -97,6 +98,7 @@ async def test_served_document_loads_and_matches_routes(tmp_path):
 
     public = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/webhooks/{provider}/{tenant}"}
     public |= {"/widget.js", "/chat-demo"}  # the chat widget's files
+    public |= set(PAGES)  # the pages' HTML; they ask for a token themselves
     assert document["security"] == [{"bearer": []}]
     for path, methods in document["paths"].items():
         for method, op in methods.items():

@@ -63,6 +63,21 @@ ACCESS: dict[tuple[str, str], frozenset] = {
     ("POST", "/api/v1/offers/{offer_id}/reject"): frozenset({"agent"}),
     ("POST", "/api/v1/conversations/{conversation_id}/transfer"): READERS,
     ("GET", "/api/v1/wallboard"): frozenset({"wallboard", "supervisor", "admin"}),
+    # The pages (issue 9): the HTML needs no token; what they ask of the server does.
+    **{
+        ("GET", page): PUBLIC
+        for page in (
+            "/",
+            "/views",
+            "/views/{view_id}",
+            "/conversations/{conversation_id}",
+            "/agent",
+            "/wallboard",
+        )
+    },
+    ("GET", "/api/v1/me"): frozenset(ROLES),
+    ("GET", "/api/v1/view-schema"): READERS,
+    ("POST", "/api/v1/conversations/{conversation_id}/wrapup"): frozenset({"agent"}),
 }
 # Let in, but answered by what the request names: agent u1 is not configured, offer
 # o-1 was never made, and conversation c-acme is `new` (not transferable yet).
@@ -129,6 +144,7 @@ def request_for(key: tuple[str, str], role: str, view_id: str) -> tuple[str, dic
         ("PUT", "/api/v1/providers/{provider}"): {"channels": ["call", "sms", "whatsapp"]},
         ("PUT", "/api/v1/agents/me/presence"): {"presence": "away"},
         ("POST", "/api/v1/conversations/{conversation_id}/transfer"): {"team": "t-admin"},
+        ("POST", "/api/v1/conversations/{conversation_id}/wrapup"): {"disposition": "ok"},
     }
     concrete = path.format(
         conversation_id="c-acme",
@@ -160,7 +176,7 @@ async def test_each_role_gets_403_where_api_md_says_it_may_not(api):
                 expected = {201} if key == ("POST", "/api/v1/views") else {200}
                 if key == ("POST", "/api/v1/conversations/initiate"):
                     expected = {202}
-                if role == "agent" and "{conversation_id}" in key[1]:
+                if role == "agent" and key[1].startswith("/api/v1/conversations/{"):
                     expected = {404}  # not its conversation: it does not exist for it
                 if "{recording_id}" in key[1]:
                     expected = {404}  # let in, but c-acme has no recording

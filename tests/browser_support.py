@@ -1,0 +1,98 @@
+"""Real headless Chromium for the browser tests (Playwright for Python driving
+Debian's /usr/bin/chromium). A missing browser skips the test, or fails it under
+SWITCHBOARD_REQUIRE_SERVICES=1 (CI installs it: .ci/run)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.support import Backend, random_suffix, service_unavailable
+
+CHROMIUM = os.environ.get("SWITCHBOARD_CHROMIUM", "/usr/bin/chromium")
+HAVE_CHROMIUM = Path(CHROMIUM).exists()  # once, at import: no blocking call in a test
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    # A test's click is a user gesture, but a page that starts playback after an
+    # await (the recording is fetched first) must not depend on the gesture's timer.
+    "--autoplay-policy=no-user-gesture-required",
+]
+
+
+@dataclass
+class PageProblems:
+    """What the pages reported that a test did not ask for: uncaught errors and
+    console errors. A browser test fails on any of them."""
+
+    errors: list[str] = field(default_factory=list)
+
+    def watch(self, page) -> None:
+        page.on("pageerror", lambda error: self.errors.append(f"page error: {error}"))
+        page.on(
+            "console",
+            lambda message: (
+                self.errors.append(f"console {message.type}: {message.text}")
+                if message.type == "error"
+                else None
+            ),
+        )
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator:
+    if not HAVE_CHROMIUM:
+        service_unavailable(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(
+            executable_path=CHROMIUM, args=FLAGS, headless=True
+        )
+        try:
+            yield chromium
+        finally:
+            await chromium.close()
+
+
+@pytest.fixture
+def sqlite_backend(tmp_path: Path) -> Backend:
+    """Browser tests are about the pages: one backend (SQLite, in-process bus)."""
+    return Backend(
+        name="sqlite-memory",
+        database_url=f"sqlite+aiosqlite:///{tmp_path}/switchboard.db",
+        bus_url="memory://",
+        bus_prefix=f"sbtest:{random_suffix()}:",
+    )
+
+
+@contextlib.asynccontextmanager
+async def opened(browser, url: str, token: str | None = None, path: str = "/", **context_args):
+    """A fresh browser context (its own sessionStorage) on `url + path`, the token
+    given once as ?token= as the links of `make run` give it."""
+    context = await browser.new_context(**context_args)
+    page = await context.new_page()
+    problems = PageProblems()
+    problems.watch(page)
+    page.problems = problems
+    target = f"{url}{path}" + (f"{'&' if '?' in path else '?'}token={token}" if token else "")
+    try:
+        await page.goto(target)
+        yield page
+    finally:
+        await context.close()
+
+
+def text_is(selector: str, expected: str) -> str:
+    """A page function for wait_for_function: the element's text is `expected`."""
+    return f"() => document.querySelector({selector!r})?.textContent === {expected!r}"
