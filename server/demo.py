@@ -25,6 +25,7 @@ from . import repository as repo
 from .auth import mint_token
 from .demo_people import OUTBOUND, SimulatedAgent, SimulatedVisitor, pause
 from .tenants import TenantExists, create_tenant
+from .views import new_view_values
 
 log = logging.getLogger("switchboard.demo")
 
@@ -72,6 +73,53 @@ CUSTOMERS = [  # inbound callers and texters (their numbers' last digits decide 
 ]
 VISITORS = ["Alex", "Sam Lee", "Priya", "Chen Wei", "Olga", "Kofi", "Inés", "Marco"]
 MAX_OPEN = 40  # the traffic waits while this many conversations are open
+
+
+UNANSWERED = [
+    "dropped",
+    "agent_assignment_failed",
+    "customer_did_not_respond",
+    "enqueue_failed",
+    "out_of_business_hours",
+    "queue_timeout",
+]
+# Shared views a supervisor finds on the first visit (fixed ids: re-seeded each start).
+VIEWS = {
+    "v_demo_today": {
+        "name": "Today, newest first",
+        "visibility": "tenant",
+        "filters": [{"field": "created_at", "op": "within", "value": "today"}],
+        "columns": [
+            "id",
+            "customer_name",
+            "created_time",
+            "channel",
+            "status",
+            "state",
+            "team",
+            "agent_name",
+            "contact",
+            "disposition",
+            "csat",
+        ],
+    },
+    "v_demo_queue": {
+        "name": "Waiting now",
+        "visibility": "tenant",
+        "filters": [{"field": "status", "op": "in", "value": ["queued", "offered"]}],
+        "columns": ["id", "customer_name", "created_time", "channel", "team", "status", "contact"],
+    },
+    "v_demo_unanswered_whatsapp": {
+        "name": "Unanswered WhatsApp today",
+        "visibility": "tenant",
+        "filters": [
+            {"field": "channel", "op": "in", "value": ["whatsapp"]},
+            {"field": "state", "op": "in", "value": UNANSWERED},
+            {"field": "created_at", "op": "within", "value": "today"},
+        ],
+        "columns": ["id", "customer_name", "created_time", "state", "team", "contact"],
+    },
+}
 
 
 async def seed(sb, origins: tuple[str, ...]) -> None:
@@ -142,6 +190,16 @@ async def seed(sb, origins: tuple[str, ...]) -> None:
                     "updated_at": now,
                 },
             )
+        for view_id, body in VIEWS.items():
+            row = {
+                "tenant_id": TENANT,
+                "id": view_id,
+                "owner": "sup1",
+                "created_at": now,
+                "updated_at": now,
+                **new_view_values(body, ZoneInfo(TIMEZONE)),
+            }
+            await repo.upsert(conn, m.views, row, ["tenant_id", "id"])
     sb.forget_tenant(TENANT)
     await sb.routing.settings_changed(TENANT)
 

@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 from server import models as m
 from server.app import Switchboard
 from server.clock import Clock
-from server.demo import HUMAN_AGENT, TENANT, Demo
+from server.demo import HUMAN_AGENT, TENANT, VIEWS, Demo
 from tests import app_support
 from tests.app_support import SECRET, prepare_database
 from tests.support import Backend, free_port, wait_for, wait_until
@@ -100,6 +100,14 @@ async def test_the_demo_reaches_every_status_and_unanswered_state(backend: Backe
         async with sb.db.read() as conn:
             tenant = (await conn.execute(select(m.tenants).where(m.tenants.c.id == TENANT))).one()
             assert tenant.routing == "builtin"
+            shared = (
+                await conn.execute(
+                    select(m.views.c.name).where(
+                        m.views.c.tenant_id == TENANT, m.views.c.visibility == "tenant"
+                    )
+                )
+            ).scalars()
+            assert set(shared) == {view["name"] for view in VIEWS.values()}  # a first look
             assert tenant.widget_origins == ["http://127.0.0.1:9"]
             presence = dict(
                 (
