@@ -117,6 +117,7 @@ class Routing:
             self.router.forget(tenant)
             if isinstance(self.ingest, TimedIngest):
                 self.ingest.forget(tenant)
+        self.router.invalidate_all()
         await self.board.reload()
         await self.wallboard.reload()
         for tenant in list(self.board.tenants):
@@ -127,6 +128,7 @@ class Routing:
         items = payload.get("rows") or []
         if items:
             freed = self.board.on_rows(tenant, items, payload.get("token", 0))
+            self.router.on_rows(tenant, items, payload.get("token", 0))
             self.popups.on_rows(tenant, items)
             self.wallboard.on_rows(tenant, items, payload.get("token", 0))
             if freed or any(_routable(item) for item in items):
