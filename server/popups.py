@@ -6,8 +6,10 @@ connections sends that agent's frames. A conversation whose row gets a new offer
 `popup` (customer, the contact's recent conversations and tickets, `expires_at`); an
 offer that leaves the row means `popup_closed` with how it ended (`accepted`,
 `rejected`, `expired`, or `cancelled` when a drop, a timeout or a transfer ended it).
-Frames are built by one worker in the order the changes came, so an offer's popup
-always goes before its popup_closed.
+Each agent's frames are built in the order the changes came (one lane per agent), so
+an offer's popup always goes before its popup_closed; agents' lanes do not wait for
+each other. A frame that needs no read (an accept, a cancel) takes no connection;
+the reads run without a transaction (one round trip each, no BEGIN and ROLLBACK).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from typing import Any, Protocol
 
 from . import routing_repo as rr
@@ -24,7 +27,7 @@ from .rows import instant, wire_row
 log = logging.getLogger("switchboard.popups")
 
 MAX_PENDING = 10_000  # popup work waiting; past it, the oldest news is dropped (logged)
-CONCURRENCY = 8  # agents whose popups are built at once (each takes a connection)
+CONCURRENCY = 8  # frames read for at once (each takes a connection)
 
 
 class AgentConnection(Protocol):
@@ -40,15 +43,24 @@ class Popups:
         self.sockets: dict[tuple[str, str], set[AgentConnection]] = {}
         self._work: asyncio.Queue = asyncio.Queue(MAX_PENDING)
         self._task: asyncio.Task | None = None
+        # Jobs taken from _work, by agent, each agent's run by one lane task; at most
+        # MAX_PENDING of them (_room), so a slow database backs up into _work, whose
+        # overflow drops the oldest.
+        self._lanes: dict[tuple[str, str], deque] = {}
+        self._lane_tasks: set[asyncio.Task] = set()
+        self._room = asyncio.Semaphore(MAX_PENDING)
+        self._reads = asyncio.Semaphore(CONCURRENCY)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._worker(), name="popups")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        tasks = [*self._lane_tasks, *([self._task] if self._task else [])]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
 
     def add(self, connection: AgentConnection) -> bool:
         """Register an agent's connection; True when it is the agent's first here."""
@@ -97,32 +109,48 @@ class Popups:
             self._work.put_nowait(job)
 
     async def _worker(self) -> None:
-        """Takes every job waiting and shares them out to at most CONCURRENCY lanes,
-        each with one database connection; an agent's jobs stay in one lane, in
-        order."""
+        """Hands each job to its agent's lane, starting the lane if it is idle."""
         while True:
-            jobs = [await self._work.get()]
-            while not self._work.empty():
-                jobs.append(self._work.get_nowait())
-            by_agent: dict[tuple, list[tuple]] = {}
-            for job in jobs:
-                by_agent.setdefault(job[1], []).append(job)
-            lanes: list[list[tuple]] = [[] for _ in range(min(CONCURRENCY, len(by_agent)))]
-            for n, agent_jobs in enumerate(by_agent.values()):
-                lanes[n % len(lanes)].extend(agent_jobs)
-            await asyncio.gather(*(self._lane(lane) for lane in lanes))
+            job = await self._work.get()
+            await self._room.acquire()
+            key = job[1]
+            lane = self._lanes.get(key)
+            if lane is not None:
+                lane.append(job)
+                continue
+            self._lanes[key] = deque([job])
+            task = asyncio.create_task(self._lane(key))
+            self._lane_tasks.add(task)
+            task.add_done_callback(self._lane_tasks.discard)
 
-    async def _lane(self, jobs: list[tuple]) -> None:
+    async def _lane(self, key: tuple[str, str]) -> None:
+        lane = self._lanes[key]
         try:
-            async with self.db.read() as conn:
-                for job in jobs:
-                    try:
-                        await self._do(conn, job)
-                    except Exception:
-                        log.exception("popup failed")
-                        await conn.rollback()
-        except Exception:
-            log.exception("popups could not reach the database")
+            while lane:
+                job = lane[0]
+                try:
+                    await self._run(job)
+                except Exception:
+                    log.exception("popup failed")
+                finally:
+                    lane.popleft()
+                    self._room.release()
+        finally:
+            del self._lanes[key]
+
+    async def _run(self, job: tuple) -> None:
+        kind, (tenant, agent) = job[0], job[1]
+        reason = _how_it_ended(job[2], agent) if kind == "closed" else None
+        if reason is not None:  # the row says how the offer ended: no read
+            for connection in list(self.sockets.get((tenant, agent), ())):
+                connection.reply(_closed_frame(job[3], reason))
+            return
+        if kind != "pending" and (tenant, agent) not in self.sockets:
+            return  # gone meanwhile: nothing to build
+        async with self._reads, self.db.engine.connect() as conn:
+            if not self.db.is_sqlite:  # (SQLite's connections keep their own recipe)
+                await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await self._do(conn, job)
 
     async def _do(self, conn, job: tuple) -> None:
         kind, (tenant, agent) = job[0], job[1]
@@ -141,7 +169,7 @@ class Popups:
             reason = _how_it_ended(new, agent)
             if reason is None:  # declined: the event says how
                 reason = await rr.offer_end(conn, tenant, new["id"], offer_id)
-            frame = {"type": "popup_closed", "offer_id": offer_id, "reason": reason or "cancelled"}
+            frame = _closed_frame(offer_id, reason)
         for connection in targets:
             connection.reply(frame)
 
@@ -174,6 +202,10 @@ class Popups:
                 for t in tickets
             ],
         }
+
+
+def _closed_frame(offer_id: str, reason: str | None) -> dict:
+    return {"type": "popup_closed", "offer_id": offer_id, "reason": reason or "cancelled"}
 
 
 def _how_it_ended(row: dict, agent: str) -> str | None:
