@@ -52,6 +52,7 @@ SWEEP_S = 2.0  # every process looks for routable work this often, whatever the 
 LEASE_S = 10.0
 SETTLE_S = 1.0  # the memory check leaves out what changed this recently (news on the way)
 MAX_ARRIVALS = 1000  # conversations judged per pass; the next pass takes the rest
+MAX_IN_FLIGHT = 4  # a tenant's submissions awaiting their commit; the next pass waits
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
@@ -113,6 +114,7 @@ class Router:
         self._owned: set[str] = set()  # PostgreSQL: advisory locks held on _lock_conn
         self._lock_conn = None
         self._lock_guard = asyncio.Lock()  # one statement at a time on _lock_conn
+        self._in_flight: dict[str, set[asyncio.Task]] = {}  # tenant -> its submissions
 
     def forget(self, tenant: str) -> None:
         """The tenant's settings changed: read them again."""
@@ -148,6 +150,7 @@ class Router:
 
     async def stop(self) -> None:
         tasks = [*self._running.values(), *([self._sweeper] if self._sweeper else [])]
+        tasks += [task for flight in self._in_flight.values() for task in flight]
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -336,35 +339,68 @@ class Router:
     # --- a pass
 
     async def route(self, tenant: str) -> bool:
-        """One pass; True when there may be more to do at once."""
+        """One pass; True when there may be more to do at once. The pass's decisions go
+        to ingest in one submission, which the pass does not wait for: its images are
+        in memory at once (tentative), so the next pass can decide while it commits."""
         settings = await self._tenant(tenant)
         if settings is None or settings["routing"] != "builtin":
             self._drop(tenant)
             return False
         if not await self._own(tenant):
             return False
+        flight = self._in_flight.setdefault(tenant, set())
         state = self._states.get(tenant)
         if state is None or tenant in self._stale:
+            while flight:  # a rebuild must see every decision made
+                await asyncio.wait(set(flight))
             state = await self._rebuild(tenant)
         teams = await self._team_settings(tenant)
         agents = await self.board.agents(tenant)
+        while len(flight) >= MAX_IN_FLIGHT:
+            await asyncio.wait(set(flight), return_when=asyncio.FIRST_COMPLETED)
+        if self._states.get(tenant) is not state or tenant in self._stale:
+            return True  # rebuilt or lost meanwhile: decide again
         now = self.clock.now()
         events, images, arrivals = self._decide(tenant, settings, state, teams, agents, now)
         if not events:
             return False
-        outcomes = await self.ingest.submit(tenant, events)
-        refused = []
-        for image, outcome in zip(images, outcomes, strict=True):
-            if outcome.outcome == "applied":
-                state.apply({**image, "version": outcome.version})
-                self.decisions += 1
-            else:  # the memory lagged a commit: read what the database has
-                refused.append(image["id"])
-        if refused:
-            async with self.db.read() as conn:
-                for row in await rr.router_rows(conn, tenant, refused):
-                    state.apply(row)
+        for image in images:
+            state.apply(image)
+            state.tentative.add(image["id"])
+        task = asyncio.create_task(self._submit(tenant, state, events, images))
+        flight.add(task)
+        task.add_done_callback(flight.discard)
         return arrivals == MAX_ARRIVALS
+
+    async def _submit(self, tenant: str, state: TenantState, events, images) -> None:
+        """Submit a pass's decisions; what ingest did not apply as decided is read back
+        from the database (the memory lagged a commit)."""
+        try:
+            outcomes = await self.ingest.submit(tenant, events)
+        except Exception as error:
+            if not isinstance(error, DatabaseUnavailable):
+                log.error("routing submission failed", exc_info=True, extra={"tenant": tenant})
+            state.tentative.difference_update(image["id"] for image in images)
+            self._stale.add(tenant)  # the next pass starts again from the truth
+            return
+        wrong = {
+            image["id"]
+            for image, outcome in zip(images, outcomes, strict=True)
+            if outcome.outcome != "applied" or outcome.version != image["version"]
+        }
+        self.decisions += sum(1 for outcome in outcomes if outcome.outcome == "applied")
+        try:
+            if wrong:
+                async with self.db.read() as conn:
+                    rows = await rr.router_rows(conn, tenant, wrong)
+                for row in rows:
+                    state.apply(row, force=True)
+        except Exception:
+            log.warning("could not read refused decisions back", exc_info=True)
+            self._stale.add(tenant)
+        finally:
+            state.tentative.difference_update(image["id"] for image in images)
+        self.trigger(tenant)  # what waited on these rows, or was refused, is decided again
 
     def _decide(self, tenant, settings, state, teams, agents, now):
         """The pass's events, each with the row image it makes if applied. Reads
@@ -376,12 +412,12 @@ class Router:
         fresh: dict[str, list[tuple[Entry, int]]] = {}  # enqueued in this pass, by team
         lengths = dict(state.lengths)
         logged_in = {t for a in agents.values() if a.presence != "offline" for t in a.teams}
-        arrivals = state.oldest_arrivals(MAX_ARRIVALS)
+        arrivals = [e for e in state.oldest_arrivals(MAX_ARRIVALS) if e.id not in state.tentative]
         for entry in arrivals:
             team = entry.team
             event = {"event_id": decision_id(entry.id, entry.version)}
             event.update(conversation_id=entry.id, occurred_at=at)
-            image = _image(entry, now, status="closed")
+            image = _image(entry, now, entry.version + 1, status="closed")
             if team is None:
                 event.update(type="routing.assignment_failed", data={"reason": "no_team"})
             else:
@@ -398,7 +434,7 @@ class Router:
                     )
                 else:
                     event.update(type="routing.enqueued", data={"team": team})
-                    image = _image(entry, now, status="queued", queued_at=now)
+                    image = _image(entry, now, entry.version + 1, status="queued", queued_at=now)
                     lengths[team] = lengths.get(team, 0) + 1
                     fresh.setdefault(team, []).append((entry, entry.version + 1))
             events.append(event)
@@ -427,6 +463,8 @@ class Router:
             expires = instant(now + timedelta(seconds=setting["offer_timeout_s"]))
             full: set[str] = set()  # kinds nobody left can take
             for entry, version in _waiting(state, team, fresh.get(team, ())):
+                if entry.id in state.tentative:
+                    continue  # decided on by a submission in flight
                 kind = entry.kind
                 if kind in full:
                     continue
@@ -454,6 +492,7 @@ class Router:
                     _image(
                         entry,
                         now,
+                        version + 1,
                         status="offered",
                         queued_at=entry.queued_at or now,
                         offer_agent_id=agent.id,
@@ -484,11 +523,11 @@ def _idle_longest(order: list[AgentState], kind: str) -> AgentState | None:
     return None
 
 
-def _image(entry: Entry, now: datetime, **changes) -> dict:
-    """The row as a decision about `entry` leaves it (its version comes with the
-    outcome)."""
+def _image(entry: Entry, now: datetime, version: int, **changes) -> dict:
+    """The row as a decision about `entry` leaves it, at `version`."""
     return {
         "id": entry.id,
+        "version": version,
         "status": entry.status,
         "team": entry.team,
         "channel": entry.channel,

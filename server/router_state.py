@@ -57,16 +57,20 @@ class TenantState:
         self.lengths: dict[str, int] = {}  # team -> queued or offered
         self.loads: dict[str, dict[str, int]] = {}  # agent -> {"call": n, "chat": n}
         self.tally: dict[str, list[int]] = {s: [0, 0] for s in KEPT}  # status -> count, sum(v)
+        # Rows the router has decided on whose submission is still in flight (their
+        # entries are the images the decisions will make): no pass decides on them.
+        self.tentative: set[str] = set()
 
-    def apply(self, row: dict) -> None:
-        """A row's image (bus news, a database read, or the router's applied decision)."""
+    def apply(self, row: dict, force: bool = False) -> None:
+        """A row's image (bus news, a database read, or the router's decision); `force`:
+        even if not newer (the database's row, replacing a decision it refused)."""
         cid, version = row["id"], row["version"]
         known = self.entries.get(cid)
         if known is not None:
-            if known.version >= version:
+            if known.version >= version and not force:
                 return
             self._remove(known)
-        elif self.gone.get(cid, -1) >= version:
+        elif self.gone.get(cid, -1) >= version and not force:
             return
         if kept(row):
             self.gone.pop(cid, None)
