@@ -10,6 +10,11 @@ Each agent's frames are built in the order the changes came (one lane per agent)
 an offer's popup always goes before its popup_closed; agents' lanes do not wait for
 each other. A frame that needs no read (an accept, a cancel) takes no connection;
 the reads run without a transaction (one round trip each, no BEGIN and ROLLBACK).
+
+The router of this process announces the offers it is about to submit (`prefetch`):
+for an agent connected here, the popup's history and tickets are read while the offer
+commits, so the popup goes out without a read once the offer's row arrives. Any
+other change of the contact's conversations meanwhile drops what was read.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from typing import Any, Protocol
 
@@ -28,6 +34,8 @@ log = logging.getLogger("switchboard.popups")
 
 MAX_PENDING = 10_000  # popup work waiting; past it, the oldest news is dropped (logged)
 CONCURRENCY = 8  # frames read for at once (each takes a connection)
+MAX_PREFETCHED = 2_000  # popups' contents read ahead of their offer's commit
+PREFETCH_KEEP_S = 30.0  # one never claimed (its offer refused) is forgotten after this
 
 
 class AgentConnection(Protocol):
@@ -50,12 +58,15 @@ class Popups:
         self._lane_tasks: set[asyncio.Task] = set()
         self._room = asyncio.Semaphore(MAX_PENDING)
         self._reads = asyncio.Semaphore(CONCURRENCY)
+        # (tenant, conversation) -> (contact, when, the read of history and tickets)
+        self._prefetched: dict[tuple[str, str], tuple[str, float, asyncio.Task]] = {}
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._worker(), name="popups")
 
     async def stop(self) -> None:
         tasks = [*self._lane_tasks, *([self._task] if self._task else [])]
+        tasks += [task for _, _, task in self._prefetched.values()]
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -85,7 +96,36 @@ class Popups:
     def connected(self, tenant: str, agent_id: str) -> bool:
         return (tenant, agent_id) in self.sockets
 
+    def prefetch(self, tenant: str, offers: list[tuple[str, str, str]]) -> None:
+        """(conversation, contact, agent) of offers about to be submitted: read their
+        popups' history and tickets now for the agents connected here."""
+        now = time.monotonic()
+        if len(self._prefetched) > MAX_PREFETCHED / 2:
+            for key, (_, at, task) in list(self._prefetched.items()):
+                if now - at > PREFETCH_KEEP_S:
+                    del self._prefetched[key]
+                    task.cancel()
+        for conversation_id, contact, agent in offers:
+            if (tenant, agent) not in self.sockets or len(self._prefetched) >= MAX_PREFETCHED:
+                continue
+            task = asyncio.create_task(self._read_context(tenant, contact, conversation_id))
+            task.add_done_callback(_retrieve)
+            self._prefetched[(tenant, conversation_id)] = (contact, now, task)
+
+    async def _read_context(self, tenant: str, contact: str, conversation_id: str):
+        async with self._reads, self._connection() as conn:
+            return await _context(conn, tenant, contact, conversation_id)
+
+    @contextlib.asynccontextmanager
+    async def _connection(self):
+        async with self.db.engine.connect() as conn:
+            if not self.db.is_sqlite:  # (SQLite's connections keep their own recipe)
+                await conn.execution_options(isolation_level="AUTOCOMMIT")
+            yield conn
+
     def on_rows(self, tenant: str, items: list[dict]) -> None:
+        if self._prefetched:
+            self._drop_prefetched(tenant, items)
         for item in items:
             new = item["row"]
             before = item["before"]
@@ -98,6 +138,29 @@ class Popups:
                 key = (tenant, new["offer_agent_id"])
                 if key in self.sockets:
                     self._put(("popup", key, new))
+
+    def _drop_prefetched(self, tenant: str, items: list[dict]) -> None:
+        """A change of a contact's conversations other than the prefetched offer itself
+        may change that popup's history or tickets: forget what was read."""
+        contacts = {item["row"]["contact"] for item in items}
+        for key, (contact, _, task) in list(self._prefetched.items()):
+            if key[0] != tenant or contact not in contacts:
+                continue
+            for item in items:
+                row, before = item["row"], item["before"]
+                if row["contact"] != contact:
+                    continue
+                its_offer = (  # the row of the offer itself, with no ticket linked
+                    row["id"] == key[1]
+                    and row["offer_id"]
+                    and before is not None
+                    and "offer_id" in before
+                    and "ticket_id" not in before
+                )
+                if not its_offer:
+                    del self._prefetched[key]
+                    task.cancel()
+                    break
 
     def _put(self, job: tuple) -> None:
         try:
@@ -147,9 +210,20 @@ class Popups:
             return
         if kind != "pending" and (tenant, agent) not in self.sockets:
             return  # gone meanwhile: nothing to build
-        async with self._reads, self.db.engine.connect() as conn:
-            if not self.db.is_sqlite:  # (SQLite's connections keep their own recipe)
-                await conn.execution_options(isolation_level="AUTOCOMMIT")
+        if kind == "popup":
+            row = job[2]
+            prefetched = self._prefetched.pop((tenant, row["id"]), None)
+            if prefetched is not None:
+                try:
+                    context = await prefetched[2]
+                except (Exception, asyncio.CancelledError):
+                    context = None  # read it now
+                if context is not None:
+                    frame = await self._popup(tenant, row, *context)
+                    for connection in list(self.sockets.get((tenant, agent), ())):
+                        connection.reply(frame)
+                    return
+        async with self._reads, self._connection() as conn:
             await self._do(conn, job)
 
     async def _do(self, conn, job: tuple) -> None:
@@ -174,10 +248,12 @@ class Popups:
             connection.reply(frame)
 
     async def popup_frame(self, conn, tenant: str, row: dict) -> dict:
+        return await self._popup(
+            tenant, row, *await _context(conn, tenant, row["contact"], row["id"])
+        )
+
+    async def _popup(self, tenant: str, row: dict, past: list, tickets: list) -> dict:
         zone = await self.zone_of(tenant)
-        past = await rr.history(conn, tenant, row["contact"], row["id"])
-        ids = [row["id"], *(p["id"] for p in past)]
-        tickets = await rr.tickets_of_contact(conn, tenant, ids)
         return {
             "type": "popup",
             "offer_id": row["offer_id"],
@@ -202,6 +278,19 @@ class Popups:
                 for t in tickets
             ],
         }
+
+
+async def _context(conn, tenant: str, contact: str, conversation_id: str):
+    """A popup's history (the contact's five latest other conversations) and tickets."""
+    past = await rr.history(conn, tenant, contact, conversation_id)
+    ids = [conversation_id, *(p["id"] for p in past)]
+    return past, await rr.tickets_of_contact(conn, tenant, ids)
+
+
+def _retrieve(task: asyncio.Task) -> None:
+    """A prefetch nobody awaited: its error is of no interest (the popup reads again)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _closed_frame(offer_id: str, reason: str | None) -> dict:

@@ -115,6 +115,9 @@ class Router:
         self._lock_conn = None
         self._lock_guard = asyncio.Lock()  # one statement at a time on _lock_conn
         self._in_flight: dict[str, set[asyncio.Task]] = {}  # tenant -> its submissions
+        # Told of each pass's offers before they are submitted: (tenant, [(conversation,
+        # contact, agent)]); popups read ahead for agents connected here.
+        self.on_offers = None
 
     def forget(self, tenant: str) -> None:
         """The tenant's settings changed: read them again."""
@@ -367,6 +370,14 @@ class Router:
         for image in images:
             state.apply(image)
             state.tentative.add(image["id"])
+        if self.on_offers is not None:
+            offers = [
+                (image["id"], image["contact"], image["offer_agent_id"])
+                for image in images
+                if image["status"] == "offered"
+            ]
+            if offers:
+                self.on_offers(tenant, offers)
         task = asyncio.create_task(self._submit(tenant, state, events, images))
         flight.add(task)
         task.add_done_callback(flight.discard)
@@ -531,6 +542,7 @@ def _image(entry: Entry, now: datetime, version: int, **changes) -> dict:
         "status": entry.status,
         "team": entry.team,
         "channel": entry.channel,
+        "contact": entry.contact,
         "direction": "incoming",
         "created_at": entry.created_at,
         "queued_at": entry.queued_at,

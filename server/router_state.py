@@ -31,6 +31,7 @@ class Entry:
     status: str
     team: str | None
     channel: str
+    contact: str
     created_at: datetime
     queued_at: datetime | None
     updated_at: datetime
@@ -81,6 +82,7 @@ class TenantState:
                     row["status"],
                     row["team"],
                     row["channel"],
+                    row["contact"],
                     row["created_at"],
                     row["queued_at"],
                     row["updated_at"],

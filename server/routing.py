@@ -37,6 +37,7 @@ class Routing:
         self.presence = Presence(db, bus, clock)
         self.router = Router(db, ingest, clock, self.board)
         self.popups = Popups(db, zone_of)
+        self.router.on_offers = self.popups.prefetch  # popups read while offers commit
         self.wallboard = Wallboard(db, clock, zone_of, self.board)
         self.timers = TimerRunner(db, ingest, clock, self._grace_over)
         self.actions = AgentActions(db, ingest, clock, zone_of)

@@ -151,6 +151,7 @@ ROUTER_COLUMNS = (
     "team",
     "channel",
     "direction",
+    "contact",
     "created_at",
     "queued_at",
     "updated_at",
