@@ -422,8 +422,9 @@ class Router:
         images: list[dict] = []
         fresh: dict[str, list[tuple[Entry, int]]] = {}  # enqueued in this pass, by team
         lengths = dict(state.lengths)
-        logged_in = {t for a in agents.values() if a.presence != "offline" for t in a.teams}
         arrivals = [e for e in state.oldest_arrivals(MAX_ARRIVALS) if e.id not in state.tentative]
+        if arrivals:
+            logged_in = {t for a in agents.values() if a.presence != "offline" for t in a.teams}
         for entry in arrivals:
             team = entry.team
             event = {"event_id": decision_id(entry.id, entry.version)}
@@ -450,19 +451,27 @@ class Router:
                     fresh.setdefault(team, []).append((entry, entry.version + 1))
             events.append(event)
             images.append(image)
-        # Agents with room, as copies: a pass's offers add to their load.
+        # Agents with room, as copies: a pass's offers add to their load. (Passes come
+        # one per presence change in a burst: the agents without room cost a test.)
         free = {}
         for agent in agents.values():
-            if agent.presence == "available":
-                load = state.loads.get(agent.id) or {"call": 0, "chat": 0}
-                free[agent.id] = AgentState(
-                    agent.id,
-                    agent.teams,
-                    agent.chat_capacity,
-                    "available",
-                    agent.idle_since,
-                    dict(load),
-                )
+            if agent.presence != "available":
+                continue
+            load = state.loads.get(agent.id)
+            if load is None:
+                load = {"call": 0, "chat": 0}
+            elif load["call"] or (load["chat"] and load["chat"] >= agent.chat_capacity):
+                continue
+            free[agent.id] = AgentState(
+                agent.id,
+                agent.teams,
+                agent.chat_capacity,
+                "available",
+                agent.idle_since,
+                dict(load),
+            )
+        if not free:
+            return events, images, len(arrivals)
         for team in sorted({t for a in free.values() for t in a.teams}):
             order = sorted(
                 (a for a in free.values() if team in a.teams and _has_room(a)),
