@@ -51,6 +51,7 @@ log = logging.getLogger("switchboard.router")
 SWEEP_S = 2.0  # every process looks for routable work this often, whatever the bus said
 LEASE_S = 10.0
 SETTLE_S = 1.0  # the memory check leaves out what changed this recently (news on the way)
+CHECK_EVERY = 3  # sweeps between two checks of the memory (6 s: it reads the whole queue)
 MAX_ARRIVALS = 1000  # conversations judged per pass; the next pass takes the rest
 MAX_IN_FLIGHT = 4  # a tenant's submissions awaiting their commit; the next pass waits
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -194,8 +195,10 @@ class Router:
             self._running.pop(tenant, None)
 
     async def _sweep(self) -> None:
+        sweeps = 0
         while True:
             await asyncio.sleep(SWEEP_S)
+            sweeps += 1
             try:
                 async with self.db.read() as conn:
                     tenants = await rr.tenants_waiting(conn)
@@ -204,7 +207,7 @@ class Router:
                 continue
             for tenant in tenants:
                 self.trigger(tenant)
-            for tenant in list(self._states):
+            for tenant in list(self._states) if sweeps % CHECK_EVERY == 0 else ():
                 try:
                     await self._check(tenant)
                 except Exception:
@@ -411,7 +414,9 @@ class Router:
             self._stale.add(tenant)
         finally:
             state.tentative.difference_update(image["id"] for image in images)
-        self.trigger(tenant)  # what waited on these rows, or was refused, is decided again
+        if wrong or state.waited:  # decide again on what was refused or waited
+            state.waited = False
+            self.trigger(tenant)
 
     def _decide(self, tenant, settings, state, teams, agents, now):
         """The pass's events, each with the row image it makes if applied. Reads
@@ -422,7 +427,10 @@ class Router:
         images: list[dict] = []
         fresh: dict[str, list[tuple[Entry, int]]] = {}  # enqueued in this pass, by team
         lengths = dict(state.lengths)
-        arrivals = [e for e in state.oldest_arrivals(MAX_ARRIVALS) if e.id not in state.tentative]
+        arrivals = state.oldest_arrivals(MAX_ARRIVALS)
+        if any(e.id in state.tentative for e in arrivals):
+            state.waited = True
+            arrivals = [e for e in arrivals if e.id not in state.tentative]
         if arrivals:
             logged_in = {t for a in agents.values() if a.presence != "offline" for t in a.teams}
         for entry in arrivals:
@@ -484,7 +492,8 @@ class Router:
             full: set[str] = set()  # kinds nobody left can take
             for entry, version in _waiting(state, team, fresh.get(team, ())):
                 if entry.id in state.tentative:
-                    continue  # decided on by a submission in flight
+                    state.waited = True  # decided on by a submission in flight
+                    continue
                 kind = entry.kind
                 if kind in full:
                     continue

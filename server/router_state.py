@@ -61,6 +61,7 @@ class TenantState:
         # Rows the router has decided on whose submission is still in flight (their
         # entries are the images the decisions will make): no pass decides on them.
         self.tentative: set[str] = set()
+        self.waited = False  # a pass passed over a tentative row: pass again after it
 
     def apply(self, row: dict, force: bool = False) -> None:
         """A row's image (bus news, a database read, or the router's decision); `force`:
