@@ -60,6 +60,7 @@ class Popups:
         self._reads = asyncio.Semaphore(CONCURRENCY)
         # (tenant, conversation) -> (contact, when, the read of history and tickets)
         self._prefetched: dict[tuple[str, str], tuple[str, float, asyncio.Task]] = {}
+        self._by_contact: dict[tuple[str, str], set[str]] = {}  # (tenant, contact) -> ids
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._worker(), name="popups")
@@ -101,16 +102,30 @@ class Popups:
         popups' history and tickets now for the agents connected here."""
         now = time.monotonic()
         if len(self._prefetched) > MAX_PREFETCHED / 2:
-            for key, (_, at, task) in list(self._prefetched.items()):
+            for key, (_, at, _task) in list(self._prefetched.items()):
                 if now - at > PREFETCH_KEEP_S:
-                    del self._prefetched[key]
-                    task.cancel()
+                    self._forget_prefetched(key)[2].cancel()
         for conversation_id, contact, agent in offers:
             if (tenant, agent) not in self.sockets or len(self._prefetched) >= MAX_PREFETCHED:
                 continue
             task = asyncio.create_task(self._read_context(tenant, contact, conversation_id))
             task.add_done_callback(_retrieve)
+            again = self._forget_prefetched((tenant, conversation_id))  # an offer made again
+            if again is not None:
+                again[2].cancel()
             self._prefetched[(tenant, conversation_id)] = (contact, now, task)
+            self._by_contact.setdefault((tenant, contact), set()).add(conversation_id)
+
+    def _forget_prefetched(self, key: tuple[str, str]):
+        """Take a read ahead out (returned, for its popup), or drop it."""
+        entry = self._prefetched.pop(key, None)
+        if entry is not None:
+            ids = self._by_contact.get((key[0], entry[0]))
+            if ids is not None:
+                ids.discard(key[1])
+                if not ids:
+                    del self._by_contact[(key[0], entry[0])]
+        return entry
 
     async def _read_context(self, tenant: str, contact: str, conversation_id: str):
         async with self._reads, self._connection() as conn:
@@ -142,25 +157,21 @@ class Popups:
     def _drop_prefetched(self, tenant: str, items: list[dict]) -> None:
         """A change of a contact's conversations other than the prefetched offer itself
         may change that popup's history or tickets: forget what was read."""
-        contacts = {item["row"]["contact"] for item in items}
-        for key, (contact, _, task) in list(self._prefetched.items()):
-            if key[0] != tenant or contact not in contacts:
+        for item in items:
+            row, before = item["row"], item["before"]
+            ids = self._by_contact.get((tenant, row["contact"]))
+            if not ids:
                 continue
-            for item in items:
-                row, before = item["row"], item["before"]
-                if row["contact"] != contact:
-                    continue
+            for conversation_id in list(ids):
                 its_offer = (  # the row of the offer itself, with no ticket linked
-                    row["id"] == key[1]
+                    row["id"] == conversation_id
                     and row["offer_id"]
                     and before is not None
                     and "offer_id" in before
                     and "ticket_id" not in before
                 )
                 if not its_offer:
-                    del self._prefetched[key]
-                    task.cancel()
-                    break
+                    self._forget_prefetched((tenant, conversation_id))[2].cancel()
 
     def _put(self, job: tuple) -> None:
         try:
@@ -212,7 +223,7 @@ class Popups:
             return  # gone meanwhile: nothing to build
         if kind == "popup":
             row = job[2]
-            prefetched = self._prefetched.pop((tenant, row["id"]), None)
+            prefetched = self._forget_prefetched((tenant, row["id"]))
             if prefetched is not None:
                 try:
                     context = await prefetched[2]
