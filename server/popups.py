@@ -6,8 +6,15 @@ connections sends that agent's frames. A conversation whose row gets a new offer
 `popup` (customer, the contact's recent conversations and tickets, `expires_at`); an
 offer that leaves the row means `popup_closed` with how it ended (`accepted`,
 `rejected`, `expired`, or `cancelled` when a drop, a timeout or a transfer ended it).
-Frames are built by one worker in the order the changes came, so an offer's popup
-always goes before its popup_closed.
+Each agent's frames are built in the order the changes came (one lane per agent), so
+an offer's popup always goes before its popup_closed; agents' lanes do not wait for
+each other. A frame that needs no read (an accept, a cancel) takes no connection;
+the reads run without a transaction (one round trip each, no BEGIN and ROLLBACK).
+
+The router of this process announces the offers it is about to submit (`prefetch`):
+for an agent connected here, the popup's history and tickets are read while the offer
+commits, so the popup goes out without a read once the offer's row arrives. Any
+other change of the contact's conversations meanwhile drops what was read.
 """
 
 from __future__ import annotations
@@ -15,6 +22,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from collections import deque
 from typing import Any, Protocol
 
 from . import routing_repo as rr
@@ -24,7 +33,9 @@ from .rows import instant, wire_row
 log = logging.getLogger("switchboard.popups")
 
 MAX_PENDING = 10_000  # popup work waiting; past it, the oldest news is dropped (logged)
-CONCURRENCY = 8  # agents whose popups are built at once (each takes a connection)
+CONCURRENCY = 8  # frames read for at once (each takes a connection)
+MAX_PREFETCHED = 2_000  # popups' contents read ahead of their offer's commit
+PREFETCH_KEEP_S = 30.0  # one never claimed (its offer refused) is forgotten after this
 
 
 class AgentConnection(Protocol):
@@ -40,15 +51,28 @@ class Popups:
         self.sockets: dict[tuple[str, str], set[AgentConnection]] = {}
         self._work: asyncio.Queue = asyncio.Queue(MAX_PENDING)
         self._task: asyncio.Task | None = None
+        # Jobs taken from _work, by agent, each agent's run by one lane task; at most
+        # MAX_PENDING of them (_room), so a slow database backs up into _work, whose
+        # overflow drops the oldest.
+        self._lanes: dict[tuple[str, str], deque] = {}
+        self._lane_tasks: set[asyncio.Task] = set()
+        self._room = asyncio.Semaphore(MAX_PENDING)
+        self._reads = asyncio.Semaphore(CONCURRENCY)
+        # (tenant, conversation) -> (contact, when, the read of history and tickets)
+        self._prefetched: dict[tuple[str, str], tuple[str, float, asyncio.Task]] = {}
+        self._by_contact: dict[tuple[str, str], set[str]] = {}  # (tenant, contact) -> ids
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._worker(), name="popups")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        tasks = [*self._lane_tasks, *([self._task] if self._task else [])]
+        tasks += [task for _, _, task in self._prefetched.values()]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
 
     def add(self, connection: AgentConnection) -> bool:
         """Register an agent's connection; True when it is the agent's first here."""
@@ -73,7 +97,50 @@ class Popups:
     def connected(self, tenant: str, agent_id: str) -> bool:
         return (tenant, agent_id) in self.sockets
 
+    def prefetch(self, tenant: str, offers: list[tuple[str, str, str]]) -> None:
+        """(conversation, contact, agent) of offers about to be submitted: read their
+        popups' history and tickets now for the agents connected here."""
+        now = time.monotonic()
+        if len(self._prefetched) > MAX_PREFETCHED / 2:
+            for key, (_, at, _task) in list(self._prefetched.items()):
+                if now - at > PREFETCH_KEEP_S:
+                    self._forget_prefetched(key)[2].cancel()
+        for conversation_id, contact, agent in offers:
+            if (tenant, agent) not in self.sockets or len(self._prefetched) >= MAX_PREFETCHED:
+                continue
+            task = asyncio.create_task(self._read_context(tenant, contact, conversation_id))
+            task.add_done_callback(_retrieve)
+            again = self._forget_prefetched((tenant, conversation_id))  # an offer made again
+            if again is not None:
+                again[2].cancel()
+            self._prefetched[(tenant, conversation_id)] = (contact, now, task)
+            self._by_contact.setdefault((tenant, contact), set()).add(conversation_id)
+
+    def _forget_prefetched(self, key: tuple[str, str]):
+        """Take a read ahead out (returned, for its popup), or drop it."""
+        entry = self._prefetched.pop(key, None)
+        if entry is not None:
+            ids = self._by_contact.get((key[0], entry[0]))
+            if ids is not None:
+                ids.discard(key[1])
+                if not ids:
+                    del self._by_contact[(key[0], entry[0])]
+        return entry
+
+    async def _read_context(self, tenant: str, contact: str, conversation_id: str):
+        async with self._reads, self._connection() as conn:
+            return await _context(conn, tenant, contact, conversation_id)
+
+    @contextlib.asynccontextmanager
+    async def _connection(self):
+        async with self.db.engine.connect() as conn:
+            if not self.db.is_sqlite:  # (SQLite's connections keep their own recipe)
+                await conn.execution_options(isolation_level="AUTOCOMMIT")
+            yield conn
+
     def on_rows(self, tenant: str, items: list[dict]) -> None:
+        if self._prefetched:
+            self._drop_prefetched(tenant, items)
         for item in items:
             new = item["row"]
             before = item["before"]
@@ -87,6 +154,25 @@ class Popups:
                 if key in self.sockets:
                     self._put(("popup", key, new))
 
+    def _drop_prefetched(self, tenant: str, items: list[dict]) -> None:
+        """A change of a contact's conversations other than the prefetched offer itself
+        may change that popup's history or tickets: forget what was read."""
+        for item in items:
+            row, before = item["row"], item["before"]
+            ids = self._by_contact.get((tenant, row["contact"]))
+            if not ids:
+                continue
+            for conversation_id in list(ids):
+                its_offer = (  # the row of the offer itself, with no ticket linked
+                    row["id"] == conversation_id
+                    and row["offer_id"]
+                    and before is not None
+                    and "offer_id" in before
+                    and "ticket_id" not in before
+                )
+                if not its_offer:
+                    self._forget_prefetched((tenant, conversation_id))[2].cancel()
+
     def _put(self, job: tuple) -> None:
         try:
             self._work.put_nowait(job)
@@ -97,32 +183,59 @@ class Popups:
             self._work.put_nowait(job)
 
     async def _worker(self) -> None:
-        """Takes every job waiting and shares them out to at most CONCURRENCY lanes,
-        each with one database connection; an agent's jobs stay in one lane, in
-        order."""
+        """Hands each job to its agent's lane, starting the lane if it is idle."""
         while True:
-            jobs = [await self._work.get()]
-            while not self._work.empty():
-                jobs.append(self._work.get_nowait())
-            by_agent: dict[tuple, list[tuple]] = {}
-            for job in jobs:
-                by_agent.setdefault(job[1], []).append(job)
-            lanes: list[list[tuple]] = [[] for _ in range(min(CONCURRENCY, len(by_agent)))]
-            for n, agent_jobs in enumerate(by_agent.values()):
-                lanes[n % len(lanes)].extend(agent_jobs)
-            await asyncio.gather(*(self._lane(lane) for lane in lanes))
+            job = await self._work.get()
+            await self._room.acquire()
+            key = job[1]
+            lane = self._lanes.get(key)
+            if lane is not None:
+                lane.append(job)
+                continue
+            self._lanes[key] = deque([job])
+            task = asyncio.create_task(self._lane(key))
+            self._lane_tasks.add(task)
+            task.add_done_callback(self._lane_tasks.discard)
 
-    async def _lane(self, jobs: list[tuple]) -> None:
+    async def _lane(self, key: tuple[str, str]) -> None:
+        lane = self._lanes[key]
         try:
-            async with self.db.read() as conn:
-                for job in jobs:
-                    try:
-                        await self._do(conn, job)
-                    except Exception:
-                        log.exception("popup failed")
-                        await conn.rollback()
-        except Exception:
-            log.exception("popups could not reach the database")
+            while lane:
+                job = lane[0]
+                try:
+                    await self._run(job)
+                except Exception:
+                    log.exception("popup failed")
+                finally:
+                    lane.popleft()
+                    self._room.release()
+        finally:
+            del self._lanes[key]
+
+    async def _run(self, job: tuple) -> None:
+        kind, (tenant, agent) = job[0], job[1]
+        reason = _how_it_ended(job[2], agent) if kind == "closed" else None
+        if reason is not None:  # the row says how the offer ended: no read
+            for connection in list(self.sockets.get((tenant, agent), ())):
+                connection.reply(_closed_frame(job[3], reason))
+            return
+        if kind != "pending" and (tenant, agent) not in self.sockets:
+            return  # gone meanwhile: nothing to build
+        if kind == "popup":
+            row = job[2]
+            prefetched = self._forget_prefetched((tenant, row["id"]))
+            if prefetched is not None:
+                try:
+                    context = await prefetched[2]
+                except (Exception, asyncio.CancelledError):
+                    context = None  # read it now
+                if context is not None:
+                    frame = await self._popup(tenant, row, *context)
+                    for connection in list(self.sockets.get((tenant, agent), ())):
+                        connection.reply(frame)
+                    return
+        async with self._reads, self._connection() as conn:
+            await self._do(conn, job)
 
     async def _do(self, conn, job: tuple) -> None:
         kind, (tenant, agent) = job[0], job[1]
@@ -141,15 +254,17 @@ class Popups:
             reason = _how_it_ended(new, agent)
             if reason is None:  # declined: the event says how
                 reason = await rr.offer_end(conn, tenant, new["id"], offer_id)
-            frame = {"type": "popup_closed", "offer_id": offer_id, "reason": reason or "cancelled"}
+            frame = _closed_frame(offer_id, reason)
         for connection in targets:
             connection.reply(frame)
 
     async def popup_frame(self, conn, tenant: str, row: dict) -> dict:
+        return await self._popup(
+            tenant, row, *await _context(conn, tenant, row["contact"], row["id"])
+        )
+
+    async def _popup(self, tenant: str, row: dict, past: list, tickets: list) -> dict:
         zone = await self.zone_of(tenant)
-        past = await rr.history(conn, tenant, row["contact"], row["id"])
-        ids = [row["id"], *(p["id"] for p in past)]
-        tickets = await rr.tickets_of_contact(conn, tenant, ids)
         return {
             "type": "popup",
             "offer_id": row["offer_id"],
@@ -174,6 +289,23 @@ class Popups:
                 for t in tickets
             ],
         }
+
+
+async def _context(conn, tenant: str, contact: str, conversation_id: str):
+    """A popup's history (the contact's five latest other conversations) and tickets."""
+    past = await rr.history(conn, tenant, contact, conversation_id)
+    ids = [conversation_id, *(p["id"] for p in past)]
+    return past, await rr.tickets_of_contact(conn, tenant, ids)
+
+
+def _retrieve(task: asyncio.Task) -> None:
+    """A prefetch nobody awaited: its error is of no interest (the popup reads again)."""
+    if not task.cancelled():
+        task.exception()
+
+
+def _closed_frame(offer_id: str, reason: str | None) -> dict:
+    return {"type": "popup_closed", "offer_id": offer_id, "reason": reason or "cancelled"}
 
 
 def _how_it_ended(row: dict, agent: str) -> str | None:

@@ -75,7 +75,7 @@ class AgentBoard:
 
     async def agents(self, tenant: str) -> dict[str, AgentState]:
         agents = self.tenants.get(tenant)
-        if agents is None:
+        if agents is None or tenant in self._loading:  # a reload under way: its result
             async with self._locks.setdefault(tenant, asyncio.Lock()):
                 agents = self.tenants.get(tenant) or await self._load_unlocked(tenant)
         return agents

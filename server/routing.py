@@ -37,6 +37,7 @@ class Routing:
         self.presence = Presence(db, bus, clock)
         self.router = Router(db, ingest, clock, self.board)
         self.popups = Popups(db, zone_of)
+        self.router.on_offers = self.popups.prefetch  # popups read while offers commit
         self.wallboard = Wallboard(db, clock, zone_of, self.board)
         self.timers = TimerRunner(db, ingest, clock, self._grace_over)
         self.actions = AgentActions(db, ingest, clock, zone_of)
@@ -117,6 +118,7 @@ class Routing:
             self.router.forget(tenant)
             if isinstance(self.ingest, TimedIngest):
                 self.ingest.forget(tenant)
+        self.router.invalidate_all()
         await self.board.reload()
         await self.wallboard.reload()
         for tenant in list(self.board.tenants):
@@ -127,6 +129,7 @@ class Routing:
         items = payload.get("rows") or []
         if items:
             freed = self.board.on_rows(tenant, items, payload.get("token", 0))
+            self.router.on_rows(tenant, items, payload.get("token", 0))
             self.popups.on_rows(tenant, items)
             self.wallboard.on_rows(tenant, items, payload.get("token", 0))
             if freed or any(_routable(item) for item in items):

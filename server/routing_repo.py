@@ -144,36 +144,56 @@ async def set_presence(conn: AsyncConnection, tenant: str, agent_id: str, presen
 # --- what the router reads ----------------------------------------------------------------
 
 
-async def arrivals(conn: AsyncConnection, tenant: str, limit: int) -> list[dict]:
-    c = m.conversations
-    rows = await conn.execute(
-        select(c.c.id, c.c.version, c.c.team, c.c.channel)
-        .where(c.c.tenant_id == tenant, c.c.status == "new", c.c.direction == "incoming")
-        .order_by(c.c.created_at, c.c.id)
-        .limit(limit)
+ROUTER_COLUMNS = (
+    "id",
+    "version",
+    "status",
+    "team",
+    "channel",
+    "direction",
+    "contact",
+    "created_at",
+    "queued_at",
+    "updated_at",
+    "offer_agent_id",
+    "agent_id",
+)
+
+
+def _routable(c):
+    return c.status.in_(("queued", "offered", "active", "wrap_up")) | (
+        (c.status == "new") & (c.direction == "incoming")
     )
+
+
+async def router_rows(conn: AsyncConnection, tenant: str, ids: Iterable[str] | None = None):
+    """What the router keeps of the tenant's conversations it may decide on or that
+    load an agent (router_state.py); or of the named ones, whatever their status."""
+    c = m.conversations
+    columns = [c.c[name] for name in ROUTER_COLUMNS]
+    where = c.c.tenant_id == tenant
+    if ids is None:
+        where &= _routable(c.c)
+    else:
+        where &= c.c.id.in_(list(ids))
+    rows = await conn.execute(select(*columns).where(where))
     return [dict(row._mapping) for row in rows]
 
 
-async def queue_lengths(conn: AsyncConnection, tenant: str) -> dict[str, int]:
-    c = m.conversations
+async def router_check(conn: AsyncConnection, tenant: str, since) -> tuple[list, list]:
+    """What the router holds its memory to: the rows router_rows reads and the rows
+    changed since `since` (id, version, status, direction, updated_at), and every
+    agent's presence."""
+    c, a = m.conversations, m.agents
     rows = await conn.execute(
-        select(c.c.team, func.count())
-        .where(c.c.tenant_id == tenant, c.c.status.in_(("queued", "offered")))
-        .group_by(c.c.team)
+        select(c.c.id, c.c.version, c.c.status, c.c.direction, c.c.updated_at).where(
+            c.c.tenant_id == tenant, _routable(c.c) | (c.c.updated_at >= since)
+        )
     )
-    return {team: count for team, count in rows}
-
-
-async def queue_head(conn: AsyncConnection, tenant: str, team: str, limit: int) -> list[dict]:
-    c = m.conversations
-    rows = await conn.execute(
-        select(c.c.id, c.c.version, c.c.team, c.c.channel, c.c.queued_at)
-        .where(c.c.tenant_id == tenant, c.c.status == "queued", c.c.team == team)
-        .order_by(c.c.queued_at, c.c.id)
-        .limit(limit)
+    agents = await conn.execute(
+        select(a.c.id, a.c.presence, a.c.presence_at).where(a.c.tenant_id == tenant)
     )
-    return [dict(row._mapping) for row in rows]
+    return [dict(r._mapping) for r in rows], [dict(r._mapping) for r in agents]
 
 
 async def tenants_waiting(conn: AsyncConnection) -> list[str]:
@@ -190,8 +210,14 @@ async def tenants_waiting(conn: AsyncConnection) -> list[str]:
     return [row.id for row in rows]
 
 
-async def advisory_lock(conn: AsyncConnection, key: int) -> None:
-    await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+async def try_advisory_lock(conn: AsyncConnection, key: int) -> bool:
+    """PostgreSQL: take a session-level advisory lock if free (held until unlocked or
+    the session ends)."""
+    return (await conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key})).scalar()
+
+
+async def advisory_unlock_all(conn: AsyncConnection) -> None:
+    await conn.execute(text("SELECT pg_advisory_unlock_all()"))
 
 
 async def take_lease(conn: AsyncConnection, tenant: str, holder_id: str, now, until) -> bool:
