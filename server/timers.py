@@ -197,7 +197,6 @@ class TimerRunner:
         self.clock = clock
         self.on_presence_timeout = on_presence_timeout  # async (tenant, agent_id)
         self._task: asyncio.Task | None = None
-        self._wake = asyncio.Event()
         self.fired = 0  # timers this process fired (tests, metrics)
 
     def start(self) -> None:
@@ -208,9 +207,6 @@ class TimerRunner:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-
-    def poke(self) -> None:
-        self._wake.set()
 
     async def _run(self) -> None:
         while True:
@@ -223,12 +219,8 @@ class TimerRunner:
             except Exception:
                 log.exception("firing timers failed")
                 fired = 0
-            if fired >= BATCH:
-                continue
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(POLL_S):
-                    await self._wake.wait()
+            if fired < BATCH:  # a full batch: more may be due at once
+                await asyncio.sleep(POLL_S)
 
     async def fire_due(self) -> int:
         """Claim the due timers no other process holds, fire them, delete them."""
