@@ -11,8 +11,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import JSON, bindparam, func, select, text, update
+import asyncpg
+from sqlalchemy import JSON, bindparam, delete, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from state_machine import Conversation, State, Status
@@ -152,6 +154,11 @@ class IngestRows:
     statuses: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     tickets: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     recordings: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    # What the changed rows call for (server/timers.py): durable timers armed (one row
+    # per key) and disarmed (tenant_id, key; never a key armed here), offers made.
+    timers: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    disarmed_timers: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    offers: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
 _PG_LOCK_AND_STAMP = (
@@ -225,8 +232,10 @@ async def load_for_ingest(
     changes these conversations meanwhile."""
     ids, event_ids, agent_ids = list(ids), list(event_ids), list(agent_ids)
     if conn.dialect.name == "postgresql":
-        result = await conn.exec_driver_sql(_PG_LOAD, (tenant, ids, event_ids, agent_ids))
-        rows = [dict(row._mapping) for row in result]
+        rows = [
+            dict(row)
+            for row in await _driver_fetch(conn, _PG_LOAD, tenant, ids, event_ids, agent_ids)
+        ]
         # Every row repeats what is known; the outer join gives one row with no
         # conversation when none is stored.
         state = IngestState({}, set(rows[0]["known_event_ids"]), dict(rows[0]["known_agents"]))
@@ -325,6 +334,20 @@ class _PgWrite:
             "system = excluded.system, url = excluded.url",
         )
         insert("recordings", m.recordings, " ON CONFLICT DO NOTHING")
+        timers = m.timers
+        source = arrays("disarmed_timers", [timers.c.tenant_id, timers.c.key])
+        parts.append(
+            f"w_disarmed_timers AS (DELETE FROM timers AS t USING {source} AS r(tenant_id, key) "
+            "WHERE t.tenant_id = r.tenant_id AND t.key = r.key)"
+        )
+        insert(
+            "timers",
+            timers,
+            " ON CONFLICT (tenant_id, key) DO UPDATE SET kind = excluded.kind, "
+            "conversation_id = excluded.conversation_id, due_at = excluded.due_at, "
+            "event = excluded.event, claimed_until = excluded.claimed_until",
+        )
+        insert("offers", m.offers, " ON CONFLICT DO NOTHING")
         self.sql = "WITH " + ",\n".join(parts) + "\nSELECT 1"
 
     def parameters(self, rows: IngestRows) -> tuple:
@@ -388,13 +411,30 @@ _SQLITE_WRITES = (
         ),
     ),
     ("recordings", sqlite.insert(m.recordings).on_conflict_do_nothing()),
+    (
+        "disarmed_timers",
+        delete(m.timers).where(
+            m.timers.c.tenant_id == bindparam("tenant_id"), m.timers.c.key == bindparam("key")
+        ),
+    ),
+    (
+        "timers",
+        (timers := sqlite.insert(m.timers)).on_conflict_do_update(
+            index_elements=["tenant_id", "key"],
+            set_={
+                name: timers.excluded[name]
+                for name in ("kind", "conversation_id", "due_at", "event", "claimed_until")
+            },
+        ),
+    ),
+    ("offers", sqlite.insert(m.offers).on_conflict_do_nothing()),
 )
 
 
 async def write_ingest_rows(conn: AsyncConnection, rows: IngestRows) -> None:
     """Write what one ingest transaction changed: one statement on PostgreSQL."""
     if conn.dialect.name == "postgresql":
-        await conn.exec_driver_sql(_PG_WRITE.sql, _PG_WRITE.parameters(rows))
+        await _driver_fetch(conn, _PG_WRITE.sql, *_PG_WRITE.parameters(rows))
         return
     for name, statement in _SQLITE_WRITES:
         batch = getattr(rows, name)
@@ -402,6 +442,23 @@ async def write_ingest_rows(conn: AsyncConnection, rows: IngestRows) -> None:
             batch = [{**row, "tenant_id_": row["tenant_id"], "id_": row["id"]} for row in batch]
         if batch:
             await conn.execute(statement, batch)
+
+
+async def _driver_fetch(conn: AsyncConnection, sql: str, *params) -> list:
+    """Run one statement of the ingest on the bare asyncpg connection, inside the
+    transaction that SQLAlchemy began (lock_and_stamp runs first, through it).
+    SQLAlchemy's own work per statement (cursor, result, greenlet) costs about twice
+    the driver's here, and the ingest's statements are text with driver-level
+    parameters anyway. Errors come out as SQLAlchemy's, so callers handle one kind."""
+    driver = (await conn.get_raw_connection()).driver_connection
+    try:
+        return await driver.fetch(sql, *params)
+    except asyncpg.PostgresError as error:
+        kind = IntegrityError if (error.sqlstate or "").startswith("23") else DBAPIError
+        raise kind(sql, None, error) from error
+    except (asyncpg.InterfaceError, OSError) as error:
+        await conn.invalidate()
+        raise DBAPIError(sql, None, error, connection_invalidated=True) from error
 
 
 # --- the event log ----------------------------------------------------------------------

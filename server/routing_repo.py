@@ -45,10 +45,6 @@ async def upsert_timers(conn: AsyncConnection, rows: list[dict[str, Any]]) -> No
     await conn.execute(statement, rows)
 
 
-async def insert_offers(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-    await conn.execute(_insert(conn, m.offers).on_conflict_do_nothing(), rows)
-
-
 async def get_offer(conn: AsyncConnection, tenant: str, offer_id: str) -> dict | None:
     row = (
         await conn.execute(

@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy import and_, delete, select, update
 
 from . import models as m
+from . import repository as repo
 from . import routing_repo as rr
 from .clock import Clock
 from .db import Database
@@ -75,14 +76,20 @@ class TimedIngest(Ingest):
     def forget(self, tenant: str) -> None:
         self.settings.pop(tenant, None)
 
-    async def _write_alongside(self, conn, tenant: str, items: list[dict], now) -> None:
+    async def _rows_alongside(
+        self, conn, tenant: str, items: list[dict], now, rows: repo.IngestRows
+    ) -> None:
         settings = self.settings.get(tenant)
         if settings is None:
             settings = self.settings[tenant] = await rr.timer_settings(conn, tenant)
-        await arm_timers(conn, tenant, items, now, settings)
+        arm_timers(tenant, items, now, settings, rows)
 
 
-async def arm_timers(conn, tenant: str, items: list[dict], now: datetime, settings) -> None:
+def arm_timers(
+    tenant: str, items: list[dict], now: datetime, settings, rows: repo.IngestRows
+) -> None:
+    """Put into `rows` the timers and offers that the changed rows (`items`, as
+    published) call for; written with them in one statement (repository.py)."""
     arm: dict[str, dict] = {}
     disarm: set[str] = set()
     offers: list[dict] = []
@@ -165,15 +172,9 @@ async def arm_timers(conn, tenant: str, items: list[dict], now: datetime, settin
             )
         elif was == "dialing" and new["status"] != "dialing":
             disarm.add(reply_key)
-    disarm -= set(arm)
-    if disarm:
-        await conn.execute(
-            delete(m.timers).where(m.timers.c.tenant_id == tenant, m.timers.c.key.in_(disarm))
-        )
-    if arm:
-        await rr.upsert_timers(conn, list(arm.values()))
-    if offers:
-        await rr.insert_offers(conn, offers)
+    rows.disarmed_timers.extend({"tenant_id": tenant, "key": key} for key in disarm - set(arm))
+    rows.timers.extend(arm.values())
+    rows.offers.extend(offers)
 
 
 def _row(tenant: str, key: str, kind: str, cid: str | None, due, event: dict) -> dict:
