@@ -56,7 +56,15 @@ class Switchboard:
         self.ingest = TimedIngest(self.db, self.bus, clock)  # ingest that arms durable timers
         self.live = LiveViews(self.db, self.bus, clock, self.tenant_zone, settings.push_interval_s)
         self.catchup = CatchUp(self.db, self.live, self.bus)
-        self.routing = Routing(self.db, self.bus, self.ingest, clock, self.tenant_zone)
+        self.routing = Routing(
+            self.db,
+            self.bus,
+            self.ingest,
+            clock,
+            self.tenant_zone,
+            settings.presence_grace_s,
+            settings.presence_heartbeat_s,
+        )
         self._zones: dict[str, ZoneInfo] = {}
         channel_routes.attach(self)  # providers, the sandbox, recordings (issue 8)
 

@@ -372,3 +372,19 @@ routing_leases = Table(
     Column("holder", String(64), nullable=False),
     Column("expires_at", Instant, nullable=False),
 )
+
+# --- presence across processes (migration 0007) --------------------------------------------
+
+# One row per agent and process holding at least one of the agent's websocket
+# connections. The process refreshes `seen_at` of all its rows every heartbeat; a row
+# not seen for three heartbeats belongs to a dead process and no longer counts (it is
+# swept). Not keyed to `agents`: a token may name an agent that has no row.
+agent_connections = Table(
+    "agent_connections",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("agent_id", ID, primary_key=True),
+    Column("process_id", String(64), primary_key=True),
+    Column("seen_at", Instant, nullable=False),
+    Index("ix_agent_connections_process_id", "process_id"),
+)

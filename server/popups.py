@@ -97,6 +97,10 @@ class Popups:
     def connected(self, tenant: str, agent_id: str) -> bool:
         return (tenant, agent_id) in self.sockets
 
+    def agents(self):
+        """(tenant, agent) of every agent with a connection here (a live view)."""
+        return self.sockets.keys()
+
     def prefetch(self, tenant: str, offers: list[tuple[str, str, str]]) -> None:
         """(conversation, contact, agent) of offers about to be submitted: read their
         popups' history and tickets now for the agents connected here."""

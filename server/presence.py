@@ -15,8 +15,9 @@ the agent idle longest gets the next offer.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from sqlalchemy import delete
 
@@ -166,11 +167,11 @@ def _old(item: dict) -> dict | None:
 class Presence:
     """Sets an agent's presence (HTTP, websocket, the grace timer) and announces it."""
 
-    def __init__(self, db: Database, bus: Bus, clock: Clock):
+    def __init__(self, db: Database, bus: Bus, clock: Clock, grace_s: float = GRACE_S):
         self.db = db
         self.bus = bus
         self.clock = clock
-        self.grace_s = GRACE_S
+        self.grace_s = grace_s  # armed by agent_connections.py, decided by grace_over
 
     async def set(self, tenant: str, agent_id: str, presence) -> dict:
         if presence not in PRESENCES:
@@ -180,43 +181,53 @@ class Presence:
             if not await rr.set_presence(conn, tenant, agent_id, presence, now):
                 raise ApiError(404, "not_found", f"no agent {agent_id!r} in this tenant")
             if presence != "offline":
-                await _disarm_grace(conn, tenant, agent_id)
+                await disarm_grace(conn, tenant, agent_id)
         change = {"agent_id": agent_id, "presence": presence, "at": instant(now)}
         self.bus.post(tenant, {"rows": [], "presence": [change]})
         return {"agent_id": agent_id, "presence": presence, "at": instant(now)}
 
-    async def connected(self, tenant: str, agent_id: str) -> None:
+    async def grace_over(self, tenant: str, agent_id: str, live_since: datetime) -> None:
+        """The agent's grace timer fired: `offline` unless the grace was disarmed or
+        armed again meanwhile, or a process seen since `live_since` holds a connection
+        of the agent. Decided in one transaction, under the timer row's lock."""
+        now = self.clock.now()
         async with self.db.write() as conn:
-            await _disarm_grace(conn, tenant, agent_id)
-
-    async def last_connection_closed(self, tenant: str, agent_id: str) -> None:
-        due = self.clock.now() + timedelta(seconds=self.grace_s)
-        async with self.db.write() as conn:
-            await rr.upsert_timers(
-                conn,
-                [
-                    {
-                        "tenant_id": tenant,
-                        "key": f"presence:{agent_id}",
-                        "kind": "presence_grace",
-                        "conversation_id": None,
-                        "due_at": due,
-                        "event": {"agent_id": agent_id},
-                        "claimed_until": None,
-                    }
-                ],
-            )
-
-    async def grace_over(self, tenant: str, agent_id: str) -> None:
-        try:
-            await self.set(tenant, agent_id, "offline")
-        except ApiError:
-            pass  # the agent was deleted meanwhile
+            due = await rr.grace_due(conn, tenant, grace_key(agent_id))
+            if due is None or due > now:
+                return
+            if await rr.connected_anywhere(conn, tenant, agent_id, live_since):
+                return
+            if not await rr.set_presence(conn, tenant, agent_id, "offline", now):
+                return  # the agent was deleted meanwhile
+        change = {"agent_id": agent_id, "presence": "offline", "at": instant(now)}
+        self.bus.post(tenant, {"rows": [], "presence": [change]})
 
 
-async def _disarm_grace(conn, tenant: str, agent_id: str) -> None:
+def grace_key(agent_id: str) -> str:
+    return f"presence:{agent_id}"
+
+
+async def arm_grace(conn, agents: Iterable[tuple[str, str]], due: datetime) -> None:
+    """(tenant, agent) pairs go offline at `due` unless connected somewhere by then."""
+    rows = [
+        {
+            "tenant_id": tenant,
+            "key": grace_key(agent_id),
+            "kind": "presence_grace",
+            "conversation_id": None,
+            "due_at": due,
+            "event": {"agent_id": agent_id},
+            "claimed_until": None,
+        }
+        for tenant, agent_id in set(agents)  # one row per key (one upsert statement)
+    ]
+    if rows:
+        await rr.upsert_timers(conn, rows)
+
+
+async def disarm_grace(conn, tenant: str, agent_id: str) -> None:
     await conn.execute(
         delete(m.timers).where(
-            m.timers.c.tenant_id == tenant, m.timers.c.key == f"presence:{agent_id}"
+            m.timers.c.tenant_id == tenant, m.timers.c.key == grace_key(agent_id)
         )
     )

@@ -15,12 +15,13 @@ import logging
 from datetime import datetime
 
 from .agent_actions import AgentActions
+from .agent_connections import HEARTBEAT_S, AgentConnections
 from .bus import Bus, BusMessage, Gap
 from .clock import Clock
 from .db import Database
 from .ingest import Ingest
 from .popups import Popups
-from .presence import AgentBoard, Presence
+from .presence import GRACE_S, AgentBoard, Presence
 from .router import Router
 from .timers import TimedIngest, TimerRunner
 from .wallboard import Wallboard
@@ -29,14 +30,26 @@ log = logging.getLogger("switchboard.routing")
 
 
 class Routing:
-    def __init__(self, db: Database, bus: Bus, ingest: Ingest, clock: Clock, zone_of):
+    def __init__(
+        self,
+        db: Database,
+        bus: Bus,
+        ingest: Ingest,
+        clock: Clock,
+        zone_of,
+        presence_grace_s: float = GRACE_S,
+        heartbeat_s: float = HEARTBEAT_S,
+    ):
         self.db = db
         self.bus = bus
         self.ingest = ingest
         self.board = AgentBoard(db, clock)
-        self.presence = Presence(db, bus, clock)
+        self.presence = Presence(db, bus, clock, presence_grace_s)
         self.router = Router(db, ingest, clock, self.board)
         self.popups = Popups(db, zone_of)
+        self.connections = AgentConnections(
+            db, clock, self.presence, self.popups.agents, heartbeat_s
+        )
         self.router.on_offers = self.popups.prefetch  # popups read while offers commit
         self.wallboard = Wallboard(db, clock, zone_of, self.board)
         self.timers = TimerRunner(db, ingest, clock, self._grace_over)
@@ -54,6 +67,7 @@ class Routing:
         self.wallboard.start()
         self.timers.start()
         self.router.start()
+        self.connections.start()
 
     async def stop(self) -> None:
         tasks = [self._task, *self._tasks] if self._task else list(self._tasks)
@@ -64,6 +78,7 @@ class Routing:
                 await task
         if self._subscription is not None:
             self._subscription.close()
+        await self.connections.stop()
         await self.router.stop()
         await self.timers.stop()
         await self.wallboard.stop()
@@ -85,20 +100,24 @@ class Routing:
         if principal.role != "agent":
             return
         if self.popups.add(connection):
-            try:
-                await self.presence.connected(principal.tenant, principal.user)
-            except Exception:  # the grace timer fires and finds the agent connected
-                log.warning("could not disarm the presence grace", exc_info=True)
+            await self._connections_changed(principal)
 
     async def closed(self, connection) -> None:
         self.wallboard.unsubscribe_connection(connection)
         principal = connection.principal
         if principal.role == "agent" and self.popups.remove(connection):
-            await self.presence.last_connection_closed(principal.tenant, principal.user)
+            await self._connections_changed(principal)
+
+    async def _connections_changed(self, principal) -> None:
+        try:
+            await self.connections.changed(principal.tenant, principal.user)
+        except Exception:  # the next heartbeat writes it (the grace decides meanwhile)
+            log.warning("could not record the agent's connections", exc_info=True)
 
     async def _grace_over(self, tenant: str, agent_id: str) -> None:
+        # Connected here: live, even if its row is still being written.
         if not self.popups.connected(tenant, agent_id):
-            await self.presence.grace_over(tenant, agent_id)
+            await self.presence.grace_over(tenant, agent_id, self.connections.live_since())
 
     # --- the bus
 

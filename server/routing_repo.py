@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import delete, func, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from . import models as m
@@ -233,6 +233,99 @@ async def take_lease(conn: AsyncConnection, tenant: str, holder_id: str, now, un
         .values(holder=holder_id, expires_at=until)
     )
     return result.rowcount == 1
+
+
+# --- agents' websocket connections, per process (presence across processes) -------------
+
+SWEEP_BATCH = 1_000  # rows of dead processes deleted per heartbeat
+
+
+async def upsert_connection(conn: AsyncConnection, tenant: str, agent_id: str, process_id, now):
+    ac = m.agent_connections
+    statement = _insert(conn, ac).values(
+        tenant_id=tenant, agent_id=agent_id, process_id=process_id, seen_at=now
+    )
+    await conn.execute(
+        statement.on_conflict_do_update(
+            index_elements=["tenant_id", "agent_id", "process_id"],
+            set_={"seen_at": statement.excluded.seen_at},
+        )
+    )
+
+
+async def delete_connection(conn: AsyncConnection, tenant: str, agent_id: str, process_id) -> bool:
+    ac = m.agent_connections
+    result = await conn.execute(
+        delete(ac).where(
+            ac.c.tenant_id == tenant, ac.c.agent_id == agent_id, ac.c.process_id == process_id
+        )
+    )
+    return result.rowcount > 0
+
+
+async def refresh_connections(conn: AsyncConnection, process_id: str, now) -> int:
+    """The heartbeat: one UPDATE for all the process's rows; how many there were."""
+    ac = m.agent_connections
+    result = await conn.execute(update(ac).where(ac.c.process_id == process_id).values(seen_at=now))
+    return result.rowcount
+
+
+async def connections_of(conn: AsyncConnection, process_id: str) -> set[tuple[str, str]]:
+    ac = m.agent_connections
+    rows = await conn.execute(
+        select(ac.c.tenant_id, ac.c.agent_id).where(ac.c.process_id == process_id)
+    )
+    return {(row.tenant_id, row.agent_id) for row in rows}
+
+
+async def sweep_connections(conn: AsyncConnection, before) -> set[tuple[str, str]]:
+    """Delete rows not seen since `before` (their process is dead); their agents.
+    PostgreSQL skips rows another transaction holds (a heartbeat refreshing them, or
+    another process sweeping them), so sweepers neither wait nor deadlock."""
+    ac = m.agent_connections
+    stale = (
+        select(ac.c.tenant_id, ac.c.agent_id, ac.c.process_id)
+        .where(ac.c.seen_at < before)
+        .limit(SWEEP_BATCH)
+    )
+    if conn.dialect.name == "postgresql":
+        stale = stale.with_for_update(skip_locked=True)
+    key = tuple_(ac.c.tenant_id, ac.c.agent_id, ac.c.process_id)
+    rows = await conn.execute(
+        delete(ac).where(key.in_(stale)).returning(ac.c.tenant_id, ac.c.agent_id)
+    )
+    return {(row.tenant_id, row.agent_id) for row in rows}
+
+
+async def drop_connections(conn: AsyncConnection, process_id: str) -> set[tuple[str, str]]:
+    """A clean shutdown: delete the process's rows; their agents."""
+    ac = m.agent_connections
+    rows = await conn.execute(
+        delete(ac).where(ac.c.process_id == process_id).returning(ac.c.tenant_id, ac.c.agent_id)
+    )
+    return {(row.tenant_id, row.agent_id) for row in rows}
+
+
+async def connected_anywhere(conn: AsyncConnection, tenant: str, agent_id: str, live_since):
+    """Whether some process seen since `live_since` holds a connection of the agent."""
+    ac = m.agent_connections
+    row = await conn.execute(
+        select(ac.c.process_id)
+        .where(ac.c.tenant_id == tenant, ac.c.agent_id == agent_id, ac.c.seen_at >= live_since)
+        .limit(1)
+    )
+    return row.first() is not None
+
+
+async def grace_due(conn: AsyncConnection, tenant: str, key: str):
+    """The due time of an agent's presence grace, its row locked (PostgreSQL) until the
+    transaction ends: a connect, which deletes that row first, waits for the decision
+    or the decision sees the grace disarmed. None when disarmed."""
+    t = m.timers
+    statement = select(t.c.due_at).where(t.c.tenant_id == tenant, t.c.key == key)
+    if conn.dialect.name == "postgresql":
+        statement = statement.with_for_update()
+    return (await conn.execute(statement)).scalar()
 
 
 # --- popups ----------------------------------------------------------------------------------

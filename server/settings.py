@@ -19,6 +19,8 @@ class Settings:
     public_url: str | None = None
     max_body_bytes: int = 4 * 1024 * 1024
     push_interval_s: float = 0.02  # the shortest time between two live flushes
+    presence_grace_s: float = 15.0  # an agent without connections goes offline after this
+    presence_heartbeat_s: float = 5.0  # processes refresh their agents' connection rows
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> Settings:
@@ -38,6 +40,11 @@ class Settings:
             public_url=(env.get("SWITCHBOARD_PUBLIC_URL") or "").rstrip("/") or None,
             max_body_bytes=int(env.get("SWITCHBOARD_MAX_BODY_BYTES", 4 * 1024 * 1024)),
             push_interval_s=_milliseconds(env, "SWITCHBOARD_PUSH_INTERVAL_MS", 20) / 1000,
+            presence_grace_s=_milliseconds(env, "SWITCHBOARD_PRESENCE_GRACE_MS", 15_000) / 1000,
+            presence_heartbeat_s=_milliseconds(
+                env, "SWITCHBOARD_PRESENCE_HEARTBEAT_MS", 5_000, least=10
+            )
+            / 1000,
         )
         values.update(overrides)
         if "secret" not in values:
@@ -45,7 +52,7 @@ class Settings:
         return cls(**values)
 
 
-def _milliseconds(env: dict[str, str], name: str, default: float) -> float:
+def _milliseconds(env: dict[str, str], name: str, default: float, least: float = 0) -> float:
     text = env.get(name)
     if text is None or not text.strip():
         return default
@@ -53,8 +60,10 @@ def _milliseconds(env: dict[str, str], name: str, default: float) -> float:
         value = float(text)
     except ValueError:
         value = -1.0
-    if not 0 <= value <= 60_000:
-        raise ValueError(f"{name}: must be a number of milliseconds from 0 to 60000, not {text!r}")
+    if not least <= value <= 60_000:
+        raise ValueError(
+            f"{name}: must be a number of milliseconds from {least:g} to 60000, not {text!r}"
+        )
     return value
 
 
