@@ -389,15 +389,18 @@ class ServerProcess:
             self.trim_log()
 
     def trim_log(self, keep: int = 300) -> None:
-        """One JSON line per request adds up to megabytes: after a clean run keep the
-        tail only (a failed run keeps the whole log)."""
+        """One JSON line per request adds up to megabytes: after a clean run keep every
+        line but the requests' (warnings, garbage collector pauses) and the tail (a
+        failed run keeps the whole log)."""
         try:
             lines = self.log_path.read_bytes().splitlines(keepends=True)
         except OSError:
             return
         if len(lines) > keep:
-            note = f"[bench: {len(lines) - keep} earlier lines dropped after a clean run]\n"
-            self.log_path.write_bytes(note.encode() + b"".join(lines[-keep:]))
+            head = [line for line in lines[:-keep] if b'"message": "request"' not in line]
+            dropped = len(lines) - keep - len(head)
+            note = f"[bench: {dropped} earlier request lines dropped after a clean run]\n"
+            self.log_path.write_bytes(b"".join(head) + note.encode() + b"".join(lines[-keep:]))
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.ready_timeout

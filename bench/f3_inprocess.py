@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import statistics
 import sys
@@ -38,11 +39,16 @@ async def _phase(sb, mode: str, senders: int, batch: int, seconds: float, tag: s
     per_sender = int(MAX_RATE * seconds / senders) + 1
     requests = []
     for index in range(senders):
-        source = EventSource(f"{tag}-{index}", zlib.crc32(f"{tag}-{index}".encode()), 4)
+        # F3's shapes: a single sender keeps 4 conversations open, a batch sender 50
+        # (two events of each per batch of 100)
+        open_conversations = 4 if mode == "single" else batch // 2
+        seed = zlib.crc32(f"{tag}-{index}".encode())
+        source = EventSource(f"{tag}-{index}", seed, open_conversations)
         if mode == "single":
             requests.append([[source.next_event()] for _ in range(per_sender)])
         else:
             requests.append([source.next_batch(batch, 2) for _ in range(per_sender // batch + 1)])
+    gc.freeze()  # the events made are no garbage collection's work: not the ingest's
     stop = time.perf_counter() + seconds
     events = 0
 
@@ -60,6 +66,8 @@ async def _phase(sb, mode: str, senders: int, batch: int, seconds: float, tag: s
     cpu, wall = time.process_time(), time.perf_counter()
     await asyncio.gather(*(sender(mine) for mine in requests))
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    del requests
+    gc.unfreeze()
     return {
         "mode": mode,
         "events": events,

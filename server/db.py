@@ -12,8 +12,10 @@ import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import asyncpg
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from .filters import fold
@@ -41,6 +43,33 @@ class Database:
             await conn.execution_options(sqlite_begin="BEGIN IMMEDIATE")
             async with conn.begin():
                 yield conn
+
+    @contextlib.asynccontextmanager
+    async def ingest_write(self) -> AsyncIterator[AsyncConnection | asyncpg.Connection]:
+        """The ingest's transaction, which commits when the block ends. SQLite: write().
+        PostgreSQL: the bare asyncpg connection in a transaction of its own, because
+        SQLAlchemy's layers (greenlet, cursor, result, its BEGIN on the first
+        statement, its COMMIT) cost a group of single events more CPU than its
+        statements (bench/f3_inprocess.py). asyncpg's errors come out as SQLAlchemy's
+        (IntegrityError, DBAPIError), so callers handle one kind; a connection that
+        broke is invalidated, never handed out again."""
+        if self.is_sqlite:
+            async with self.write() as conn:
+                yield conn
+            return
+        async with self.engine.connect() as conn:
+            driver = (await conn.get_raw_connection()).driver_connection
+            try:
+                async with driver.transaction():
+                    yield driver
+            except asyncpg.PostgresError as error:
+                kind = IntegrityError if (error.sqlstate or "").startswith("23") else DBAPIError
+                raise kind("ingest transaction", None, error) from error
+            except (asyncpg.InterfaceError, OSError) as error:
+                await conn.invalidate()
+                raise DBAPIError(
+                    "ingest transaction", None, error, connection_invalidated=True
+                ) from error
 
     @contextlib.asynccontextmanager
     async def snapshot(self) -> AsyncIterator[AsyncConnection]:

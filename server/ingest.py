@@ -240,7 +240,7 @@ class Ingest:
             if agent_id:
                 agent_ids.add(agent_id)
 
-        async with self.db.write() as conn:
+        async with self.db.ingest_write() as conn:
             change_seq, token = await repo.lock_and_stamp(conn, tenant, conversation_ids)
             state = await repo.load_for_ingest(conn, tenant, conversation_ids, event_ids, agent_ids)
             rows, seen = state.rows, state.seen
@@ -262,7 +262,7 @@ class Ingest:
             published = None
             if batch.changed:
                 published = await self._conversation_rows(
-                    conn, batch, state, agent_ids, change_seq, token
+                    batch, state, agent_ids, change_seq, token
                 )
             written.customers = list(batch.customers.values())
             written.messages = list(batch.messages.values())
@@ -270,12 +270,12 @@ class Ingest:
             written.tickets = list(batch.tickets.values())
             written.recordings = list(batch.recordings.values())
             if published:
-                await self._rows_alongside(conn, tenant, published["rows"], now, written)
+                await self._rows_alongside(tenant, published["rows"], now, written)
             await repo.write_ingest_rows(conn, written)
         return outcomes, published
 
     async def _rows_alongside(
-        self, conn, tenant: str, items: list[dict], now, rows: repo.IngestRows
+        self, tenant: str, items: list[dict], now, rows: repo.IngestRows
     ) -> None:
         """What the changed rows (`items`, as published) call for beyond themselves,
         added to `rows` to be written with them: nothing here; server/timers.py arms
@@ -390,7 +390,6 @@ class Ingest:
 
     async def _conversation_rows(
         self,
-        conn,
         batch: _Batch,
         state: repo.IngestState,
         named: set[str],
@@ -408,7 +407,8 @@ class Ingest:
             if c.agent_id and (c.id not in stored or stored[c.id]["agent_id"] != c.agent_id)
         }
         if not wanted <= named:  # an agent no event named: the machine changed; ask
-            names = {**names, **await repo.agent_names(conn, batch.tenant, wanted - named)}
+            async with self.db.read() as conn:  # names need no lock: outside the write
+                names = {**names, **await repo.agent_names(conn, batch.tenant, wanted - named)}
         names = {agent: names[agent] for agent in wanted if agent in names}
         published = []
         for conversation in batch.changed.values():

@@ -14,7 +14,6 @@ from typing import Any
 import asyncpg
 from sqlalchemy import JSON, bindparam, delete, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from state_machine import Conversation, State, Status
@@ -129,6 +128,16 @@ async def agent_names(conn: AsyncConnection, tenant: str, ids: Iterable[str]) ->
 
 
 # --- the ingest's transaction ------------------------------------------------------------
+
+# Database.ingest_write(): on PostgreSQL the bare asyncpg connection, on SQLite
+# SQLAlchemy's.
+IngestConnection = AsyncConnection | asyncpg.Connection
+
+
+def _is_driver(conn: IngestConnection) -> bool:
+    return not isinstance(conn, AsyncConnection)
+
+
 #
 # Three round trips whatever the size of the group: lock and stamp, load, write (plus
 # the agents' names when an agent changes). Every statement is built once, here. On
@@ -171,7 +180,9 @@ _PG_LOCK_AND_STAMP = (
 _SQLITE_STAMP = select(func.max(m.conversations.c.change_seq))
 
 
-async def lock_and_stamp(conn: AsyncConnection, tenant: str, ids: Iterable[str]) -> tuple[int, int]:
+async def lock_and_stamp(
+    conn: IngestConnection, tenant: str, ids: Iterable[str]
+) -> tuple[int, int]:
     """Serialise writers of the same conversations, existing or about to be created,
     and return this transaction's change sequence number and commit token.
 
@@ -182,10 +193,9 @@ async def lock_and_stamp(conn: AsyncConnection, tenant: str, ids: Iterable[str])
     SQLite: the transaction already holds the database's single write lock, so the
     greatest stored number plus one (an index lookup) is in commit order, and serves
     as both."""
-    if conn.dialect.name == "postgresql":
+    if _is_driver(conn):
         keys = sorted({lock_key(tenant, conversation_id) for conversation_id in ids})
-        result = await conn.exec_driver_sql(_PG_LOCK_AND_STAMP, (keys,))
-        seq, token, _locks = result.one()
+        seq, token, _locks = await conn.fetchrow(_PG_LOCK_AND_STAMP, keys)
         return seq, token
     seq = ((await conn.execute(_SQLITE_STAMP)).scalar() or 0) + 1
     return seq, seq
@@ -222,7 +232,7 @@ class IngestState:
 
 
 async def load_for_ingest(
-    conn: AsyncConnection,
+    conn: IngestConnection,
     tenant: str,
     ids: Iterable[str],
     event_ids: Iterable[str],
@@ -231,11 +241,8 @@ async def load_for_ingest(
     """One round trip on PostgreSQL. Call after lock_and_stamp, so that no other writer
     changes these conversations meanwhile."""
     ids, event_ids, agent_ids = list(ids), list(event_ids), list(agent_ids)
-    if conn.dialect.name == "postgresql":
-        rows = [
-            dict(row)
-            for row in await _driver_fetch(conn, _PG_LOAD, tenant, ids, event_ids, agent_ids)
-        ]
+    if _is_driver(conn):
+        rows = [dict(row) for row in await conn.fetch(_PG_LOAD, tenant, ids, event_ids, agent_ids)]
         # Every row repeats what is known; the outer join gives one row with no
         # conversation when none is stored.
         state = IngestState({}, set(rows[0]["known_event_ids"]), dict(rows[0]["known_agents"]))
@@ -465,12 +472,12 @@ _SQLITE_WRITES = (
 )
 
 
-async def write_ingest_rows(conn: AsyncConnection, rows: IngestRows) -> None:
+async def write_ingest_rows(conn: IngestConnection, rows: IngestRows) -> None:
     """Write what one ingest transaction changed: one statement on PostgreSQL."""
-    if conn.dialect.name == "postgresql":
+    if _is_driver(conn):
         statement = _PG_WRITE.statement(rows)
         if statement is not None:
-            await _driver_fetch(conn, statement[0], *statement[1])
+            await conn.execute(statement[0], *statement[1])
         return
     for name, statement in _SQLITE_WRITES:
         batch = getattr(rows, name)
@@ -478,23 +485,6 @@ async def write_ingest_rows(conn: AsyncConnection, rows: IngestRows) -> None:
             batch = [{**row, "tenant_id_": row["tenant_id"], "id_": row["id"]} for row in batch]
         if batch:
             await conn.execute(statement, batch)
-
-
-async def _driver_fetch(conn: AsyncConnection, sql: str, *params) -> list:
-    """Run one statement of the ingest on the bare asyncpg connection, inside the
-    transaction that SQLAlchemy began (lock_and_stamp runs first, through it).
-    SQLAlchemy's own work per statement (cursor, result, greenlet) costs about twice
-    the driver's here, and the ingest's statements are text with driver-level
-    parameters anyway. Errors come out as SQLAlchemy's, so callers handle one kind."""
-    driver = (await conn.get_raw_connection()).driver_connection
-    try:
-        return await driver.fetch(sql, *params)
-    except asyncpg.PostgresError as error:
-        kind = IntegrityError if (error.sqlstate or "").startswith("23") else DBAPIError
-        raise kind(sql, None, error) from error
-    except (asyncpg.InterfaceError, OSError) as error:
-        await conn.invalidate()
-        raise DBAPIError(sql, None, error, connection_invalidated=True) from error
 
 
 # --- the event log ----------------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uvicorn
 
-from . import logs
+from . import logs, metrics
 from .app import create_app
 from .settings import Settings
 
@@ -13,6 +13,7 @@ WS_MAX_FRAME_BYTES = 64 * 1024
 
 def serve(settings: Settings, host: str, port: int, demo: bool) -> int:
     logs.configure()
+    metrics.watch_gc()
     origins: tuple[str, ...] = ()
     if demo:
         from .demo import origins_for
@@ -30,6 +31,7 @@ def serve(settings: Settings, host: str, port: int, demo: bool) -> int:
         for line in links(settings, f"http://{host}:{port}"):
             print("  " + line, flush=True)
     print("  a token for any tenant: switchboard token --tenant T --role R --user U", flush=True)
+    metrics.settle_gc()
     uvicorn.Server(uvicorn_config(app, host, port)).run()
     return 0
 

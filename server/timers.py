@@ -77,11 +77,12 @@ class TimedIngest(Ingest):
         self.settings.pop(tenant, None)
 
     async def _rows_alongside(
-        self, conn, tenant: str, items: list[dict], now, rows: repo.IngestRows
+        self, tenant: str, items: list[dict], now, rows: repo.IngestRows
     ) -> None:
         settings = self.settings.get(tenant)
         if settings is None:
-            settings = self.settings[tenant] = await rr.timer_settings(conn, tenant)
+            async with self.db.read() as conn:
+                settings = self.settings[tenant] = await rr.timer_settings(conn, tenant)
         arm_timers(tenant, items, now, settings, rows)
 
 
