@@ -43,16 +43,20 @@ class Routing:
         self.db = db
         self.bus = bus
         self.ingest = ingest
+        # The router's and the timers' events have a writer of their own: an offer never
+        # waits behind a group of requests' events being committed (on PostgreSQL the
+        # two transactions run side by side; the conversations' locks order them).
+        self.decisions = TimedIngest(db, bus, clock)
         self.board = AgentBoard(db, clock)
         self.presence = Presence(db, bus, clock, presence_grace_s)
-        self.router = Router(db, ingest, clock, self.board)
+        self.router = Router(db, self.decisions, clock, self.board)
         self.popups = Popups(db, zone_of)
         self.connections = AgentConnections(
             db, clock, self.presence, self.popups.agents, heartbeat_s
         )
         self.router.on_offers = self.popups.prefetch  # popups read while offers commit
         self.wallboard = Wallboard(db, clock, zone_of, self.board)
-        self.timers = TimerRunner(db, ingest, clock, self._grace_over)
+        self.timers = TimerRunner(db, self.decisions, clock, self._grace_over)
         self.actions = AgentActions(db, ingest, clock, zone_of)
         self._subscription = None
         self._task: asyncio.Task | None = None
@@ -81,6 +85,7 @@ class Routing:
         await self.connections.stop()
         await self.router.stop()
         await self.timers.stop()
+        await self.decisions.close()
         await self.wallboard.stop()
         await self.popups.stop()
 
@@ -135,8 +140,7 @@ class Routing:
     async def _resync(self) -> None:
         for tenant in list(self.board.tenants):
             self.router.forget(tenant)
-            if isinstance(self.ingest, TimedIngest):
-                self.ingest.forget(tenant)
+            self._forget_settings(tenant)
         self.router.invalidate_all()
         await self.board.reload()
         await self.wallboard.reload()
@@ -174,10 +178,14 @@ class Routing:
         finally:
             self._reloading.discard(tenant)
 
+    def _forget_settings(self, tenant: str) -> None:
+        for ingest in (self.ingest, self.decisions):
+            if isinstance(ingest, TimedIngest):
+                ingest.forget(tenant)
+
     async def _reload_settings(self, tenant: str) -> None:
         self.router.forget(tenant)
-        if isinstance(self.ingest, TimedIngest):
-            self.ingest.forget(tenant)
+        self._forget_settings(tenant)
         await self.board.reload_tenant(tenant)
         await self.wallboard.reload(tenant)
         self.router.trigger(tenant)
