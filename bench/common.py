@@ -698,3 +698,27 @@ def server_env(database_url: str, data_dir: Path) -> dict[str, str]:
         REDIS_URL="memory://",
     )
     return env
+
+
+async def started_in_process(url: str, name: str, tenant: str, routing: str):
+    """The app of a Switchboard in this process on the PostgreSQL database at `url`
+    (migrated here), with the in-process bus and one tenant; started (app.state.sb),
+    so the caller stops it."""
+    from server.app import create_app
+    from server.migrate import migrate
+    from server.settings import Settings
+    from server.tenants import create_tenant
+
+    await asyncio.to_thread(migrate, url)
+    settings = Settings(
+        data_dir=OUT_DIR / name,
+        database_url=url,
+        bus_url="memory://",
+        bus_prefix="",
+        secret=SECRET,
+    )
+    app = create_app(settings)
+    async with app.state.sb.db.write() as conn:
+        await create_tenant(conn, tenant, "Europe/Madrid", routing=routing)
+    await app.state.sb.start()
+    return app

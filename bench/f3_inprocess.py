@@ -21,14 +21,9 @@ import statistics
 import sys
 import time
 import zlib
-from pathlib import Path
 
 from bench import common as c
 from bench.f3_ingest import EventSource
-from server.app import create_app
-from server.migrate import migrate
-from server.settings import Settings
-from server.tenants import create_tenant
 
 TENANT = "bench"
 MAX_RATE = 40_000  # events per second a phase could take at most (made in advance)
@@ -78,19 +73,8 @@ async def _phase(sb, mode: str, senders: int, batch: int, seconds: float, tag: s
 
 
 async def measure(url: str, seconds: float, senders: int, batch: int, rounds: int) -> list:
-    await asyncio.to_thread(migrate, url)
-    settings = Settings(
-        data_dir=Path(c.OUT_DIR) / "f3p",
-        database_url=url,
-        bus_url="memory://",
-        bus_prefix="",
-        secret=c.SECRET,
-    )
-    app = create_app(settings)
+    app = await c.started_in_process(url, "f3p", TENANT, "external")
     sb = app.state.sb
-    async with sb.db.write() as conn:
-        await create_tenant(conn, TENANT, "Europe/Madrid", routing="external")
-    await sb.start()
     results = []
     try:
         await _phase(sb, "single", senders, batch, 2.0, "warm-s")

@@ -29,30 +29,45 @@ import statistics
 import sys
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
 import httpx
 from sqlalchemy import event, update
 
 from bench import common as c
 from server import models as m
-from server.app import create_app
 from server.auth import mint_token
-from server.migrate import migrate
-from server.settings import Settings
-from server.tenants import create_tenant
 
 TENANT = "bench"
 TEAM = "desk"
 
 
 class Counter:
+    """Statements sent: SQLAlchemy's (its cursor events) and those the ingest sends on
+    the bare asyncpg connection (asyncpg's query logger, which sees those but not
+    SQLAlchemy's prepared statements); transaction control is not counted."""
+
     def __init__(self, engine):
         self.statements = 0
+        self._watched: set[int] = set()
         event.listen(engine.sync_engine, "before_cursor_execute", self._count)
+        event.listen(engine.sync_engine, "checkout", self._watch)
 
     def _count(self, *_args) -> None:
         self.statements += 1
+
+    def _watch(self, dbapi_connection, _record, _proxy) -> None:
+        driver = dbapi_connection.driver_connection
+        if id(driver) not in self._watched:
+            self._watched.add(id(driver))
+            driver.add_query_logger(self._logged)
+
+    def _logged(self, record) -> None:
+        if record.query.split(None, 1)[0].rstrip(";").upper() not in (
+            "BEGIN",
+            "COMMIT",
+            "ROLLBACK",
+        ):
+            self.statements += 1
 
 
 def now_iso() -> str:
@@ -68,19 +83,8 @@ async def wait_until(predicate, limit_s: float, what: str) -> None:
 
 
 async def measure(url: str, agents: int, queued: int, cycles: int) -> dict:
-    await asyncio.to_thread(migrate, url)
-    settings = Settings(
-        data_dir=Path(c.OUT_DIR) / "r1p",
-        database_url=url,
-        bus_url="memory://",
-        bus_prefix="",
-        secret=c.SECRET,
-    )
-    app = create_app(settings)
+    app = await c.started_in_process(url, "r1p", TENANT, "builtin")
     sb = app.state.sb
-    async with sb.db.write() as conn:
-        await create_tenant(conn, TENANT, "Europe/Madrid", routing="builtin")
-    await sb.start()
     await sb.routing.timers.stop()  # nothing is due; its polls would blur the counts
     counter = Counter(sb.db.engine)
     offered: dict[str, str] = {}  # agent -> conversation offered to it (from the bus)
@@ -167,7 +171,7 @@ async def measure(url: str, agents: int, queued: int, cycles: int) -> dict:
             ]
             before = counter.statements
             cpu0, wall0 = time.process_time(), time.perf_counter()
-            await sb.bus.publish(TENANT, {"rows": [], "presence": changes})
+            sb.bus.post(TENANT, {"rows": [], "presence": changes})
             await wait_until(lambda: len(offered) >= agents, 120, "the burst's offers")
             burst = {
                 "offers": len(offered),
