@@ -32,7 +32,8 @@ AUTH_ID = "MAXXXXXXXXXXXXXXXXXX"
 TOKEN = "plivo-auth-token-1"
 NONCE = "05429567804466091622"
 
-# Parameters of the answer_url request: https://www.plivo.com/docs/voice/xml/request/
+# Parameters of the answer_url request: https://docs.plivo.com/docs/voice/xml/request
+# (every name's source: docs/channels.md, "Plivo: parameter names and their sources")
 ANSWER = {
     "CallUUID": "2d2a1b4c-6f5e-11ee-9c0a-0242ac120002",
     "From": "15550123456",
@@ -60,7 +61,7 @@ HANGUP = dict(
     EndTime="2026-11-24 10:01:02",
 )
 # An incoming SMS at the application's message_url:
-# https://www.plivo.com/docs/messaging/api/message/receive-a-message
+# https://docs.plivo.com/docs/messaging/api/message/handling-incoming
 INBOUND_SMS = {
     "From": "15550123456",
     "To": "15559000000",
@@ -73,7 +74,7 @@ INBOUND_SMS = {
     "MessageIntent": "optin",
 }
 # A message status callback at the `url` of Send a message:
-# https://www.plivo.com/docs/messaging/api/message/send-a-message
+# https://docs.plivo.com/docs/messaging/api/message/message-status-callbacks
 MESSAGE_STATUS = {
     "MessageUUID": "7a7a7a7a-6f5e-11ee-8c99-0242ac120002",
     "Status": "delivered",
@@ -84,7 +85,8 @@ MESSAGE_STATUS = {
     "TotalRate": "0.0050",
     "TotalAmount": "0.0050",
 }
-# The Record XML element's callbackUrl: https://www.plivo.com/docs/voice/xml/record/
+# The Record XML element's callbackUrl (plivo-examples-python voice/record/record_call.py;
+# the *Ms fields are not confirmed by a Plivo source).
 RECORDING = {
     "RecordUrl": "https://media.plivo.com/v1/Account/MA/Recording/rec-1.wav",
     "RecordingID": "rec-1",
