@@ -1,12 +1,16 @@
 """Plivo Voice and Messaging.
 
+Every parameter name read or sent here, with the source that confirms it (and the
+few no source confirms), is listed in docs/channels.md, "Plivo: parameter names".
+
 Signatures (V3, with nonce): https://docs.plivo.com/docs/voice/xml/request/validation
 (the algorithm is that of Plivo's SDKs, plivo-python's plivo/utils/signature_v3.py)
-Voice request parameters: https://www.plivo.com/docs/voice/xml/request/
+Voice request parameters: https://docs.plivo.com/docs/voice/xml/request
+Dial action parameters: https://docs.plivo.com/docs/voice/use-cases/dial-status-reporting
 Hangup causes and sources: https://docs.plivo.com/docs/voice/troubleshooting/hangup-causes
-Make a call: https://www.plivo.com/docs/voice/api/call/make-a-call
-Transfer a call: https://www.plivo.com/docs/voice/api/call/transfer-a-call
-Send a message: https://www.plivo.com/docs/messaging/api/message/send-a-message
+Make a call: https://docs.plivo.com/docs/voice/api/call/make-a-call
+Transfer and hang up a call: plivo-python's plivo/resources/calls.py (Calls.update, delete)
+Send a message: https://www.plivo.com/docs/messaging/api/messages
 
 Plivo retries a callback it could not deliver; event ids come from its call and
 message UUIDs, so a retry is a `duplicate`. Callback URLs carry `ref` and `leg` in
@@ -59,10 +63,13 @@ MAIN_ACCOUNT_SIGNATURE_HEADER = "X-Plivo-Signature-Ma-V3"
 NONCE_HEADER = "X-Plivo-Signature-V3-Nonce"
 XML = "application/xml; charset=utf-8"
 
-# CallStatus values: https://www.plivo.com/docs/voice/xml/request/
+# CallStatus values (docs/voice/use-cases/dial-status-reporting and account/api/application):
+# ringing, in-progress, completed, busy, failed, timeout, no-answer, cancel. `canceled` is
+# in no Plivo source; it is accepted only so that spelling cannot leave a call open.
 _ENDED = frozenset({"completed", "busy", "failed", "timeout", "no-answer", "cancel", "canceled"})
 _NOT_ANSWERED = frozenset(_ENDED - {"completed"})
-# DialStatus of a <Dial> action: completed, busy, failed, timeout, no-answer, cancel.
+# DialStatus of a <Dial> action, as documented: completed, busy, failed, timeout, no-answer.
+# `cancel`/`canceled` are not documented for DialStatus (see _dial_callback).
 _DIAL_NO_ANSWER = {
     "busy": "busy",
     "no-answer": "no_answer",
@@ -70,6 +77,10 @@ _DIAL_NO_ANSWER = {
     "failed": "failed",
 }
 END_OF_XML = "4010"  # hangup cause "End Of XML Instructions"
+# HangupSource values (docs/voice/troubleshooting/hangup-causes).
+SOURCE_CALLER = "Caller"
+SOURCE_API = "API Request"
+SOURCE_HANGUP_XML = "Answer XML"  # the call ran our <Hangup/>
 _MESSAGE_STATUS = {
     "sent": "sent",
     "delivered": "delivered",
@@ -176,7 +187,7 @@ class PlivoProvider:
             return self._inbound_message(form, now)
         if leg == "bridge":
             return self._bridge_request(query)
-        if "DialStatus" in form or "DialAction" in form:
+        if "DialStatus" in form or "DialAction" in form or "DialBLegStatus" in form:
             return self._dial_callback(form, query, now)
         if "CallUUID" in form:
             return self._call(form, query, now)
@@ -203,8 +214,7 @@ class PlivoProvider:
         events: tuple[ChannelEvent, ...] = ()
         if status in _NOT_ANSWERED:
             events = (ChannelEvent(eid, "media.no_answer", now, {"reason": "failed"}),)
-        elif status == "completed" and form.get("HangupCauseCode") != END_OF_XML:
-            # End Of XML means the dialed customer left first (the <Dial> reports it).
+        elif status == "completed" and not _ended_by_our_xml(form):
             events = (ChannelEvent(eid, "media.hangup", now, {"source": "agent"}),)
         return WebhookResult((Inbound(reference, events),), _xml(""))
 
@@ -254,8 +264,11 @@ class PlivoProvider:
             return WebhookResult((), reply)
         if leg != "customer":
             raise PayloadError(f"plivo dial: unknown leg {str(leg)[:40]!r}")
-        action = form.get("DialAction")
-        if action is not None:  # the <Dial> callbackUrl: answer, connected, hangup, ...
+        if "DialStatus" not in form:
+            # Not the <Dial> action (which alone documents DialStatus) but its callbackUrl:
+            # DialAction answer, connected, hangup or digits. Plivo's open-source server
+            # (plivoframework) sends only DialBLegStatus answer/hangup there.
+            action = form.get("DialAction") or form.get("DialBLegStatus")
             if action == "answer":
                 answered = ChannelEvent(
                     event_id(NAME, ref, "customer", "answer"), "media.answered", now
@@ -268,7 +281,7 @@ class PlivoProvider:
             event = ChannelEvent(eid, "media.hangup", now, {"source": "customer"})
         elif status in _DIAL_NO_ANSWER:
             event = ChannelEvent(eid, "media.no_answer", now, {"reason": _DIAL_NO_ANSWER[status]})
-        elif status in ("cancel", "canceled"):
+        elif status in ("cancel", "canceled"):  # undocumented for DialStatus; see above
             event = ChannelEvent(eid, "media.hangup", now, {"source": "agent"})
         else:
             raise PayloadError(f"plivo dial: unknown DialStatus {status[:40]!r}")
@@ -454,13 +467,23 @@ class PlivoProvider:
 def _inbound_hangup_source(form: dict) -> str:
     """Who ended an inbound call, from Plivo's HangupSource and HangupCauseCode."""
     source = form.get("HangupSource", "")
-    if source == "Caller":
+    if source == SOURCE_CALLER:
         return "customer"
-    if source == "API Request":
+    if source == SOURCE_API:
         return "agent"  # our own hangup, for an agent
-    if form.get("HangupCauseCode") == END_OF_XML:
-        return "agent"  # the bridged agent's leg ended, and with it the call's XML
+    if _ended_by_our_xml(form):
+        # An inbound call's XML ends (or runs our <Hangup/>) only after the bridge's <Dial>
+        # to the agent has completed.
+        return "agent"
     return "system"
+
+
+def _ended_by_our_xml(form: dict) -> bool:
+    """The call ended because its XML did: our <Hangup/> after a <Dial> action (source
+    "Answer XML") or no instruction left (cause 4010, "End Of XML Instructions")."""
+    return (
+        form.get("HangupSource") == SOURCE_HANGUP_XML or form.get("HangupCauseCode") == END_OF_XML
+    )
 
 
 def _xml(inner: str) -> Reply:

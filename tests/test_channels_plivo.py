@@ -32,7 +32,8 @@ AUTH_ID = "MAXXXXXXXXXXXXXXXXXX"
 TOKEN = "plivo-auth-token-1"
 NONCE = "05429567804466091622"
 
-# Parameters of the answer_url request: https://www.plivo.com/docs/voice/xml/request/
+# Parameters of the answer_url request: https://docs.plivo.com/docs/voice/xml/request
+# (every name's source: docs/channels.md, "Plivo: parameter names and their sources")
 ANSWER = {
     "CallUUID": "2d2a1b4c-6f5e-11ee-9c0a-0242ac120002",
     "From": "15550123456",
@@ -60,7 +61,7 @@ HANGUP = dict(
     EndTime="2026-11-24 10:01:02",
 )
 # An incoming SMS at the application's message_url:
-# https://www.plivo.com/docs/messaging/api/message/receive-a-message
+# https://docs.plivo.com/docs/messaging/api/message/handling-incoming
 INBOUND_SMS = {
     "From": "15550123456",
     "To": "15559000000",
@@ -73,7 +74,7 @@ INBOUND_SMS = {
     "MessageIntent": "optin",
 }
 # A message status callback at the `url` of Send a message:
-# https://www.plivo.com/docs/messaging/api/message/send-a-message
+# https://docs.plivo.com/docs/messaging/api/message/message-status-callbacks
 MESSAGE_STATUS = {
     "MessageUUID": "7a7a7a7a-6f5e-11ee-8c99-0242ac120002",
     "Status": "delivered",
@@ -84,7 +85,8 @@ MESSAGE_STATUS = {
     "TotalRate": "0.0050",
     "TotalAmount": "0.0050",
 }
-# The Record XML element's callbackUrl: https://www.plivo.com/docs/voice/xml/record/
+# The Record XML element's callbackUrl (plivo-examples-python voice/record/record_call.py;
+# the *Ms fields are not confirmed by a Plivo source).
 RECORDING = {
     "RecordUrl": "https://media.plivo.com/v1/Account/MA/Recording/rec-1.wav",
     "RecordingID": "rec-1",
@@ -148,6 +150,15 @@ def signed(url: str, params: dict[str, str], nonce: str = NONCE, token: str = TO
             {},
             "nonce-4",
             "0hZMaEj0n6Vteh5JSt8ayi9BXi6/dUOSA4ABL+LqwG0=",
+        ),
+        # Non-ASCII values are signed as UTF-8: plivo-python 4.63.0's
+        # validate_v3_signature accepts this one.
+        (
+            "POST",
+            "https://h.example/x?leg=customer&ref=r1",
+            {"DialAction": "answer", "Text": "Hola, ¿mi pedido?", "A": "1"},
+            "n5",
+            "JfGnSsdSfLQr2X9tjlP8b4O7dpDcgFVFYKluNUJUM3E=",
         ),
     ],
 )
@@ -219,6 +230,9 @@ def test_an_inbound_call_opens_a_conversation_and_holds_the_caller():
         ("Caller", "4000", "customer"),
         ("API Request", "1000", "agent"),
         ("Answer XML", "4010", "agent"),
+        # Our <Hangup/> after the bridge's <Dial>: source "Answer XML", whatever the cause.
+        ("Answer XML", "4000", "agent"),
+        ("Unknown", "4010", "agent"),
         ("Carrier", "5010", "system"),
         ("Error", "6000", "system"),
     ],
@@ -289,6 +303,40 @@ def test_a_customer_who_does_not_answer(dial_status, reason):
     params = {"DialStatus": dial_status, "DialALegUUID": "a", "DialBLegUUID": "b"}
     (item,) = provider().parse(outbound("customer", params), NOW).items
     assert (item.events[0].type, item.events[0].data) == ("media.no_answer", {"reason": reason})
+
+
+def test_a_dial_callback_with_only_dial_b_leg_status_reports_the_answer():
+    # Plivo's open-source server (plivoframework, inboundsocket.py) posts the <Dial>
+    # callbackUrl with DialBLegStatus answer/hangup and no DialAction.
+    plivo = provider()
+    answer = {"DialBLegStatus": "answer", "DialALegUUID": "a", "DialBLegUUID": "b", "CallUUID": "a"}
+    (item,) = plivo.parse(outbound("customer", answer), NOW).items
+    assert [e.type for e in item.events] == ["media.answered"]
+    hangup = dict(answer, DialBLegStatus="hangup", DialBLegHangupCause="NORMAL_CLEARING")
+    assert plivo.parse(outbound("customer", hangup), NOW).items == ()
+
+
+def test_a_dial_action_is_read_by_its_dial_status_whatever_else_it_carries():
+    # DialStatus is documented only for the action URL; B-leg fields beside it do not
+    # make it a callbackUrl event.
+    params = {"DialStatus": "busy", "DialBLegStatus": "hangup", "DialALegUUID": "a"}
+    (item,) = provider().parse(outbound("customer", params), NOW).items
+    assert (item.events[0].type, item.events[0].data) == ("media.no_answer", {"reason": "busy"})
+
+
+@pytest.mark.parametrize(
+    ("source", "code"),
+    [("Answer XML", "4000"), ("Caller", "4010")],
+    ids=["hangup_xml", "end_of_xml"],
+)
+def test_the_agent_leg_ended_by_our_xml_reports_nothing(source, code):
+    # Our <Hangup/> answers the customer's <Dial> action (HangupSource "Answer XML"), or
+    # the XML runs out (4010): the <Dial> already reported the end.
+    params = dict(HANGUP, Direction="outbound", HangupSource=source, HangupCauseCode=code)
+    assert provider().parse(outbound("agent", params), NOW).items[0].events == ()
+    hung_up = dict(params, HangupSource="Caller", HangupCauseCode="4000")
+    (item,) = provider().parse(outbound("agent", hung_up), NOW).items
+    assert item.events[0].data == {"source": "agent"}
 
 
 def test_an_agent_phone_that_does_not_answer_fails_the_call():

@@ -39,7 +39,7 @@ TWILIO_VOICE = {
     "To": OUR_NUMBER,
     "CallerName": "Ann Example",
 }
-# https://www.plivo.com/docs/messaging/api/message/receive-a-message
+# https://docs.plivo.com/docs/messaging/api/message/handling-incoming
 PLIVO_SMS = {
     "From": CUSTOMER.lstrip("+"),
     "To": OUR_NUMBER.lstrip("+"),
