@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import case, delete, exists, func, literal_column, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from . import models as m
@@ -111,6 +111,46 @@ async def latest_conversation_of_contact(
     query = query.order_by(table.c.created_at.desc(), table.c.id.desc()).limit(1)
     row = (await conn.execute(query)).first()
     return dict(row._mapping) if row else None
+
+
+async def claim_opening(
+    conn: AsyncConnection,
+    tenant: str,
+    channel: str,
+    contact: str,
+    conversation_id: str,
+) -> str:
+    """The conversation the contact's first inbound message on `channel` opens: the
+    one already claimed while that one is not closed (it may not be stored yet: its
+    opener is still ingesting it), else `conversation_id`. One statement; concurrent
+    claims of one key queue on its row (PostgreSQL) or the write lock (SQLite), so
+    every claimer gets the same answer."""
+    table = m.inbound_openings
+    conversations = m.conversations
+    insert = _insert(conn, table).values(
+        tenant_id=tenant,
+        channel=channel,
+        contact=contact,
+        conversation_id=conversation_id,
+    )
+    # The stored row's conversation, by its primary key. SQLAlchemy does not correlate
+    # a subquery with the row of ON CONFLICT DO UPDATE, so the row's column is named.
+    claimed = literal_column(f"{table.name}.{table.c.conversation_id.name}")
+    claimed_is_closed = exists().where(
+        conversations.c.tenant_id == tenant,
+        conversations.c.id == claimed,
+        conversations.c.status == "closed",
+    )
+    statement = insert.on_conflict_do_update(
+        index_elements=[table.c.tenant_id, table.c.channel, table.c.contact],
+        set_={
+            "conversation_id": case(
+                (claimed_is_closed, insert.excluded.conversation_id),
+                else_=table.c.conversation_id,
+            ),
+        },
+    ).returning(table.c.conversation_id)
+    return (await conn.execute(statement)).scalar_one()
 
 
 # --- initiate requests -------------------------------------------------------------------------

@@ -6,8 +6,11 @@ call, ours for one we placed), mapped in `channel_calls`; a message by its conta
 channel, to that contact's open conversation on the channel. With none, the adapter's
 `opening` starts one, routed to the team of the number it came in on; its id is
 derived from the opening's event id, so a provider's retry lands on the same
-conversation and is a `duplicate`. With the tenant's `merge_channels`, a contact with
-an open conversation on another channel joins it (`media.channel_added`).
+conversation and is a `duplicate`. A message's new conversation is claimed first in
+`inbound_openings` (one row per tenant, channel and contact), so first messages of one
+contact arriving at once, on any process, agree on one. With the tenant's
+`merge_channels`, a contact with an open conversation on another channel joins it
+(`media.channel_added`).
 """
 
 from __future__ import annotations
@@ -137,7 +140,18 @@ async def _resolve(sb, tenant: str, provider: str, item: Inbound):
         if team is not None:
             data["team"] = team
     opening = ChannelEvent(opening.event_id, opening.type, opening.occurred_at, data)
-    return conversation_id_for(opening.event_id), [opening, *events], ref.kind == "call"
+    conversation_id = conversation_id_for(opening.event_id)
+    if ref.kind == "message":
+        # The lookup above and the ingest below are not one transaction, and the lock
+        # in deliver() is this process's: first messages arriving at once elsewhere
+        # could each open a conversation. The database picks one for all of them.
+        async with sb.db.write() as conn:
+            conversation_id = await crepo.claim_opening(
+                conn, tenant, ref.channel, ref.contact or "", conversation_id
+            )
+    # A claim won elsewhere: this opening still goes first, since the winner may not
+    # have stored the conversation yet; whichever opening comes second is `stale`.
+    return conversation_id, [opening, *events], ref.kind == "call"
 
 
 def _derived_id(event_id: str, suffix: str) -> str:

@@ -314,6 +314,20 @@ channel_calls = Table(
     Index("ix_channel_calls_conversation", "tenant_id", "conversation_id"),
 )
 
+# The conversation a contact's inbound messages on a channel opened last (migration
+# 0008). One row per (tenant, channel, contact): a first message claims it before
+# opening a conversation, and the database lets one claim win while the conversation
+# it names is not closed, so first messages arriving at once on several processes
+# agree on one conversation (server/inbound.py).
+inbound_openings = Table(
+    "inbound_openings",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("channel", String(16), primary_key=True),
+    Column("contact", ID, primary_key=True),
+    Column("conversation_id", ID, nullable=False),
+)
+
 # Click-to-initiate requests by Idempotency-Key: the answer given, so a retry gets it
 # again without a second provider call; also what the per-user rate limit counts.
 initiate_requests = Table(
