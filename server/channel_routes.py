@@ -33,6 +33,11 @@ ROUTES = [
     Route(f"{CONVERSATION}/messages", api_actions.post_message, methods=["POST"]),
     Route(f"{CONVERSATION}/hangup", api_actions.post_hangup, methods=["POST"]),
     Route(f"{CONVERSATION}/recordings/{{recording_id}}", recordings.get_recording),
+    Route(
+        f"{CONVERSATION}/recordings/{{recording_id}}/link",
+        recordings.post_recording_link,
+        methods=["POST"],
+    ),
     Route("/api/v1/providers", providers.list_providers),
     Route("/api/v1/providers/{provider}", providers.put_provider, methods=["PUT"]),
     Route("/webhooks/{provider}/{tenant}", api_webhooks.webhook, methods=["GET", "POST"]),

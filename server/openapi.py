@@ -846,7 +846,14 @@ def openapi_document() -> dict:
                     "bearerFormat": "JWT",
                     "description": "A token naming tenant, sub, role and expiry "
                     "(`switchboard token --tenant T --role R --user U`).",
-                }
+                },
+                "recordingLink": {
+                    "type": "apiKey",
+                    "in": "query",
+                    "name": "access",
+                    "description": "A recording link's token (createRecordingLink): plays "
+                    "that one recording, for a few minutes, and is accepted nowhere else.",
+                },
             },
             "schemas": {
                 **other_schemas(),

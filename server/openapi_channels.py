@@ -3,15 +3,17 @@ initiate, replies, hangup and recordings. server/openapi.py merges it in."""
 
 from __future__ import annotations
 
-from . import initiate, providers
+from . import initiate, providers, recording_links
 from .openapi import (
     ERROR_HEADERS,
+    INSTANT,
     array,
     content,
     enum,
     obj,
     operation,
     path_parameter,
+    query_parameter,
     ref,
     request_body,
     returns,
@@ -72,6 +74,17 @@ def schemas() -> dict[str, dict]:
             {"message_id": string(), "conversation": ref("ConversationRow")},
             ["message_id", "conversation"],
         ),
+        "RecordingLink": obj(
+            {
+                "url": string(
+                    description="A path on this server (no scheme or host): the recording "
+                    f"with `?{recording_links.QUERY_PARAMETER}=` a token for it alone. Use it "
+                    "as an <audio src>: no Authorization header is needed."
+                ),
+                "expires_at": INSTANT,
+            },
+            ["url", "expires_at"],
+        ),
         "ActionResult": obj(
             {
                 "conversation": ref("ConversationRow"),
@@ -102,6 +115,7 @@ def paths() -> dict[str, dict]:
     conversation = path_parameter("conversation_id", "The conversation id.")
     body_errors = (400, 413)
     audio = {"schema": string(format="binary")}
+    recording = path_parameter("recording_id", "The recording id.")
     return {
         "/api/v1/providers": {
             "get": operation(
@@ -177,23 +191,54 @@ def paths() -> dict[str, dict]:
             )
         },
         "/api/v1/conversations/{conversation_id}/recordings/{recording_id}": {
-            "get": operation(
-                "getRecording",
-                "A recording's audio, with HTTP Range",
-                (200, "The whole recording", {"content": {"audio/wav": audio, "audio/*": audio}}),
+            "get": {
+                **operation(
+                    "getRecording",
+                    "A recording's audio, with HTTP Range",
+                    (
+                        200,
+                        "The whole recording",
+                        {"content": {"audio/wav": audio, "audio/*": audio}},
+                    ),
+                    (400, 404),
+                    roles="supervisor, admin, agent (its own conversation); or a recording "
+                    f"link's `{recording_links.QUERY_PARAMETER}` token instead of the header, "
+                    "as the user who asked for the link",
+                    parameters=[
+                        conversation,
+                        recording,
+                        query_parameter(
+                            recording_links.QUERY_PARAMETER,
+                            "A recording link's token (createRecordingLink), for this "
+                            "recording only and until it expires; then the Authorization "
+                            "header is not read. 401 when bad or expired, 403 for a link to "
+                            "another recording.",
+                            string(minLength=1),
+                        ),
+                    ],
+                    more={
+                        206: {
+                            "description": "The range asked for (Content-Range)",
+                            "content": {"audio/wav": audio, "audio/*": audio},
+                        },
+                        416: _error(
+                            "range_not_satisfiable",
+                            {"Content-Range": {"required": True, "schema": string()}},
+                        ),
+                    },
+                ),
+                "security": [{"bearer": []}, {"recordingLink": []}],
+            }
+        },
+        "/api/v1/conversations/{conversation_id}/recordings/{recording_id}/link": {
+            "post": operation(
+                "createRecordingLink",
+                "A short-lived link to play one recording without the Authorization header "
+                "(for an <audio src>, which streams and seeks with Range)",
+                (200, "The link, minted for the caller", returns(ref("RecordingLink"))),
                 (404,),
                 roles="supervisor, admin, agent (its own conversation)",
-                parameters=[conversation, path_parameter("recording_id", "The recording id.")],
-                more={
-                    206: {
-                        "description": "The range asked for (Content-Range)",
-                        "content": {"audio/wav": audio, "audio/*": audio},
-                    },
-                    416: _error(
-                        "range_not_satisfiable",
-                        {"Content-Range": {"required": True, "schema": string()}},
-                    ),
-                },
+                parameters=[conversation, recording],
             )
         },
         "/webhooks/{provider}/{tenant}": {

@@ -23,10 +23,11 @@ STATIC = Path(__file__).resolve().parent.parent / "static"
 
 # No caching of the HTML: a page must pick up a new version of its modules at once.
 NO_STORE = {"Cache-Control": "no-store"}
-# Strict: the pages' own scripts, styles, API and websocket; blob: for recordings.
+# Strict: the pages' own scripts, styles, API, websocket and recordings (streamed from
+# the server by their links).
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "media-src 'self' blob:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'"
+    "media-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
 
 

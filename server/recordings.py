@@ -1,5 +1,7 @@
 """Call recordings: a small storage interface (files under the data directory by
-default) and `GET /api/v1/conversations/{id}/recordings/{recording_id}` with HTTP Range.
+default), `GET /api/v1/conversations/{id}/recordings/{recording_id}` with HTTP Range,
+and `POST .../{recording_id}/link`, which mints a short-lived link to that recording
+alone for an <audio src> (server/recording_links.py).
 
 No path comes from user input: the endpoint finds the recording's row in the
 database first (tenant and conversation checked), and the store names its file from
@@ -21,13 +23,17 @@ from starlette.responses import Response, StreamingResponse
 from channels.base import Provider, Recording
 
 from . import models as m
+from . import recording_links
 from . import repository as repo
 from .api_conversations import visible_to
-from .web import ApiError, require_role
+from .auth import Principal
+from .rows import instant
+from .web import ApiError, require_role, respond
 
 CHUNK = 64 * 1024
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
 RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+NO_STORE = {"Cache-Control": "no-store"}  # a link is a credential: never kept by a cache
 
 
 class RecordingStore(Protocol):
@@ -124,24 +130,65 @@ def _unsatisfiable(size: int) -> ApiError:
     )
 
 
-async def get_recording(request: Request):
-    sb = request.app.state.sb
-    principal = await sb.principal(request)
+async def _visible_recording(sb, principal: Principal, conversation_id: str, recording_id: str):
+    """The recording's row, when its conversation is one the caller may read (the tenant's,
+    and for an agent its own); 404 otherwise, so nothing tells what exists elsewhere."""
     require_role(principal, "supervisor", "admin", "agent")
-    conversation_id = request.path_params["conversation_id"]
-    recording_id = request.path_params["recording_id"]
-    tenant = principal.tenant
     missing = ApiError(404, "not_found", "no such recording")
     if "\x00" in conversation_id or "\x00" in recording_id:
         raise missing
     async with sb.db.read() as conn:
-        row = await repo.get_conversation_row(conn, tenant, conversation_id)
+        row = await repo.get_conversation_row(conn, principal.tenant, conversation_id)
         if row is None or not visible_to(principal, row):
             raise missing
-        recordings = await repo.rows_of(conn, m.recordings, tenant, conversation_id, [])
+        recordings = await repo.rows_of(conn, m.recordings, principal.tenant, conversation_id, [])
     recording = next((r for r in recordings if r["id"] == recording_id), None)
     if recording is None:
         raise missing
+    return recording
+
+
+async def _caller(request: Request) -> Principal:
+    """The bearer token's principal, or with `?access=` the recording link's: who asked
+    for the link, for this recording only (the header is then not read)."""
+    sb = request.app.state.sb
+    given = request.query_params.getlist(recording_links.QUERY_PARAMETER)
+    if not given:
+        return await sb.principal(request)
+    if len(given) > 1:
+        raise ApiError(400, "malformed", "one recording link (access) at most")
+    principal = recording_links.principal_of_link(
+        sb.settings.secret,
+        given[0],
+        request.path_params["conversation_id"],
+        request.path_params["recording_id"],
+        sb.clock,
+    )
+    await sb.tenant_zone(principal.tenant)  # the tenant still exists (403 otherwise)
+    return principal
+
+
+async def post_recording_link(request: Request):
+    """A link to play one recording without the header: for an <audio src>."""
+    sb = request.app.state.sb
+    principal = await sb.principal(request)
+    conversation_id = request.path_params["conversation_id"]
+    recording = await _visible_recording(
+        sb, principal, conversation_id, request.path_params["recording_id"]
+    )
+    url, expires_at = recording_links.mint_link(
+        sb.settings.secret, principal, conversation_id, recording["id"], sb.clock
+    )
+    return respond(request, {"url": url, "expires_at": instant(expires_at)}, headers=NO_STORE)
+
+
+async def get_recording(request: Request):
+    sb = request.app.state.sb
+    principal = await _caller(request)
+    tenant = principal.tenant
+    recording = await _visible_recording(
+        sb, principal, request.path_params["conversation_id"], request.path_params["recording_id"]
+    )
     size = sb.recordings.size(tenant, recording["id"])
     if size is None:
         raise ApiError(404, "not_found", "the recording is not stored (yet)")

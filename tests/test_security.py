@@ -53,6 +53,7 @@ ACCESS: dict[tuple[str, str], frozenset] = {
     ("POST", "/api/v1/conversations/{conversation_id}/messages"): frozenset({"agent"}),
     ("POST", "/api/v1/conversations/{conversation_id}/hangup"): frozenset({"agent"}),
     ("GET", "/api/v1/conversations/{conversation_id}/recordings/{recording_id}"): READERS,
+    ("POST", "/api/v1/conversations/{conversation_id}/recordings/{recording_id}/link"): READERS,
     ("GET", "/api/v1/providers"): frozenset({"admin"}),
     ("PUT", "/api/v1/providers/{provider}"): frozenset({"admin"}),
     # The provider's signature, no token: tests/test_webhooks.py.

@@ -190,14 +190,39 @@ export function idempotencyKey() {
   return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
-// An <audio> for a recording: fetched with the token (an <audio src> cannot send it).
-export async function recordingPlayer(api, conversationId, recording) {
-  const response = await fetch(
-    `/api/v1/conversations/${encodeURIComponent(conversationId)}/recordings/${encodeURIComponent(recording.id)}`,
-    { headers: { Authorization: `Bearer ${api.token}` } },
-  );
-  if (!response.ok) throw new ApiError(response.status, await response.json().catch(() => null));
-  const url = URL.createObjectURL(await response.blob());
-  return el("audio", { controls: true, src: url, preload: "auto", "aria-label": `Recording of ${conversationId}`, dataset: { recording: recording.id } });
+// An <audio> that streams a recording. An <audio src> cannot send the bearer token, so
+// its src is a link minted for this recording alone (a token in the query, valid a few
+// minutes): the browser then asks for bytes with Range as it plays and seeks, and
+// preload="metadata" fetches only the start until play. A request made after the link
+// expired (a seek minutes later) fails: the player mints a fresh link and goes on from
+// where it was. Once per loaded link, so a recording that cannot play stops there and
+// `onFailure` says why.
+export async function recordingPlayer(api, conversationId, recording, onFailure = () => {}) {
+  const linkPath = `/api/v1/conversations/${encodeURIComponent(conversationId)}/recordings/${encodeURIComponent(recording.id)}/link`;
+  const link = await api("POST", linkPath);
+  const audio = el("audio", { controls: true, preload: "metadata", src: link.url, "aria-label": `Recording of ${conversationId}`, dataset: { recording: recording.id } });
+  let renewable = false; // true once the current link has loaded
+  let wantsPlay = false;
+  audio.addEventListener("loadedmetadata", () => { renewable = true; });
+  audio.addEventListener("play", () => { wantsPlay = true; });
+  audio.addEventListener("pause", () => { if (!audio.error) wantsPlay = false; });
+  audio.addEventListener("error", async () => {
+    const reason = audio.error ? audio.error.message || `media error ${audio.error.code}` : "unknown";
+    if (!renewable) return onFailure(new Error(`the recording cannot load (${reason})`));
+    renewable = false;
+    const position = audio.currentTime;
+    const resume = wantsPlay;
+    try {
+      const fresh = await api("POST", linkPath);
+      audio.addEventListener("loadedmetadata", () => {
+        audio.currentTime = position;
+        if (resume) audio.play().catch(onFailure);
+      }, { once: true });
+      audio.src = fresh.url;
+    } catch (error) {
+      onFailure(error);
+    }
+  });
+  return audio;
 }
 

@@ -50,7 +50,9 @@ async function main() {
         onclick: async () => {
           if (players.has(r.id)) return players.get(r.id).play();
           try {
-            const audio = await recordingPlayer(api, c.id, r);
+            const audio = await recordingPlayer(api, c.id, r, (error) => {
+              notice.textContent = `The recording cannot play: ${error.message}`;
+            });
             players.set(r.id, audio);
             holder.append(audio);
             await audio.play();

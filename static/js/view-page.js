@@ -200,7 +200,9 @@ class LiveTable {
       const detail = await this.api("GET", `/api/v1/conversations/${encodeURIComponent(id)}`);
       const recording = detail.recordings[detail.recordings.length - 1];
       if (!recording) throw new Error("no recording yet");
-      const audio = await recordingPlayer(this.api, id, recording);
+      const audio = await recordingPlayer(this.api, id, recording, (error) => {
+        this.notice.textContent = `The recording of ${id} cannot play: ${error.message}`;
+      });
       td.append(audio);
       await audio.play();
     } catch (error) {
