@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import Backend, random_suffix, service_unavailable
+from tests.support import service_unavailable
 
 CHROMIUM = os.environ.get("SWITCHBOARD_CHROMIUM", "/usr/bin/chromium")
 HAVE_CHROMIUM = Path(CHROMIUM).exists()  # once, at import: no blocking call in a test
@@ -63,17 +63,6 @@ async def browser() -> AsyncIterator:
             yield chromium
         finally:
             await chromium.close()
-
-
-@pytest.fixture
-def sqlite_backend(tmp_path: Path) -> Backend:
-    """Browser tests are about the pages: one backend (SQLite, in-process bus)."""
-    return Backend(
-        name="sqlite-memory",
-        database_url=f"sqlite+aiosqlite:///{tmp_path}/switchboard.db",
-        bus_url="memory://",
-        bus_prefix=f"sbtest:{random_suffix()}:",
-    )
 
 
 @contextlib.asynccontextmanager

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser_support import browser, sqlite_backend
+from tests.browser_support import browser
 from tests.support import (
     BACKEND_IDS,
     REQUIRE_SERVICES,
@@ -37,7 +37,6 @@ __all__ = [
     "Backend",
     "browser",
     "free_port",
-    "sqlite_backend",
     "wait_for",
     "wait_until",
 ]
