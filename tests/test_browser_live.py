@@ -8,17 +8,15 @@ import contextlib
 import os
 import signal
 
-import pytest
-
 from tests.app_support import prepare_database
-from tests.browser_support import opened, text_is
+from tests.browser_support import BROWSER_TESTS, opened, text_is
 from tests.page_support import arrive, post, saved_view
 from tests.routing_support import arrive as arrive_for_team
 from tests.routing_support import builtin_routing, put_agent, put_team
 from tests.server_support import live_server, spawned_server
 from tests.support import free_port, wait_for
 
-pytestmark = pytest.mark.browser
+pytestmark = BROWSER_TESTS
 
 
 async def test_a_popup_arrives_and_accepting_it_turns_the_row_active_for_a_supervisor(

@@ -3,14 +3,12 @@ builder, recordings and hover-to-initiate."""
 
 from __future__ import annotations
 
-import pytest
-
-from tests.browser_support import opened, text_is
+from tests.browser_support import BROWSER_TESTS, opened, text_is
 from tests.page_support import arrive, post, saved_view
 from tests.server_support import live_server
 from tests.support import wait_for
 
-pytestmark = pytest.mark.browser
+pytestmark = BROWSER_TESTS
 
 
 async def test_a_posted_event_shows_in_the_open_view(browser, backend, tmp_path):
