@@ -1,6 +1,13 @@
 """Real headless Chromium for the browser tests (Playwright for Python driving
 Debian's /usr/bin/chromium). A missing browser skips the test, or fails it under
-SWITCHBOARD_REQUIRE_SERVICES=1 (CI installs it: .ci/run)."""
+SWITCHBOARD_REQUIRE_SERVICES=1 (CI installs it: .ci/run).
+
+One Chromium per test module: starting Playwright's driver and the browser costs
+over a second, paid once per module instead of once per test (and per backend).
+Tests stay apart by browser contexts (own cookies, storage and cache): each test
+opens its own and closes it, and `browser` checks that none is left behind.
+Playwright's objects belong to the event loop that made them, so a module that
+uses `browser` runs its tests on the module's loop: `pytestmark = BROWSER_TESTS`."""
 
 from __future__ import annotations
 
@@ -11,8 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 
-from tests.support import Backend, random_suffix, service_unavailable
+from tests.support import service_unavailable
 
 CHROMIUM = os.environ.get("SWITCHBOARD_CHROMIUM", "/usr/bin/chromium")
 HAVE_CHROMIUM = Path(CHROMIUM).exists()  # once, at import: no blocking call in a test
@@ -28,6 +36,10 @@ FLAGS = [
     # await (the recording is fetched first) must not depend on the gesture's timer.
     "--autoplay-policy=no-user-gesture-required",
 ]
+
+# The marks of a browser test module: the `browser` marker, and the module's event
+# loop, which the shared Chromium belongs to.
+BROWSER_TESTS = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
 
 
 @dataclass
@@ -49,8 +61,9 @@ class PageProblems:
         )
 
 
-@pytest.fixture
-async def browser() -> AsyncIterator:
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def module_chromium() -> AsyncIterator:
+    """The module's one Chromium; tests get it through `browser`."""
     if not HAVE_CHROMIUM:
         service_unavailable(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
     from playwright.async_api import async_playwright
@@ -65,15 +78,16 @@ async def browser() -> AsyncIterator:
             await chromium.close()
 
 
-@pytest.fixture
-def sqlite_backend(tmp_path: Path) -> Backend:
-    """Browser tests are about the pages: one backend (SQLite, in-process bus)."""
-    return Backend(
-        name="sqlite-memory",
-        database_url=f"sqlite+aiosqlite:///{tmp_path}/switchboard.db",
-        bus_url="memory://",
-        bus_prefix=f"sbtest:{random_suffix()}:",
-    )
+@pytest_asyncio.fixture(loop_scope="module")
+async def browser(module_chromium) -> AsyncIterator:
+    """The module's Chromium, with no context open. A test that leaves one open
+    fails, and its contexts are closed so that the next test starts clean."""
+    assert module_chromium.is_connected(), "the module's Chromium is gone"
+    yield module_chromium
+    left = list(module_chromium.contexts)
+    for context in left:
+        await context.close()
+    assert not left, f"the test left {len(left)} browser context(s) open"
 
 
 @contextlib.asynccontextmanager

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser_support import browser, sqlite_backend
+from tests.browser_support import browser, module_chromium
 from tests.support import (
     BACKEND_IDS,
     REQUIRE_SERVICES,
@@ -37,7 +37,7 @@ __all__ = [
     "Backend",
     "browser",
     "free_port",
-    "sqlite_backend",
+    "module_chromium",
     "wait_for",
     "wait_until",
 ]
@@ -58,6 +58,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if SERVICE_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.services)
+        # The shared Chromium answers only on its module's loop (tests/browser_support.py).
+        if "browser" in getattr(item, "fixturenames", ()):
+            loop = item.get_closest_marker("asyncio")
+            if loop is None or loop.kwargs.get("loop_scope") != "module":
+                raise pytest.UsageError(f"{item.nodeid} uses `browser`: pytestmark = BROWSER_TESTS")
 
 
 @pytest.fixture(params=_backend_params())

@@ -8,23 +8,21 @@ import contextlib
 import os
 import signal
 
-import pytest
-
 from tests.app_support import prepare_database
-from tests.browser_support import opened, text_is
+from tests.browser_support import BROWSER_TESTS, opened, text_is
 from tests.page_support import arrive, post, saved_view
 from tests.routing_support import arrive as arrive_for_team
 from tests.routing_support import builtin_routing, put_agent, put_team
 from tests.server_support import live_server, spawned_server
 from tests.support import free_port, wait_for
 
-pytestmark = pytest.mark.browser
+pytestmark = BROWSER_TESTS
 
 
 async def test_a_popup_arrives_and_accepting_it_turns_the_row_active_for_a_supervisor(
-    browser, sqlite_backend, tmp_path
+    browser, backend, tmp_path
 ):
-    async with live_server(sqlite_backend, tmp_path / "data") as server:
+    async with live_server(backend, tmp_path / "data") as server:
         api = server.api
         await builtin_routing(api)
         await put_team(api, "sales", offer_timeout_s=120)
@@ -79,8 +77,8 @@ async def wait_presence(api, agent_id: str, presence: str) -> None:
     await wait_for(reached, 10)
 
 
-async def test_the_wallboard_changes(browser, sqlite_backend, tmp_path):
-    async with live_server(sqlite_backend, tmp_path / "data") as server:
+async def test_the_wallboard_changes(browser, backend, tmp_path):
+    async with live_server(backend, tmp_path / "data") as server:
         first = await arrive(server.api, "call")
         await post(server.api, first, "routing.enqueued", team="sales")
         token = server.api.token("wallboard", "wall1")
@@ -97,14 +95,12 @@ async def test_the_wallboard_changes(browser, sqlite_backend, tmp_path):
             assert page.problems.errors == []
 
 
-async def test_the_view_recovers_by_itself_after_the_server_restarts(
-    browser, sqlite_backend, tmp_path
-):
-    await prepare_database(sqlite_backend.database_url)
+async def test_the_view_recovers_by_itself_after_the_server_restarts(browser, backend, tmp_path):
+    await prepare_database(backend.database_url)
     port = free_port()
     data = tmp_path / "data"
     async with contextlib.AsyncExitStack() as stack:
-        first = await stack.enter_async_context(spawned_server(sqlite_backend, data, port=port))
+        first = await stack.enter_async_context(spawned_server(backend, data, port=port))
         view = await saved_view(first.api)
         before = await arrive(first.api)
         page = await stack.enter_async_context(
@@ -120,7 +116,7 @@ async def test_the_view_recovers_by_itself_after_the_server_restarts(
             "[data-connection='reconnecting'], [data-connection='offline']"
         ).wait_for()
 
-        async with spawned_server(sqlite_backend, data, port=port) as second:
+        async with spawned_server(backend, data, port=port) as second:
             after = await arrive(second.api, name="After the restart")
             await page.locator(f"tr[data-id='{after}']").wait_for(timeout=30000)
             await page.locator("[data-connection='live']").wait_for()

@@ -3,18 +3,16 @@ builder, recordings and hover-to-initiate."""
 
 from __future__ import annotations
 
-import pytest
-
-from tests.browser_support import opened, text_is
+from tests.browser_support import BROWSER_TESTS, opened, text_is
 from tests.page_support import arrive, post, saved_view
 from tests.server_support import live_server
 from tests.support import wait_for
 
-pytestmark = pytest.mark.browser
+pytestmark = BROWSER_TESTS
 
 
-async def test_a_posted_event_shows_in_the_open_view(browser, sqlite_backend, tmp_path):
-    async with live_server(sqlite_backend, tmp_path / "data") as server:
+async def test_a_posted_event_shows_in_the_open_view(browser, backend, tmp_path):
+    async with live_server(backend, tmp_path / "data") as server:
         view = await saved_view(server.api)
         first = await arrive(server.api)
         token = server.api.token("supervisor", "sup1")
@@ -46,9 +44,9 @@ async def test_a_posted_event_shows_in_the_open_view(browser, sqlite_backend, tm
 
 
 async def test_a_view_built_with_the_filter_builder_shows_only_matching_rows(
-    browser, sqlite_backend, tmp_path
+    browser, backend, tmp_path
 ):
-    async with live_server(sqlite_backend, tmp_path / "data") as server:
+    async with live_server(backend, tmp_path / "data") as server:
         whatsapp = await arrive(server.api, "whatsapp")
         call = await arrive(server.api, "call")
         token = server.api.token("supervisor", "sup1")
@@ -89,8 +87,8 @@ async def test_a_view_built_with_the_filter_builder_shows_only_matching_rows(
             assert page.problems.errors == []
 
 
-async def test_conversation_id_cannot_be_deselected(browser, sqlite_backend, tmp_path):
-    async with live_server(sqlite_backend, tmp_path / "data") as server:
+async def test_conversation_id_cannot_be_deselected(browser, backend, tmp_path):
+    async with live_server(backend, tmp_path / "data") as server:
         token = server.api.token("supervisor", "sup1")
         async with opened(browser, server.url, token, "/views") as page:
             await page.get_by_role("button", name="New view").click()
@@ -111,9 +109,9 @@ async def test_conversation_id_cannot_be_deselected(browser, sqlite_backend, tmp
             assert await headers.first.get_attribute("data-column") == "id"
 
 
-async def test_a_customer_name_with_markup_shows_as_text(browser, sqlite_backend, tmp_path):
+async def test_a_customer_name_with_markup_shows_as_text(browser, backend, tmp_path):
     name = '<img src=x onerror="window.pwned=1"><b>Bold</b>'
-    async with live_server(sqlite_backend, tmp_path / "data") as server:
+    async with live_server(backend, tmp_path / "data") as server:
         view = await saved_view(server.api)
         cid = await arrive(server.api, name=name)
         token = server.api.token("supervisor", "sup1")
@@ -141,8 +139,8 @@ async def initiated_call(server, contact: str = "+34911000101") -> str:
     return response.json()["conversation_id"]
 
 
-async def test_a_recording_plays_inline_from_the_play_icon(browser, sqlite_backend, tmp_path):
-    async with live_server(sqlite_backend, tmp_path / "data") as server:
+async def test_a_recording_plays_inline_from_the_play_icon(browser, backend, tmp_path):
+    async with live_server(backend, tmp_path / "data") as server:
         view = await saved_view(server.api, columns=["id", "status", "contact"])
         cid = await initiated_call(server)  # the sandbox's `01` leaves a 3 s recording
         token = server.api.token("supervisor", "sup1")
@@ -161,10 +159,10 @@ async def test_a_recording_plays_inline_from_the_play_icon(browser, sqlite_backe
 
 
 async def test_hover_to_initiate_makes_one_conversation_on_a_double_click(
-    browser, sqlite_backend, tmp_path
+    browser, backend, tmp_path
 ):
     contact = "+34911000103"  # the sandbox rings this one and nobody answers
-    async with live_server(sqlite_backend, tmp_path / "data") as server:
+    async with live_server(backend, tmp_path / "data") as server:
         view = await saved_view(
             server.api,
             columns=["id", "contact", "direction", "status"],
@@ -201,9 +199,9 @@ async def test_hover_to_initiate_makes_one_conversation_on_a_double_click(
 
 
 async def test_scrolling_fetches_more_and_rows_arriving_above_keep_the_reader_in_place(
-    browser, sqlite_backend, tmp_path
+    browser, backend, tmp_path
 ):
-    async with live_server(sqlite_backend, tmp_path / "data") as server:
+    async with live_server(backend, tmp_path / "data") as server:
         view = await saved_view(server.api)
         events = []
         for n in range(130):
@@ -252,10 +250,8 @@ async def test_scrolling_fetches_more_and_rows_arriving_above_keep_the_reader_in
             assert page.problems.errors == []
 
 
-async def test_a_gap_in_seq_or_a_resync_makes_the_page_subscribe_again(
-    browser, sqlite_backend, tmp_path
-):
-    async with live_server(sqlite_backend, tmp_path / "data") as server:
+async def test_a_gap_in_seq_or_a_resync_makes_the_page_subscribe_again(browser, backend, tmp_path):
+    async with live_server(backend, tmp_path / "data") as server:
         view = await saved_view(server.api)
         first = await arrive(server.api)
         token = server.api.token("supervisor", "sup1")
@@ -295,9 +291,9 @@ async def test_a_gap_in_seq_or_a_resync_makes_the_page_subscribe_again(
 
 
 async def test_the_table_and_the_dialogs_work_by_keyboard_and_have_labels(
-    browser, sqlite_backend, tmp_path
+    browser, backend, tmp_path
 ):
-    async with live_server(sqlite_backend, tmp_path / "data") as server:
+    async with live_server(backend, tmp_path / "data") as server:
         view = await saved_view(server.api, name="Escalations", columns=["id", "contact"])
         cid = await arrive(server.api, "call", contact="+34911000177")
         token = server.api.token("supervisor", "sup1")
@@ -338,9 +334,9 @@ async def test_the_table_and_the_dialogs_work_by_keyboard_and_have_labels(
 
 
 async def test_the_views_list_shows_private_and_shared_views_with_live_counts(
-    browser, sqlite_backend, tmp_path
+    browser, backend, tmp_path
 ):
-    async with live_server(sqlite_backend, tmp_path / "data") as server:
+    async with live_server(backend, tmp_path / "data") as server:
         mine = await saved_view(server.api, name="Mine")
         shared = await saved_view(
             server.api,
@@ -366,8 +362,8 @@ async def test_the_views_list_shows_private_and_shared_views_with_live_counts(
             assert page.problems.errors == []
 
 
-async def test_without_a_token_the_page_asks_for_one(browser, sqlite_backend, tmp_path):
-    async with live_server(sqlite_backend, tmp_path / "data") as server:
+async def test_without_a_token_the_page_asks_for_one(browser, backend, tmp_path):
+    async with live_server(backend, tmp_path / "data") as server:
         view = await saved_view(server.api, name="Asked")
         async with opened(browser, server.url, None, f"/views/{view['id']}") as page:
             form = page.get_by_role("form", name="Sign in")
@@ -384,10 +380,8 @@ async def test_without_a_token_the_page_asks_for_one(browser, sqlite_backend, tm
             await page.get_by_role("table", name="Asked").wait_for()
 
 
-async def test_the_detail_page_shows_the_conversation_and_follows_it(
-    browser, sqlite_backend, tmp_path
-):
-    async with live_server(sqlite_backend, tmp_path / "data") as server:
+async def test_the_detail_page_shows_the_conversation_and_follows_it(browser, backend, tmp_path):
+    async with live_server(backend, tmp_path / "data") as server:
         api = server.api
         cid = await arrive(api, "whatsapp", name="Ana Pérez")
         await post(api, cid, "media.message", message_id="m1", sender="customer", text="Hola!")

@@ -1,53 +1,24 @@
 """The chat widget in real headless Chromium: /chat-demo embeds /widget.js, a visitor
 chats, the agent's reply shows, and markup in either direction shows as text.
 
-Needs /usr/bin/chromium: skipped without it, failed with SWITCHBOARD_REQUIRE_SERVICES=1.
+Runs on both backends, with the module's Chromium (tests/browser_support.py): skipped
+without it, failed with SWITCHBOARD_REQUIRE_SERVICES=1.
 Set SWITCHBOARD_SCREENSHOTS=<dir> to keep the page's screenshot there.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
-
-import pytest
 
 from server import channel_repository as crepo
 from server import webchat
+from tests.browser_support import BROWSER_TESTS, opened
 from tests.server_support import live_server
-from tests.support import REQUIRE_SERVICES, Backend, wait_for
+from tests.support import Backend, wait_for
 from tests.test_webchat import agent_reply, route_to, set_up
 
-pytestmark = pytest.mark.browser
-
-CHROMIUM = "/usr/bin/chromium"
-HAVE_CHROMIUM = os.path.exists(CHROMIUM)  # read once, at import
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator:
-    if not HAVE_CHROMIUM:
-        if REQUIRE_SERVICES:
-            pytest.fail(f"{CHROMIUM} is missing (SWITCHBOARD_REQUIRE_SERVICES=1)", pytrace=False)
-        pytest.skip(f"{CHROMIUM} is missing")
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as playwright:
-        chromium = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        try:
-            yield chromium
-        finally:
-            await chromium.close()
+pytestmark = BROWSER_TESTS
 
 
 async def test_a_visitor_chats_through_the_widget_on_the_demo_page(
@@ -55,49 +26,50 @@ async def test_a_visitor_chats_through_the_widget_on_the_demo_page(
 ):
     async with live_server(backend, tmp_path / "data") as server:
         await set_up(server, origin=server.url)  # the page is served by the server itself
-        page = await browser.new_page(viewport={"width": 1100, "height": 720})
-        problems: list[str] = []
-        page.on("pageerror", lambda error: problems.append(str(error)))
-        await page.goto(f"{server.url}/chat-demo?tenant=acme&team=support")
+        async with opened(
+            browser,
+            server.url,
+            path="/chat-demo?tenant=acme&team=support",
+            viewport={"width": 1100, "height": 720},
+        ) as page:
+            await page.click('[data-webchat="launcher"]')
+            await page.wait_for_selector('[data-webchat="status"][data-status="ready"]')
+            host = page.locator("[data-switchboard-widget]")
+            assert await host.get_attribute("data-connection") == "live"
 
-        await page.click('[data-webchat="launcher"]')
-        await page.wait_for_selector('[data-webchat="status"][data-status="ready"]')
-        host = page.locator("[data-switchboard-widget]")
-        assert await host.get_attribute("data-connection") == "live"
+            markup = '<img src=x onerror="window.pwned = 1">Where is my order?'
+            await page.fill('[data-webchat="input"]', markup)
+            await page.press('[data-webchat="input"]', "Enter")
+            mine = page.locator('li[data-sender="customer"]:not([data-pending])')
+            await mine.wait_for()
+            assert (await mine.inner_text()).startswith(markup)
+            await page.wait_for_selector('[data-webchat="status"][data-status="new"]')
 
-        markup = '<img src=x onerror="window.pwned = 1">Where is my order?'
-        await page.fill('[data-webchat="input"]', markup)
-        await page.press('[data-webchat="input"]', "Enter")
-        mine = page.locator('li[data-sender="customer"]:not([data-pending])')
-        await mine.wait_for()
-        assert (await mine.inner_text()).startswith(markup)
-        await page.wait_for_selector('[data-webchat="status"][data-status="new"]')
+            visitor = await page.evaluate("localStorage.getItem('switchboard-webchat:acme')")
+            contact = webchat.visitor_contact("acme", visitor)
 
-        visitor = await page.evaluate("localStorage.getItem('switchboard-webchat:acme')")
-        contact = webchat.visitor_contact("acme", visitor)
+            async def conversation_id():
+                async with server.sb.db.read() as conn:
+                    row = await crepo.latest_conversation_of_contact(conn, "acme", contact, "chat")
+                return row and row["id"]
 
-        async def conversation_id():
-            async with server.sb.db.read() as conn:
-                row = await crepo.latest_conversation_of_contact(conn, "acme", contact, "chat")
-            return row and row["id"]
+            cid = await wait_for(conversation_id, 10)
+            await route_to(server, cid)
+            status = page.locator('[data-webchat="status"][data-status="active"]')
+            await status.wait_for()
+            assert "Agent a1" in await status.inner_text()
 
-        cid = await wait_for(conversation_id, 10)
-        await route_to(server, cid)
-        status = page.locator('[data-webchat="status"][data-status="active"]')
-        await status.wait_for()
-        assert "Agent a1" in await status.inner_text()
+            await agent_reply(server, cid, "Let me check, <b>one moment</b> please.")
+            theirs = page.locator('li[data-sender="agent"]')
+            await theirs.wait_for()
+            assert (await theirs.inner_text()).startswith("Let me check, <b>one moment</b> please.")
 
-        await agent_reply(server, cid, "Let me check, <b>one moment</b> please.")
-        theirs = page.locator('li[data-sender="agent"]')
-        await theirs.wait_for()
-        assert (await theirs.inner_text()).startswith("Let me check, <b>one moment</b> please.")
+            log = page.locator('[data-webchat="log"]')
+            assert await log.locator("img, b, script").count() == 0
+            assert await page.evaluate("window.pwned") is None
+            assert page.problems.errors == []
 
-        log = page.locator('[data-webchat="log"]')
-        assert await log.locator("img, b, script").count() == 0
-        assert await page.evaluate("window.pwned") is None
-        assert problems == []
-
-        shots = os.environ.get("SWITCHBOARD_SCREENSHOTS")
-        target = Path(shots) if shots else tmp_path
-        target.mkdir(parents=True, exist_ok=True)
-        await page.screenshot(path=str(target / "chat-demo.png"))
+            shots = os.environ.get("SWITCHBOARD_SCREENSHOTS")
+            target = Path(shots) if shots else tmp_path
+            target.mkdir(parents=True, exist_ok=True)
+            await page.screenshot(path=str(target / "chat-demo.png"))
