@@ -6,15 +6,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import pytest
-
 from server.recording_links import LINK_TTL_S
-from tests.browser_support import opened
+from tests.browser_support import BROWSER_TESTS, opened
 from tests.recording_support import conversation, stored_recording, wav_bytes
 from tests.server_support import live_server
 from tests.support import ManualClock, wait_for
 
-pytestmark = pytest.mark.browser
+pytestmark = BROWSER_TESTS
 
 MINUTES = 15  # a long call: many MB, which the page must not fetch before playing
 AUDIO = wav_bytes(MINUTES * 60)
