@@ -100,7 +100,8 @@ async def test_a_seek_after_the_link_expired_mints_a_fresh_link_and_resumes(
             media = MediaRequests(page, "r-exp")
             await page.get_by_role("button", name="Play recording r-exp").click()
             audio = page.locator("audio[data-recording='r-exp']")
-            await page.wait_for_function(f"() => {audio_js('r-exp')}.currentTime > 0.3")
+            await audio.wait_for()  # the player appears once its link is minted
+            await page.wait_for_function(f"() => {audio_js('r-exp')}?.currentTime > 0.3")
             first = await audio.get_attribute("src")
             clock.advance(timedelta(seconds=LINK_TTL_S + 1))
             # The browser has only the start: the seek needs a request, which the
@@ -109,7 +110,8 @@ async def test_a_seek_after_the_link_expired_mints_a_fresh_link_and_resumes(
             assert await wait_for(lambda: media.ranged_from(SIZE // 2, status=401), 10)
             await page.wait_for_function(
                 f"() => {{ const a = {audio_js('r-exp')};"
-                f" return a.getAttribute('src') !== {first!r} && a.currentTime > 700.3; }}"
+                f" return a !== null && a.getAttribute('src') !== {first!r}"
+                f" && a.currentTime > 700.3; }}"
             )
             fresh = await audio.get_attribute("src")
             assert fresh.startswith("/api/v1/conversations/c-exp/recordings/r-exp?access=")

@@ -43,7 +43,7 @@ async function main() {
     const facts = (pairs) => el("dl", { class: "facts" }, pairs.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v || "—")]));
 
     const recordingItems = recordings.map((r) => {
-      const holder = el("span", {});
+      const holder = el("span", { dataset: { playerFor: r.id } });
       if (players.has(r.id)) holder.append(players.get(r.id));
       const play = el("button", {
         type: "button", class: "play", "aria-label": `Play recording ${r.id}`,
@@ -54,7 +54,10 @@ async function main() {
               notice.textContent = `The recording cannot play: ${error.message}`;
             });
             players.set(r.id, audio);
-            holder.append(audio);
+            // The page may have been drawn again while the link was minted: the player
+            // goes where this recording's holder is now.
+            const current = [...root.querySelectorAll("[data-player-for]")].find((node) => node.dataset.playerFor === r.id);
+            (current || holder).append(audio);
             await audio.play();
           } catch (error) {
             notice.textContent = `The recording cannot play: ${error.message}`;
