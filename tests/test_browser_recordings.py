@@ -4,10 +4,12 @@ Range, and mints a fresh link when the browser asks again after its link expired
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 from server.recording_links import LINK_TTL_S
 from tests.browser_support import BROWSER_TESTS, opened
+from tests.page_support import post
 from tests.recording_support import conversation, stored_recording, wav_bytes
 from tests.server_support import live_server
 from tests.support import ManualClock, wait_for
@@ -122,3 +124,26 @@ async def test_a_seek_after_the_link_expired_mints_a_fresh_link_and_resumes(
             # The one failed request is the expired link's; nothing else went wrong.
             unexpected = [e for e in page.problems.errors if "401" not in e]
             assert unexpected == []
+
+
+async def test_the_player_appears_though_the_page_was_drawn_again_meanwhile(
+    browser, backend, tmp_path
+):
+    async with live_server(backend, tmp_path / "data") as server:
+        token = await seeded(server, tmp_path, "c-redraw", "r-redraw")
+        async with opened(browser, server.url, token, "/conversations/c-redraw") as page:
+            held, release = asyncio.Event(), asyncio.Event()
+
+            async def hold(route) -> None:  # the link is minted only after the redraw
+                held.set()
+                await release.wait()
+                await route.continue_()
+
+            await page.route("**/recordings/*/link", hold)
+            await page.get_by_role("button", name="Play recording r-redraw").click()
+            await asyncio.wait_for(held.wait(), 10)
+            await post(server.api, "c-redraw", "ticket.linked", ticket_id="T-7")
+            await page.locator("main", has_text="T-7").wait_for()  # drawn again
+            release.set()
+            await page.wait_for_function(f"() => {audio_js('r-redraw')}?.currentTime > 0.3")
+            assert page.problems.errors == []

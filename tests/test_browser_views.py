@@ -3,6 +3,8 @@ builder, recordings and hover-to-initiate."""
 
 from __future__ import annotations
 
+import asyncio
+
 from tests.browser_support import BROWSER_TESTS, opened, text_is
 from tests.page_support import arrive, post, saved_view
 from tests.server_support import live_server
@@ -153,6 +155,38 @@ async def test_a_recording_plays_inline_from_the_play_icon(browser, backend, tmp
             await page.wait_for_function(
                 "id => { const a = document.querySelector(`tr[data-id='${id}'] audio`);"
                 " return a && a.currentTime > 0.2 && a.duration > 2; }",
+                arg=cid,
+            )
+            assert page.problems.errors == []
+
+
+async def test_the_inline_player_appears_though_its_row_changed_meanwhile(
+    browser, backend, tmp_path
+):
+    async with live_server(backend, tmp_path / "data") as server:
+        view = await saved_view(server.api, columns=["id", "status", "ticket_id"])
+        cid = await initiated_call(server)
+        token = server.api.token("supervisor", "sup1")
+        async with opened(browser, server.url, token, f"/views/{view['id']}") as page:
+            play = page.locator(f"tr[data-id='{cid}'] button.play")
+            await play.wait_for(timeout=20000)
+            held, release = asyncio.Event(), asyncio.Event()
+
+            async def hold(route) -> None:  # the link is minted only after the redraw
+                held.set()
+                await release.wait()
+                await route.continue_()
+
+            await page.route("**/recordings/*/link", hold)
+            await play.click()
+            await asyncio.wait_for(held.wait(), 10)
+            await post(server.api, cid, "ticket.linked", ticket_id="T-42")
+            cell = page.locator(f"tr[data-id='{cid}'] td[data-column='ticket_id']")
+            await cell.filter(has_text="T-42").wait_for()
+            release.set()
+            await page.wait_for_function(
+                "id => { const a = document.querySelector(`tr[data-id='${id}'] audio`);"
+                " return a && a.currentTime > 0.2; }",
                 arg=cid,
             )
             assert page.problems.errors == []

@@ -196,6 +196,7 @@ class LiveTable {
       return;
     }
     button.disabled = true;
+    const tr = td.closest("tr"); // fill() keeps the row and replaces its cells
     try {
       const detail = await this.api("GET", `/api/v1/conversations/${encodeURIComponent(id)}`);
       const recording = detail.recordings[detail.recordings.length - 1];
@@ -203,7 +204,8 @@ class LiveTable {
       const audio = await recordingPlayer(this.api, id, recording, (error) => {
         this.notice.textContent = `The recording of ${id} cannot play: ${error.message}`;
       });
-      td.append(audio);
+      // The row may have been redrawn while the link was minted: its id cell now.
+      ((tr && tr.querySelector("td[data-column='id']")) || td).append(audio);
       await audio.play();
     } catch (error) {
       this.notice.textContent = `The recording of ${id} cannot play: ${error.message}`;
