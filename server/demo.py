@@ -26,6 +26,7 @@ from .auth import mint_token
 from .demo_people import OUTBOUND, SimulatedAgent, SimulatedVisitor, pause
 from .tenants import TenantExists, create_tenant
 from .views import new_view_values
+from .wallboard import UNANSWERED
 
 log = logging.getLogger("switchboard.demo")
 
@@ -75,14 +76,6 @@ VISITORS = ["Alex", "Sam Lee", "Priya", "Chen Wei", "Olga", "Kofi", "Inés", "Ma
 MAX_OPEN = 40  # the traffic waits while this many conversations are open
 
 
-UNANSWERED = [
-    "dropped",
-    "agent_assignment_failed",
-    "customer_did_not_respond",
-    "enqueue_failed",
-    "out_of_business_hours",
-    "queue_timeout",
-]
 # Shared views a supervisor finds on the first visit (fixed ids: re-seeded each start).
 VIEWS = {
     "v_demo_today": {
@@ -114,7 +107,7 @@ VIEWS = {
         "visibility": "tenant",
         "filters": [
             {"field": "channel", "op": "in", "value": ["whatsapp"]},
-            {"field": "state", "op": "in", "value": UNANSWERED},
+            {"field": "state", "op": "in", "value": list(UNANSWERED)},
             {"field": "created_at", "op": "within", "value": "today"},
         ],
         "columns": ["id", "customer_name", "created_time", "state", "team", "contact"],
