@@ -1,6 +1,8 @@
 """The database: engine by URL, SQLite tuned for the embedded default, transactions.
 
-Writes go through `Database.write()`, the one place a transaction commits. On SQLite,
+Writes go through `Database.write()`, the one place a transaction commits, and the
+ingest's through `Database.ingest_write()` (on PostgreSQL the same on the bare driver
+connection; on SQLite it is write()). On SQLite,
 writers of this process queue on an asyncio lock and take the database's write lock
 at BEGIN (IMMEDIATE), so no transaction ever fails half-way on a busy upgrade.
 """
