@@ -42,7 +42,8 @@ from .metrics import EVENTS
 
 log = logging.getLogger("switchboard.ingest")
 
-MAX_GROUP_EVENTS = 1000  # events committed together at most
+MAX_GROUP_EVENTS = 250  # events committed together at most
+PIPELINE_DEPTH = 2  # groups in the database at once
 MAX_ATTEMPTS = 3  # a deadlock or a unique race with another batch retries the request
 # Columns that change with every write and tell a reader nothing about the row.
 UNANNOUNCED = frozenset({"change_seq", "updated_at", "tenant_id"})
@@ -115,14 +116,11 @@ class Ingest:
         self.clock = clock
         self._waiting: deque[_Request] = deque()
         self._wake = asyncio.Event()
-        # One writer task. While its group waits on the database, the event loop reads
-        # and parses the next requests; a second writer would split them into smaller
-        # groups (measured: 10 events instead of 16 from 32 senders) and cost more CPU
-        # per event, on the server and in PostgreSQL. A pipeline (the next group taken
-        # while one is being written and committed) was measured too (2026-11-26) and
-        # gained nothing: under F3's 32 senders, each waiting for its answer, every
-        # sender is in the group being written.
+        # One task takes the groups, in arrival order. A group's database work overlaps
+        # the next group's CPU work: the next group is taken once the one before has
+        # handed its rows to the database (see _work).
         self._worker: asyncio.Task | None = None
+        self._groups: set[asyncio.Task] = set()
 
     async def submit(self, tenant: str, envelopes: list[Any]) -> list[Outcome]:
         """Judge, store and announce a request's events; one outcome per envelope."""
@@ -134,22 +132,45 @@ class Ingest:
         return await request.done
 
     async def close(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
+        tasks = [*self._groups, *([self._worker] if self._worker is not None else [])]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
-            self._worker = None
+                await task
+        self._worker = None
+        self._groups.clear()
 
     async def _work(self) -> None:
-        """Group commit: the requests waiting when the writer is free are committed in
-        one transaction (per tenant, in arrival order), so concurrent single-event
-        requests share their round trips. Each request still gets all or nothing."""
+        """Group commit: the requests of a tenant waiting when the writer is free are
+        committed in one transaction (in arrival order, up to MAX_GROUP_EVENTS), so
+        concurrent requests share their round trips. Each request still gets all or
+        nothing. Pipelined: the next group is taken as soon as the one before has
+        computed its rows and sent them, so that one group's CPU work (parse, judge,
+        build) runs while PostgreSQL writes and commits the one before, at most
+        PIPELINE_DEPTH groups at once. Groups naming the same conversation still go
+        one after the other: the later one's lock waits for the earlier one's commit."""
+        slots = asyncio.Semaphore(PIPELINE_DEPTH)
         while True:
             if not self._waiting:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            await self._commit_group(self._take_group())
+            await slots.acquire()
+            handed = asyncio.Event()
+            task = asyncio.create_task(self._run_group(self._take_group(), handed, slots))
+            self._groups.add(task)
+            task.add_done_callback(self._groups.discard)
+            await handed.wait()
+
+    async def _run_group(
+        self, group: list[_Request], handed: asyncio.Event, slots: asyncio.Semaphore
+    ) -> None:
+        try:
+            await self._commit_group(group, handed)
+        finally:
+            handed.set()
+            slots.release()
 
     def _take_group(self) -> list[_Request]:
         first = self._waiting.popleft()
@@ -164,11 +185,11 @@ class Ingest:
         self._waiting.extendleft(reversed(rest))
         return group
 
-    async def _commit_group(self, group: list[_Request]) -> None:
+    async def _commit_group(self, group: list[_Request], handed: asyncio.Event) -> None:
         tenant = group[0].tenant
         envelopes = [envelope for request in group for envelope in request.envelopes]
         try:
-            outcomes, published = await self._commit_with_retries(tenant, envelopes)
+            outcomes, published = await self._commit_with_retries(tenant, envelopes, handed)
         except DatabaseUnavailable as exc:
             for request in group:
                 _settle(request, exception=exc)
@@ -181,7 +202,7 @@ class Ingest:
             )
             if len(group) > 1:  # let only the request that fails fail
                 for request in group:
-                    await self._commit_group([request])
+                    await self._commit_group([request], handed)
                 return
             _settle(group[0], exception=exc)
             return
@@ -202,10 +223,12 @@ class Ingest:
         faults.after_commit()
         self.bus.post(tenant, message)
 
-    async def _commit_with_retries(self, tenant: str, envelopes: list[Any]):
+    async def _commit_with_retries(
+        self, tenant: str, envelopes: list[Any], handed: asyncio.Event
+    ):
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
-                return await self._submit_once(tenant, envelopes)
+                return await self._submit_once(tenant, envelopes, handed)
             except IntegrityError:
                 if attempt == MAX_ATTEMPTS:
                     raise
@@ -221,7 +244,7 @@ class Ingest:
                 raise DatabaseUnavailable(repr(exc)) from exc
         raise AssertionError("unreachable")
 
-    async def _submit_once(self, tenant: str, envelopes: list[Any]):
+    async def _submit_once(self, tenant: str, envelopes: list[Any], handed: asyncio.Event):
         now = self.clock.now()
         parsed: list[tuple[Any, dict | None]] = []  # (event or InvalidEvent, stored data)
         conversation_ids, event_ids, agent_ids = set(), set(), set()
@@ -271,6 +294,7 @@ class Ingest:
             written.recordings = list(batch.recordings.values())
             if published:
                 await self._rows_alongside(tenant, published["rows"], now, written)
+            handed.set()  # the next group may start while this one is written
             await repo.write_ingest_rows(conn, written)
         return outcomes, published
 

@@ -154,6 +154,59 @@ async def test_concurrent_overlapping_batches_do_not_deadlock(api):
             assert len(detail["transcript"]) == touched[cid], cid
 
 
+async def test_a_group_being_written_holds_up_only_what_names_its_conversations(
+    api, monkeypatch
+):
+    """The ingest is pipelined: while one group's rows are being written, the next group
+    is judged and committed beside it on PostgreSQL (SQLite has one writer: it waits).
+    A later request naming the held group's conversation waits for its commit and
+    applies after it."""
+    created = await api.post_events([
+        api.event("conversation.created", cid, at(0), channel="chat", contact=f"v-{cid}",
+                  customer={"name": cid})
+        for cid in ("held", "free")
+    ])  # fmt: skip
+    assert {result["outcome"] for result in created} == {"applied"}
+    real_write = repository.write_ingest_rows
+    reached, release = asyncio.Event(), asyncio.Event()
+
+    async def held_write(conn, rows):
+        if any(row["id"] == "held" for row in rows.changed_conversations):
+            reached.set()
+            await release.wait()  # the transaction is open, its locks held
+        await real_write(conn, rows)
+
+    monkeypatch.setattr(repository, "write_ingest_rows", held_write)
+    held = asyncio.create_task(
+        api.post_events([api.event("routing.enqueued", "held", at(1), team="sales")])
+    )
+    await asyncio.wait_for(reached.wait(), 10)
+    free = asyncio.create_task(
+        api.post_events([api.event("routing.enqueued", "free", at(1), team="sales")])
+    )
+    if not api.sb.db.is_sqlite:
+        [result] = await asyncio.wait_for(free, 10)  # committed while "held" is not
+        assert (result["outcome"], result["version"]) == ("applied", 2)
+        assert not held.done()
+    same = asyncio.create_task(
+        api.post_events([api.event("media.message", "held", at(2), message_id="m1",
+                                   sender="customer", text="after the enqueue")])
+    )  # fmt: skip
+    release.set()
+    [first] = await asyncio.wait_for(held, 10)
+    [second] = await asyncio.wait_for(same, 10)
+    [result] = await asyncio.wait_for(free, 10)
+    assert (first["outcome"], first["version"]) == ("applied", 2)
+    assert (second["outcome"], second["version"]) == ("applied", 3)
+    assert (result["outcome"], result["version"]) == ("applied", 2)
+    detail = await api.conversation("held")
+    assert timeline_of(detail) == [
+        ("conversation.created", "applied", 1),
+        ("routing.enqueued", "applied", 2),
+        ("media.message", "applied", 3),
+    ]
+
+
 # --------------------------------------------------------------------------- late and invalid
 
 
