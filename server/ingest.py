@@ -223,9 +223,7 @@ class Ingest:
         faults.after_commit()
         self.bus.post(tenant, message)
 
-    async def _commit_with_retries(
-        self, tenant: str, envelopes: list[Any], handed: asyncio.Event
-    ):
+    async def _commit_with_retries(self, tenant: str, envelopes: list[Any], handed: asyncio.Event):
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
                 return await self._submit_once(tenant, envelopes, handed)

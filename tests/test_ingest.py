@@ -154,9 +154,7 @@ async def test_concurrent_overlapping_batches_do_not_deadlock(api):
             assert len(detail["transcript"]) == touched[cid], cid
 
 
-async def test_a_group_being_written_holds_up_only_what_names_its_conversations(
-    api, monkeypatch
-):
+async def test_a_group_being_written_holds_up_only_what_names_its_conversations(api, monkeypatch):
     """The ingest is pipelined: while one group's rows are being written, the next group
     is judged and committed beside it on PostgreSQL (SQLite has one writer: it waits).
     A later request naming the held group's conversation waits for its commit and
