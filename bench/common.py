@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import gc
 import importlib.metadata
 import json
 import os
@@ -278,6 +279,17 @@ async def create_database(admin_url: str, prefix: str) -> str:
     return name
 
 
+async def analyze(name: str, admin_url: str = ADMIN_URL) -> None:
+    """ANALYZE a bench database, as autovacuum would (this PostgreSQL runs without it)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(asyncpg_dsn(admin_url, name), timeout=5)
+    try:
+        await conn.execute("ANALYZE")
+    finally:
+        await conn.close()
+
+
 async def drop_database(admin_url: str, name: str) -> None:
     import asyncpg
 
@@ -522,6 +534,48 @@ def http_request(
         head.append(f"{name}: {value}")
     head.append(f"Content-Length: {len(body)}")
     return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+class GeneratorStalls:
+    """How late the load generator's own event loop ran, and its garbage collector's
+    pauses, over one measured interval. The generator timestamps what it receives on
+    this loop, so a stall here is added to every latency it measures: these figures
+    say how much of a measured tail is the generator's own."""
+
+    TICK_S = 0.005
+
+    def __init__(self):
+        self.lags_ms: list[float] = []
+        self.gc_pauses_ms: list[float] = []
+        self._gc_started = 0.0
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        gc.callbacks.append(self._on_gc)
+        self._task = asyncio.get_running_loop().create_task(self._tick())
+
+    def stop(self) -> dict[str, float]:
+        gc.callbacks.remove(self._on_gc)
+        if self._task is not None:
+            self._task.cancel()
+        return {
+            "loop_lag_p99_ms": percentile(self.lags_ms, 99) if self.lags_ms else 0.0,
+            "loop_lag_max_ms": max(self.lags_ms, default=0.0),
+            "gc_pauses_over_20ms": sum(1 for pause in self.gc_pauses_ms if pause > 20),
+            "gc_pause_max_ms": max(self.gc_pauses_ms, default=0.0),
+        }
+
+    async def _tick(self) -> None:
+        while True:
+            before = time.perf_counter()
+            await asyncio.sleep(self.TICK_S)
+            self.lags_ms.append(max(0.0, (time.perf_counter() - before - self.TICK_S) * 1000))
+
+    def _on_gc(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        else:
+            self.gc_pauses_ms.append((time.perf_counter() - self._gc_started) * 1000)
 
 
 def run_async(coro):
