@@ -126,13 +126,56 @@ async def claim_opening(
     claims of one key queue on its row (PostgreSQL) or the write lock (SQLite), so
     every claimer gets the same answer."""
     table = m.inbound_openings
-    conversations = m.conversations
     insert = _insert(conn, table).values(
         tenant_id=tenant,
         channel=channel,
         contact=contact,
         conversation_id=conversation_id,
     )
+    keep_unless_closed = _kept_unless_closed(table, tenant, insert)
+    statement = insert.on_conflict_do_update(
+        index_elements=[table.c.tenant_id, table.c.channel, table.c.contact],
+        set_={"conversation_id": keep_unless_closed(table.c.conversation_id)},
+    ).returning(table.c.conversation_id)
+    return (await conn.execute(statement)).scalar_one()
+
+
+async def claim_contact_opening(
+    conn: AsyncConnection,
+    tenant: str,
+    contact: str,
+    channel: str,
+    conversation_id: str,
+) -> tuple[str, str]:
+    """`claim_opening` for a tenant with merge_channels: one claim per contact on every
+    channel. (The conversation, the channel its opener came in on): the claim already
+    made and its channel while that conversation is not closed, else
+    (`conversation_id`, `channel`)."""
+    table = m.inbound_contact_openings
+    insert = _insert(conn, table).values(
+        tenant_id=tenant,
+        contact=contact,
+        conversation_id=conversation_id,
+        channel=channel,
+    )
+    keep_unless_closed = _kept_unless_closed(table, tenant, insert)
+    # Both SET expressions see the row as it was (PostgreSQL and SQLite alike), so the
+    # conversation and its channel are replaced together or kept together.
+    statement = insert.on_conflict_do_update(
+        index_elements=[table.c.tenant_id, table.c.contact],
+        set_={
+            "conversation_id": keep_unless_closed(table.c.conversation_id),
+            "channel": keep_unless_closed(table.c.channel),
+        },
+    ).returning(table.c.conversation_id, table.c.channel)
+    row = (await conn.execute(statement)).one()
+    return row.conversation_id, row.channel
+
+
+def _kept_unless_closed(table, tenant: str, insert):
+    """For an opening claim's ON CONFLICT DO UPDATE: a column's new value, the stored
+    one unless the stored row's conversation is closed, then the claimer's."""
+    conversations = m.conversations
     # The stored row's conversation, by its primary key. SQLAlchemy does not correlate
     # a subquery with the row of ON CONFLICT DO UPDATE, so the row's column is named.
     claimed = literal_column(f"{table.name}.{table.c.conversation_id.name}")
@@ -141,16 +184,11 @@ async def claim_opening(
         conversations.c.id == claimed,
         conversations.c.status == "closed",
     )
-    statement = insert.on_conflict_do_update(
-        index_elements=[table.c.tenant_id, table.c.channel, table.c.contact],
-        set_={
-            "conversation_id": case(
-                (claimed_is_closed, insert.excluded.conversation_id),
-                else_=table.c.conversation_id,
-            ),
-        },
-    ).returning(table.c.conversation_id)
-    return (await conn.execute(statement)).scalar_one()
+
+    def kept(column):
+        return case((claimed_is_closed, insert.excluded[column.name]), else_=column)
+
+    return kept
 
 
 # --- initiate requests -------------------------------------------------------------------------

@@ -10,7 +10,9 @@ conversation and is a `duplicate`. A message's new conversation is claimed first
 `inbound_openings` (one row per tenant, channel and contact), so first messages of one
 contact arriving at once, on any process, agree on one. With the tenant's
 `merge_channels`, a contact with an open conversation on another channel joins it
-(`media.channel_added`).
+(`media.channel_added`), and the claim is one per tenant and contact
+(`inbound_contact_openings`), so first messages on different channels at once agree
+on one conversation that carries both channels.
 """
 
 from __future__ import annotations
@@ -123,7 +125,8 @@ async def _resolve(sb, tenant: str, provider: str, item: Inbound):
         if item.opening is None:
             return None, events, False
         tenant_row = await repo.get_tenant(conn, tenant)
-        if tenant_row and tenant_row["merge_channels"] and ref.contact:
+        merge = bool(tenant_row and tenant_row["merge_channels"] and ref.contact)
+        if merge:
             other = await crepo.latest_conversation_of_contact(conn, tenant, ref.contact)
             if other is not None:
                 joined = ChannelEvent(
@@ -141,17 +144,39 @@ async def _resolve(sb, tenant: str, provider: str, item: Inbound):
             data["team"] = team
     opening = ChannelEvent(opening.event_id, opening.type, opening.occurred_at, data)
     conversation_id = conversation_id_for(opening.event_id)
+    channels_added: list[ChannelEvent] = []
     if ref.kind == "message":
         # The lookup above and the ingest below are not one transaction, and the lock
         # in deliver() is this process's: first messages arriving at once elsewhere
-        # could each open a conversation. The database picks one for all of them.
+        # could each open a conversation. The database picks one for all of them: one
+        # per channel, or with merge_channels one per contact whatever the channel.
         async with sb.db.write() as conn:
-            conversation_id = await crepo.claim_opening(
-                conn, tenant, ref.channel, ref.contact or "", conversation_id
-            )
+            if merge:
+                conversation_id, opened_on = await crepo.claim_contact_opening(
+                    conn, tenant, ref.contact or "", ref.channel, conversation_id
+                )
+            else:
+                conversation_id = await crepo.claim_opening(
+                    conn, tenant, ref.channel, ref.contact or "", conversation_id
+                )
+                opened_on = ref.channel
+        if opened_on != ref.channel:
+            # Won by a first message on another channel. Whichever of the two openings
+            # is stored first names the conversation's channel, the other is `stale`:
+            # both channels are added after it (adding the one it has changes nothing
+            # but the version), so it carries both either way.
+            channels_added = [
+                ChannelEvent(
+                    _derived_id(opening.event_id, f"joined:{channel}"),
+                    "media.channel_added",
+                    opening.occurred_at,
+                    {"channel": channel},
+                )
+                for channel in (opened_on, ref.channel)
+            ]
     # A claim won elsewhere: this opening still goes first, since the winner may not
     # have stored the conversation yet; whichever opening comes second is `stale`.
-    return conversation_id, [opening, *events], ref.kind == "call"
+    return conversation_id, [opening, *channels_added, *events], ref.kind == "call"
 
 
 def _derived_id(event_id: str, suffix: str) -> str:

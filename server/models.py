@@ -328,6 +328,19 @@ inbound_openings = Table(
     Column("conversation_id", ID, nullable=False),
 )
 
+# The same for tenants with merge_channels (migration 0009): one row per (tenant,
+# contact) whatever the channel, so first messages of one contact on different channels
+# at once agree on one conversation too; `channel` is the one its opener came in on,
+# which a claimer from another channel adds to the conversation (server/inbound.py).
+inbound_contact_openings = Table(
+    "inbound_contact_openings",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("contact", ID, primary_key=True),
+    Column("conversation_id", ID, nullable=False),
+    Column("channel", String(16), nullable=False),
+)
+
 # Click-to-initiate requests by Idempotency-Key: the answer given, so a retry gets it
 # again without a second provider call; also what the per-user rate limit counts.
 initiate_requests = Table(

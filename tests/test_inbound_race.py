@@ -38,14 +38,17 @@ async def database(backend: Backend) -> AsyncIterator[Database]:
         await db.close()
 
 
-async def post_sms(server: LiveServer, contact: str, text: str, sid: str | None = None) -> str:
-    """Twilio's inbound SMS webhook, signed for the URL this server is called at."""
+async def post_message(
+    server: LiveServer, contact: str, text: str, sid: str | None = None, channel: str = "sms"
+) -> str:
+    """Twilio's inbound message webhook (SMS, or WhatsApp with channel="whatsapp"),
+    signed for the URL this server is called at."""
     sid = sid or "SM" + secrets.token_hex(16)
     url = f"{server.url}/webhooks/twilio/acme"
     params = {
         "MessageSid": sid,
         "AccountSid": TWILIO_CREDENTIALS["account_sid"],
-        "From": contact,
+        "From": f"whatsapp:{contact}" if channel == "whatsapp" else contact,
         "To": OUR_NUMBER,
         "Body": text,
         "NumMedia": "0",
@@ -69,7 +72,7 @@ async def burst(servers: list[LiveServer], contact: str, label: str) -> list[tup
     texts = [f"{label} #{number}" for number in range(BURST)]
     sids = await asyncio.gather(
         *(
-            post_sms(servers[number % len(servers)], contact, text)
+            post_message(servers[number % len(servers)], contact, text)
             for number, text in enumerate(texts)
         )
     )
@@ -121,7 +124,7 @@ async def assert_bursts_open_one_conversation_each(
     # Twilio retrying every one of them, on the other process: all duplicates.
     await asyncio.gather(
         *(
-            post_sms(servers[(number + 1) % len(servers)], contact, text, sid)
+            post_message(servers[(number + 1) % len(servers)], contact, text, sid)
             for number, (sid, text) in enumerate(first)
         )
     )
