@@ -12,8 +12,9 @@ websocket. Then:
 * **steady**: each agent accepts its popup (websocket), talks for a random 5-15 s
   (the first call: the time left of a call in progress, so that the hang-ups are a
   steady stream from the start, see time_left_of_a_call), then the conversation is
-  hung up and wrapped up (one POST of two events); the
-  router offers the agent the next queued conversation. Latency = popup arrival -
+  hung up and wrapped up (one POST of two events); the router offers the agent the
+  next queued conversation. Measured after a warm-up of the shortest talk time, in
+  which the agents' first accepts are answered. Latency = popup arrival -
   the wrap-up POST's answer (the commit that freed the agent). Decisions/s = offers
   received / duration.
 
@@ -324,9 +325,12 @@ async def one_run(
         commits: list[float] = []
         freed_at: list[float] = []
         offers = 0
-        stop_at = time.perf_counter() + args.r1_steady
         rng = random.Random(1)
         talk_min, talk_max = (float(x) for x in args.r1_talk.split(","))
+        # Measured after a warm-up of the shortest talk time, in which the agents'
+        # first accepts (all sent at once as the burst ends) are answered.
+        steady_start = time.perf_counter() + talk_min
+        stop_at = steady_start + args.r1_steady
 
         async def work(agent: Agent, arrived: float, frame: dict) -> None:
             nonlocal offers
@@ -363,20 +367,26 @@ async def one_run(
                     "service",
                 )
                 freed = time.perf_counter()
-                commits.append((freed - sent) * 1000)
-                freed_at.append(freed)
+                measured = sent >= steady_start
+                if measured:
+                    commits.append((freed - sent) * 1000)
+                    freed_at.append(freed)
                 try:
                     arrived, frame = await asyncio.wait_for(agent.popups.get(), 30)
                 except TimeoutError:
                     return
-                offers += 1
-                latencies.append((arrived - freed) * 1000)
+                if measured:
+                    offers += 1
+                    latencies.append((arrived - freed) * 1000)
 
-        meter.start()
         stalls = c.GeneratorStalls()
-        stalls.start()
-        steady_start = time.perf_counter()
-        await asyncio.gather(*(work(a, arrived, f) for arrived, a, f in burst))
+
+        async def start_measuring() -> None:
+            await asyncio.sleep(steady_start - time.perf_counter())
+            meter.start()
+            stalls.start()
+
+        await asyncio.gather(start_measuring(), *(work(a, arrived, f) for arrived, a, f in burst))
         steady_s = time.perf_counter() - steady_start
         steady_cpu = meter.stop()
         generator = stalls.stop()
