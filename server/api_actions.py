@@ -217,12 +217,18 @@ async def bridge_call(sb, tenant: str, conversation_id: str, agent_id: str, base
     path (agent.accepted of a call) to call once the acceptance is applied; raises
     ProviderError when the provider refuses."""
     async with sb.db.read() as conn:
-        calls = await crepo.calls_of(conn, tenant, conversation_id)
+        calls = [
+            call
+            for call in await crepo.calls_of(conn, tenant, conversation_id)
+            if call["provider_call_id"]
+        ]
+        if not calls:  # nothing to bridge (a call of no provider's): no more reads
+            return
         agent = await repo.get_row(conn, m.agents, tenant, "id", agent_id)
         row = await repo.get_conversation_row(conn, tenant, conversation_id)
     for call in calls:
         config = await sb.providers.config(tenant, call["provider"])
-        if config is None or not call["provider_call_id"]:
+        if config is None:
             continue
         number = (row or {}).get("contacto_number") or config.default_number() or ""
         adapter = sb.providers.adapter(tenant, config, base)
