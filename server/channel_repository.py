@@ -113,82 +113,56 @@ async def latest_conversation_of_contact(
     return dict(row._mapping) if row else None
 
 
+ANY_CHANNEL = "*"  # the claim key of a tenant with merge_channels: one per contact
+
+
 async def claim_opening(
     conn: AsyncConnection,
     tenant: str,
-    channel: str,
     contact: str,
+    channel: str,
     conversation_id: str,
-) -> str:
-    """The conversation the contact's first inbound message on `channel` opens: the
-    one already claimed while that one is not closed (it may not be stored yet: its
-    opener is still ingesting it), else `conversation_id`. One statement; concurrent
-    claims of one key queue on its row (PostgreSQL) or the write lock (SQLite), so
-    every claimer gets the same answer."""
+    *,
+    any_channel: bool = False,
+) -> tuple[str, str]:
+    """The conversation the contact's first inbound message on `channel` opens, and the
+    channel its opener came in on: the claim already made while its conversation is
+    not closed (it may not be stored yet: its opener is still ingesting it), else
+    (`conversation_id`, `channel`). One claim per channel, or with `any_channel`
+    (merge_channels) one per contact. One statement; concurrent claims of one key
+    queue on its row (PostgreSQL) or the write lock (SQLite), so every claimer gets
+    the same answer."""
     table = m.inbound_openings
     insert = _insert(conn, table).values(
         tenant_id=tenant,
-        channel=channel,
+        channel=ANY_CHANNEL if any_channel else channel,
         contact=contact,
         conversation_id=conversation_id,
+        opened_on=channel,
     )
-    keep_unless_closed = _kept_unless_closed(table, tenant, insert)
-    statement = insert.on_conflict_do_update(
-        index_elements=[table.c.tenant_id, table.c.channel, table.c.contact],
-        set_={"conversation_id": keep_unless_closed(table.c.conversation_id)},
-    ).returning(table.c.conversation_id)
-    return (await conn.execute(statement)).scalar_one()
-
-
-async def claim_contact_opening(
-    conn: AsyncConnection,
-    tenant: str,
-    contact: str,
-    channel: str,
-    conversation_id: str,
-) -> tuple[str, str]:
-    """`claim_opening` for a tenant with merge_channels: one claim per contact on every
-    channel. (The conversation, the channel its opener came in on): the claim already
-    made and its channel while that conversation is not closed, else
-    (`conversation_id`, `channel`)."""
-    table = m.inbound_contact_openings
-    insert = _insert(conn, table).values(
-        tenant_id=tenant,
-        contact=contact,
-        conversation_id=conversation_id,
-        channel=channel,
-    )
-    keep_unless_closed = _kept_unless_closed(table, tenant, insert)
-    # Both SET expressions see the row as it was (PostgreSQL and SQLite alike), so the
-    # conversation and its channel are replaced together or kept together.
-    statement = insert.on_conflict_do_update(
-        index_elements=[table.c.tenant_id, table.c.contact],
-        set_={
-            "conversation_id": keep_unless_closed(table.c.conversation_id),
-            "channel": keep_unless_closed(table.c.channel),
-        },
-    ).returning(table.c.conversation_id, table.c.channel)
-    row = (await conn.execute(statement)).one()
-    return row.conversation_id, row.channel
-
-
-def _kept_unless_closed(table, tenant: str, insert):
-    """For an opening claim's ON CONFLICT DO UPDATE: a column's new value, the stored
-    one unless the stored row's conversation is closed, then the claimer's."""
-    conversations = m.conversations
     # The stored row's conversation, by its primary key. SQLAlchemy does not correlate
     # a subquery with the row of ON CONFLICT DO UPDATE, so the row's column is named.
     claimed = literal_column(f"{table.name}.{table.c.conversation_id.name}")
     claimed_is_closed = exists().where(
-        conversations.c.tenant_id == tenant,
-        conversations.c.id == claimed,
-        conversations.c.status == "closed",
+        m.conversations.c.tenant_id == tenant,
+        m.conversations.c.id == claimed,
+        m.conversations.c.status == "closed",
     )
 
-    def kept(column):
+    def kept_unless_closed(column):
         return case((claimed_is_closed, insert.excluded[column.name]), else_=column)
 
-    return kept
+    # Both SET expressions see the row as it was, so the conversation and its channel
+    # are replaced together or kept together.
+    statement = insert.on_conflict_do_update(
+        index_elements=[table.c.tenant_id, table.c.channel, table.c.contact],
+        set_={
+            "conversation_id": kept_unless_closed(table.c.conversation_id),
+            "opened_on": kept_unless_closed(table.c.opened_on),
+        },
+    ).returning(table.c.conversation_id, table.c.opened_on)
+    row = (await conn.execute(statement)).one()
+    return row.conversation_id, row.opened_on
 
 
 # --- initiate requests -------------------------------------------------------------------------

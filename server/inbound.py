@@ -10,9 +10,9 @@ conversation and is a `duplicate`. A message's new conversation is claimed first
 `inbound_openings` (one row per tenant, channel and contact), so first messages of one
 contact arriving at once, on any process, agree on one. With the tenant's
 `merge_channels`, a contact with an open conversation on another channel joins it
-(`media.channel_added`), and the claim is one per tenant and contact
-(`inbound_contact_openings`), so first messages on different channels at once agree
-on one conversation that carries both channels.
+(`media.channel_added`), and the claim is one per contact whatever the channel, so
+first messages on different channels at once agree on one conversation that carries
+both channels.
 """
 
 from __future__ import annotations
@@ -151,15 +151,9 @@ async def _resolve(sb, tenant: str, provider: str, item: Inbound):
         # could each open a conversation. The database picks one for all of them: one
         # per channel, or with merge_channels one per contact whatever the channel.
         async with sb.db.write() as conn:
-            if merge:
-                conversation_id, opened_on = await crepo.claim_contact_opening(
-                    conn, tenant, ref.contact or "", ref.channel, conversation_id
-                )
-            else:
-                conversation_id = await crepo.claim_opening(
-                    conn, tenant, ref.channel, ref.contact or "", conversation_id
-                )
-                opened_on = ref.channel
+            conversation_id, opened_on = await crepo.claim_opening(
+                conn, tenant, ref.contact or "", ref.channel, conversation_id, any_channel=merge
+            )
         if opened_on != ref.channel:
             # Won by a first message on another channel. Whichever of the two openings
             # is stored first names the conversation's channel, the other is `stale`:

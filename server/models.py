@@ -318,7 +318,10 @@ channel_calls = Table(
 # 0008). One row per (tenant, channel, contact): a first message claims it before
 # opening a conversation, and the database lets one claim win while the conversation
 # it names is not closed, so first messages arriving at once on several processes
-# agree on one conversation (server/inbound.py).
+# agree on one conversation (server/inbound.py). A tenant with merge_channels claims
+# under the channel "*", one row per contact whatever the channel; `opened_on` is the
+# channel the winning claimer came in on (migration 0009), which a claimer from
+# another channel adds to the conversation.
 inbound_openings = Table(
     "inbound_openings",
     metadata,
@@ -326,19 +329,7 @@ inbound_openings = Table(
     Column("channel", String(16), primary_key=True),
     Column("contact", ID, primary_key=True),
     Column("conversation_id", ID, nullable=False),
-)
-
-# The same for tenants with merge_channels (migration 0009): one row per (tenant,
-# contact) whatever the channel, so first messages of one contact on different channels
-# at once agree on one conversation too; `channel` is the one its opener came in on,
-# which a claimer from another channel adds to the conversation (server/inbound.py).
-inbound_contact_openings = Table(
-    "inbound_contact_openings",
-    metadata,
-    Column("tenant_id", String(64), primary_key=True),
-    Column("contact", ID, primary_key=True),
-    Column("conversation_id", ID, nullable=False),
-    Column("channel", String(16), nullable=False),
+    Column("opened_on", String(16), nullable=False),
 )
 
 # Click-to-initiate requests by Idempotency-Key: the answer given, so a retry gets it

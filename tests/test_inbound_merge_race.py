@@ -1,9 +1,9 @@
 """With the tenant's `merge_channels`, one contact's first messages on different
 channels arriving at once open one conversation that carries every channel
 (server/inbound.py, docs/channels.md): SMS and WhatsApp bursts through Twilio's signed
-webhook split over two `switchboard serve` processes; the claim in
-`inbound_contact_openings` from two connection pools; the conversation carries both
-channels whichever of the two openings is stored first; without `merge_channels` each
+webhook split over two `switchboard serve` processes; the per-contact claim in
+`inbound_openings` from two connection pools; the conversation carries both channels
+whichever of the two openings is stored first; without `merge_channels` each
 channel keeps its own conversation."""
 
 from __future__ import annotations
@@ -145,12 +145,14 @@ async def test_first_messages_on_two_channels_and_two_processes_open_one_convers
 
 
 async def test_a_claim_per_contact_stands_with_its_channel_until_closed(api, backend: Backend):
-    """server/channel_repository.claim_contact_opening, from two connection pools."""
+    """server/channel_repository.claim_opening per contact, from two connection pools."""
     contact = "+34911000124"
 
     async def claim(db, candidate: str, channel: str) -> tuple[str, str]:
         async with db.write() as conn:
-            return await crepo.claim_contact_opening(conn, "acme", contact, channel, candidate)
+            return await crepo.claim_opening(
+                conn, "acme", contact, channel, candidate, any_channel=True
+            )
 
     async with database(backend) as other:
         pools = (api.sb.db, other)
@@ -173,9 +175,12 @@ async def test_a_claim_per_contact_stands_with_its_channel_until_closed(api, bac
         )
         assert (await api.post_events([created]))[0]["outcome"] == "applied"
         assert await claim(other, "c-late", "whatsapp") == (winner, opened_on)
-        # The per-channel claims are a table of their own, untouched.
+        # The per-channel claims are keys of their own, untouched.
         async with api.sb.db.write() as conn:
-            assert await crepo.claim_opening(conn, "acme", "sms", contact, "c-sms") == "c-sms"
+            assert await crepo.claim_opening(conn, "acme", contact, "sms", "c-sms") == (
+                "c-sms",
+                "sms",
+            )
 
         hangup = api.event("media.hangup", winner, now_iso(), source="customer")
         assert (await api.post_events([hangup]))[0]["outcome"] == "applied"

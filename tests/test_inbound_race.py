@@ -145,7 +145,11 @@ async def test_a_claim_stands_until_its_conversation_is_closed(api, backend: Bac
 
     async def claim(db: Database, candidate: str, channel: str = "sms") -> str:
         async with db.write() as conn:
-            return await crepo.claim_opening(conn, "acme", channel, contact, candidate)
+            claimed, opened_on = await crepo.claim_opening(
+                conn, "acme", contact, channel, candidate
+            )
+        assert opened_on == channel  # per channel: always its own
+        return claimed
 
     async with database(backend) as other:
         pools = (api.sb.db, other)
