@@ -11,6 +11,7 @@ uses `browser` runs its tests on the module's loop: `pytestmark = BROWSER_TESTS`
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator
@@ -110,3 +111,17 @@ async def opened(browser, url: str, token: str | None = None, path: str = "/", *
 def text_is(selector: str, expected: str) -> str:
     """A page function for wait_for_function: the element's text is `expected`."""
     return f"() => document.querySelector({selector!r})?.textContent === {expected!r}"
+
+
+async def held_requests(page, pattern: str) -> tuple[asyncio.Event, asyncio.Event]:
+    """Hold the page's requests to `pattern` until released: (held, release). `held` is
+    set when one arrives; each goes on once `release` is set."""
+    held, release = asyncio.Event(), asyncio.Event()
+
+    async def hold(route) -> None:
+        held.set()
+        await release.wait()
+        await route.continue_()
+
+    await page.route(pattern, hold)
+    return held, release

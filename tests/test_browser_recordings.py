@@ -8,7 +8,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 from server.recording_links import LINK_TTL_S
-from tests.browser_support import BROWSER_TESTS, opened
+from tests.browser_support import BROWSER_TESTS, held_requests, opened
 from tests.page_support import post
 from tests.recording_support import conversation, stored_recording, wav_bytes
 from tests.server_support import live_server
@@ -132,14 +132,8 @@ async def test_the_player_appears_though_the_page_was_drawn_again_meanwhile(
     async with live_server(backend, tmp_path / "data") as server:
         token = await seeded(server, tmp_path, "c-redraw", "r-redraw")
         async with opened(browser, server.url, token, "/conversations/c-redraw") as page:
-            held, release = asyncio.Event(), asyncio.Event()
-
-            async def hold(route) -> None:  # the link is minted only after the redraw
-                held.set()
-                await release.wait()
-                await route.continue_()
-
-            await page.route("**/recordings/*/link", hold)
+            # the link is minted only after the redraw
+            held, release = await held_requests(page, "**/recordings/*/link")
             await page.get_by_role("button", name="Play recording r-redraw").click()
             await asyncio.wait_for(held.wait(), 10)
             await post(server.api, "c-redraw", "ticket.linked", ticket_id="T-7")

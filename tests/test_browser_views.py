@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.browser_support import BROWSER_TESTS, opened, text_is
+from tests.browser_support import BROWSER_TESTS, held_requests, opened, text_is
 from tests.page_support import arrive, post, saved_view
 from tests.server_support import live_server
 from tests.support import wait_for
@@ -170,14 +170,8 @@ async def test_the_inline_player_appears_though_its_row_changed_meanwhile(
         async with opened(browser, server.url, token, f"/views/{view['id']}") as page:
             play = page.locator(f"tr[data-id='{cid}'] button.play")
             await play.wait_for(timeout=20000)
-            held, release = asyncio.Event(), asyncio.Event()
-
-            async def hold(route) -> None:  # the link is minted only after the redraw
-                held.set()
-                await release.wait()
-                await route.continue_()
-
-            await page.route("**/recordings/*/link", hold)
+            # the link is minted only after the redraw
+            held, release = await held_requests(page, "**/recordings/*/link")
             await play.click()
             await asyncio.wait_for(held.wait(), 10)
             await post(server.api, cid, "ticket.linked", ticket_id="T-42")
