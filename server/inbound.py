@@ -10,9 +10,9 @@ conversation and is a `duplicate`. A message's new conversation is claimed first
 `inbound_openings` (one row per tenant, channel and contact), so first messages of one
 contact arriving at once, on any process, agree on one. With the tenant's
 `merge_channels`, a contact with an open conversation on another channel joins it
-(`media.channel_added`), and the claim is one per contact whatever the channel, so
-first messages on different channels at once agree on one conversation that carries
-both channels.
+(`media.channel_added`), and the claim is one per contact whatever the channel, calls
+included, so first contacts on different channels at once agree on one conversation
+that carries both channels.
 """
 
 from __future__ import annotations
@@ -145,17 +145,18 @@ async def _resolve(sb, tenant: str, provider: str, item: Inbound):
     opening = ChannelEvent(opening.event_id, opening.type, opening.occurred_at, data)
     conversation_id = conversation_id_for(opening.event_id)
     channels_added: list[ChannelEvent] = []
-    if ref.kind == "message":
+    if ref.kind == "message" or merge:
         # The lookup above and the ingest below are not one transaction, and the lock
         # in deliver() is this process's: first messages arriving at once elsewhere
         # could each open a conversation. The database picks one for all of them: one
-        # per channel, or with merge_channels one per contact whatever the channel.
+        # per channel, or with merge_channels one per contact whatever the channel,
+        # a call included (without merge_channels each call is its own conversation).
         async with sb.db.write() as conn:
             conversation_id, opened_on = await crepo.claim_opening(
                 conn, tenant, ref.contact or "", ref.channel, conversation_id, any_channel=merge
             )
         if opened_on != ref.channel:
-            # Won by a first message on another channel. Whichever of the two openings
+            # Won by a first contact on another channel. Whichever of the two openings
             # is stored first names the conversation's channel, the other is `stale`:
             # both channels are added after it (adding the one it has changes nothing
             # but the version), so it carries both either way.

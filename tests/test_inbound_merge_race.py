@@ -9,9 +9,11 @@ channel keeps its own conversation."""
 from __future__ import annotations
 
 import asyncio
+import secrets
 
 from sqlalchemy import select
 
+from channels import twilio
 from channels.base import ChannelEvent, Inbound, Reference, customer_for, event_id
 from server import channel_repository as crepo
 from server import inbound
@@ -23,7 +25,7 @@ from tests.routing_support import now_iso
 from tests.server_support import LiveServer, live_server, spawned_server
 from tests.support import Backend
 from tests.test_inbound_race import close, database, post_message
-from tests.test_webhooks import TWILIO_CREDENTIALS, configure
+from tests.test_webhooks import OUR_NUMBER, TWILIO_CREDENTIALS, configure, form
 
 CHANNELS = ("sms", "whatsapp")
 PER_CHANNEL = 4
@@ -142,6 +144,68 @@ async def test_first_messages_on_two_channels_and_two_processes_open_one_convers
                 for contact in contacts
             )
         )
+
+
+async def post_call(server: LiveServer, contact: str) -> str:
+    """Twilio's inbound voice webhook (the call ringing), signed for this server."""
+    sid = "CA" + secrets.token_hex(16)
+    url = f"{server.url}/webhooks/twilio/acme"
+    params = {
+        "AccountSid": TWILIO_CREDENTIALS["account_sid"],
+        "CallSid": sid,
+        "CallStatus": "ringing",
+        "Direction": "inbound",
+        "From": contact,
+        "To": OUR_NUMBER,
+    }
+    signature = twilio.signature(TWILIO_CREDENTIALS["auth_token"], url, list(params.items()))
+    response = await server.api.client.post(
+        url,
+        content=form(params),
+        headers={
+            "Content-Type": "application/x-www-form-urlencoded",
+            "X-Twilio-Signature": signature,
+        },
+    )
+    assert response.status_code == 200, response.text
+    return sid
+
+
+async def test_a_call_and_first_messages_at_once_on_two_processes_open_one_conversation(
+    backend: Backend, tmp_path
+):
+    """A call claims the contact's opening as a first message does: a call ringing
+    while first SMSes arrive, over two processes, ends in one conversation carrying
+    the call and SMS. (Calls were not claimed: the call opened a conversation of its
+    own beside the messages' one.)"""
+    await prepare_database(backend.database_url)
+    async with (
+        spawned_server(backend, tmp_path / "one") as one,
+        spawned_server(backend, tmp_path / "two") as two,
+        database(backend) as db,
+    ):
+        await set_up(one)
+        servers = [one, two]
+        contacts = [f"+3491100013{number}" for number in range(4)]
+
+        async def contact_at_once(number: int, contact: str) -> list[str]:
+            texts = [f"sms #{index}" for index in range(3)]
+            await asyncio.gather(
+                post_call(servers[number % 2], contact),
+                *(
+                    post_message(servers[(number + index + 1) % 2], contact, text)
+                    for index, text in enumerate(texts)
+                ),
+            )
+            return texts
+
+        sent = await asyncio.gather(*(contact_at_once(n, c) for n, c in enumerate(contacts)))
+        for contact, texts in zip(contacts, sent, strict=True):
+            found = await conversations_of_contact(db, contact)
+            assert len(found) == 1, (contact, summary(found))
+            (item,) = found.values()
+            assert item["channels"] == {"call", "sms"}, (contact, summary(found))
+            assert item["channel"] == "omnichannel" and item["texts"] == set(texts)
 
 
 async def test_a_claim_per_contact_stands_with_its_channel_until_closed(api, backend: Backend):
