@@ -119,12 +119,14 @@ def describe_machine(info: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- CPU
 
 
-def proc_cpu_seconds(pid: int) -> float:
-    """utime + stime of one process (all its threads), in seconds."""
+def proc_cpu_seconds(pid: int, reaped: bool = False) -> float:
+    """utime + stime of one process (all its threads), in seconds; with `reaped`, that
+    of its children that exited and were waited for instead (cutime + cstime)."""
     with open(f"/proc/{pid}/stat", "rb") as handle:
         raw = handle.read()
     fields = raw[raw.rindex(b")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    first = 13 if reaped else 11
+    return (int(fields[first]) + int(fields[first + 1])) / CLOCK_TICKS
 
 
 PG_SHARED = (b"checkpointer", b"background writer", b"walwriter", b"autovacuum launcher")
@@ -136,7 +138,8 @@ def postgres_cpu_snapshot(database: str | None = None) -> dict[int, tuple[str, f
     for autovacuum workers on it, ("shared", s) for the WAL writer, checkpointer and
     background writer, which work for every database. Backends of other databases
     (other people's tests on a shared machine) are left out. With database None every
-    `postgres` process counts as a backend."""
+    `postgres` process counts as a backend. Under the key 0, ("reaped", s): the CPU of
+    the postmaster's children that have exited (postgres_cpu_delta)."""
     snapshot = {}
     needle = database.encode() if database else None
     for entry in os.scandir("/proc"):
@@ -146,10 +149,13 @@ def postgres_cpu_snapshot(database: str | None = None) -> dict[int, tuple[str, f
             with open(f"/proc/{entry.name}/comm", "rb") as handle:
                 if handle.read().strip() != b"postgres":
                     continue
+            with open(f"/proc/{entry.name}/cmdline", "rb") as handle:
+                title = handle.read()
+            if not title.startswith(b"postgres:"):  # the postmaster keeps its command line
+                snapshot[0] = ("reaped", proc_cpu_seconds(int(entry.name), reaped=True))
+                continue
             kind = "backend"
             if needle is not None:
-                with open(f"/proc/{entry.name}/cmdline", "rb") as handle:
-                    title = handle.read()
                 if any(name in title for name in PG_SHARED):
                     kind = "shared"
                 elif needle not in title:
@@ -165,12 +171,19 @@ def postgres_cpu_snapshot(database: str | None = None) -> dict[int, tuple[str, f
 def postgres_cpu_delta(
     before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], kind: str
 ) -> float:
-    """CPU used between two snapshots by one kind of process. A backend that exited in
-    between is lost (its time goes to the postmaster's children total), so keep the
-    connections open: the server's pool does."""
-    return sum(
+    """CPU used between two snapshots by one kind of process. A process that exited in
+    between is no longer in /proc: its time went to the postmaster's total of reaped
+    children, whose growth less what those processes had used before the first
+    snapshot is counted as backends' (a pool's overflow connections come and go). That
+    part cannot tell databases apart: on a shared machine it includes others' backends
+    that exited."""
+    used = sum(
         cpu - before.get(pid, (kind, 0.0))[1] for pid, (what, cpu) in after.items() if what == kind
     )
+    if kind == "backend" and 0 in before and 0 in after:
+        gone = sum(cpu for pid, (_, cpu) in before.items() if pid and pid not in after)
+        used += max(0.0, after[0][1] - before[0][1] - gone)
+    return used
 
 
 def machine_cpu() -> tuple[float, float]:
