@@ -9,23 +9,25 @@ channel keeps its own conversation."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
+from collections.abc import AsyncIterator
 
 from sqlalchemy import select
 
-from channels import twilio
 from channels.base import ChannelEvent, Inbound, Reference, customer_for, event_id
 from server import channel_repository as crepo
 from server import inbound
 from server import models as m
+from server.db import Database
 from server.inbound import conversation_id_for
 from server.repository import decode_channels
 from tests.app_support import prepare_database
 from tests.routing_support import now_iso
 from tests.server_support import LiveServer, live_server, spawned_server
 from tests.support import Backend
-from tests.test_inbound_race import close, database, post_message
-from tests.test_webhooks import OUR_NUMBER, TWILIO_CREDENTIALS, configure, form
+from tests.test_inbound_race import close, database, post_message, post_signed_twilio
+from tests.test_webhooks import OUR_NUMBER, TWILIO_CREDENTIALS, configure
 
 CHANNELS = ("sms", "whatsapp")
 PER_CHANNEL = 4
@@ -40,6 +42,35 @@ async def set_up(server: LiveServer, merge_channels: bool = True) -> None:
         headers=server.api.auth("admin"),
     )
     assert response.status_code == 200, response.text
+
+
+async def post_call(server: LiveServer, contact: str) -> None:
+    """Twilio's inbound voice webhook: a call from `contact` ringing."""
+    await post_signed_twilio(
+        server,
+        {
+            "AccountSid": TWILIO_CREDENTIALS["account_sid"],
+            "CallSid": "CA" + secrets.token_hex(16),
+            "CallStatus": "ringing",
+            "Direction": "inbound",
+            "From": contact,
+            "To": OUR_NUMBER,
+        },
+    )
+
+
+@contextlib.asynccontextmanager
+async def two_servers(backend: Backend, tmp_path) -> AsyncIterator[tuple[list, Database]]:
+    """Two `switchboard serve` processes on one database, Twilio set up with
+    merge_channels; and a pool of the test's own on that database."""
+    await prepare_database(backend.database_url)
+    async with (
+        spawned_server(backend, tmp_path / "one") as one,
+        spawned_server(backend, tmp_path / "two") as two,
+        database(backend) as db,
+    ):
+        await set_up(one)
+        yield [one, two], db
 
 
 async def conversations_of_contact(db, contact: str) -> dict[str, dict]:
@@ -130,45 +161,14 @@ async def test_first_messages_on_two_channels_and_two_processes_open_one_convers
 ):
     """The processes share only the database (and Redis), and each channel's claim
     used to be its own: only a claim per contact makes the two channels agree."""
-    await prepare_database(backend.database_url)
-    async with (
-        spawned_server(backend, tmp_path / "one") as one,
-        spawned_server(backend, tmp_path / "two") as two,
-        database(backend) as db,
-    ):
-        await set_up(one)
+    async with two_servers(backend, tmp_path) as (servers, db):
         contacts = ["+34911000121", "+34911000122", "+34911000123"]
         await asyncio.gather(
             *(
-                assert_mixed_bursts_open_one_conversation_each([one, two], db, contact)
+                assert_mixed_bursts_open_one_conversation_each(servers, db, contact)
                 for contact in contacts
             )
         )
-
-
-async def post_call(server: LiveServer, contact: str) -> str:
-    """Twilio's inbound voice webhook (the call ringing), signed for this server."""
-    sid = "CA" + secrets.token_hex(16)
-    url = f"{server.url}/webhooks/twilio/acme"
-    params = {
-        "AccountSid": TWILIO_CREDENTIALS["account_sid"],
-        "CallSid": sid,
-        "CallStatus": "ringing",
-        "Direction": "inbound",
-        "From": contact,
-        "To": OUR_NUMBER,
-    }
-    signature = twilio.signature(TWILIO_CREDENTIALS["auth_token"], url, list(params.items()))
-    response = await server.api.client.post(
-        url,
-        content=form(params),
-        headers={
-            "Content-Type": "application/x-www-form-urlencoded",
-            "X-Twilio-Signature": signature,
-        },
-    )
-    assert response.status_code == 200, response.text
-    return sid
 
 
 async def test_a_call_and_first_messages_at_once_on_two_processes_open_one_conversation(
@@ -178,14 +178,7 @@ async def test_a_call_and_first_messages_at_once_on_two_processes_open_one_conve
     while first SMSes arrive, over two processes, ends in one conversation carrying
     the call and SMS. (Calls were not claimed: the call opened a conversation of its
     own beside the messages' one.)"""
-    await prepare_database(backend.database_url)
-    async with (
-        spawned_server(backend, tmp_path / "one") as one,
-        spawned_server(backend, tmp_path / "two") as two,
-        database(backend) as db,
-    ):
-        await set_up(one)
-        servers = [one, two]
+    async with two_servers(backend, tmp_path) as (servers, db):
         contacts = [f"+3491100013{number}" for number in range(4)]
 
         async def contact_at_once(number: int, contact: str) -> list[str]:

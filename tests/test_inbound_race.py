@@ -44,15 +44,23 @@ async def post_message(
     """Twilio's inbound message webhook (SMS, or WhatsApp with channel="whatsapp"),
     signed for the URL this server is called at."""
     sid = sid or "SM" + secrets.token_hex(16)
+    await post_signed_twilio(
+        server,
+        {
+            "MessageSid": sid,
+            "AccountSid": TWILIO_CREDENTIALS["account_sid"],
+            "From": f"whatsapp:{contact}" if channel == "whatsapp" else contact,
+            "To": OUR_NUMBER,
+            "Body": text,
+            "NumMedia": "0",
+        },
+    )
+    return sid
+
+
+async def post_signed_twilio(server: LiveServer, params: dict) -> None:
+    """A Twilio webhook form, signed for the URL this server is called at; answered 200."""
     url = f"{server.url}/webhooks/twilio/acme"
-    params = {
-        "MessageSid": sid,
-        "AccountSid": TWILIO_CREDENTIALS["account_sid"],
-        "From": f"whatsapp:{contact}" if channel == "whatsapp" else contact,
-        "To": OUR_NUMBER,
-        "Body": text,
-        "NumMedia": "0",
-    }
     signature = twilio.signature(TWILIO_CREDENTIALS["auth_token"], url, list(params.items()))
     response = await server.api.client.post(
         url,
@@ -63,7 +71,6 @@ async def post_message(
         },
     )
     assert response.status_code == 200, response.text
-    return sid
 
 
 async def burst(servers: list[LiveServer], contact: str, label: str) -> list[tuple[str, str]]:
