@@ -46,9 +46,13 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "migrate":
         from .migrate import migrate
+        from .sealing import seal_stored_credentials
 
         migrate(settings.database_url)
+        sealed = asyncio.run(seal_stored_credentials(settings.database_url, settings.secret))
         print(f"database is up to date: {_safe_url(settings.database_url)}")
+        if sealed:
+            print(f"sealed the stored credentials of {sealed} provider(s)")
         return 0
     if args.command == "token":
         print(mint_token(settings.secret, args.tenant, args.role, args.user, args.ttl))

@@ -4,8 +4,9 @@
 Each channel is carried by one provider: putting a provider with some channels takes
 them from whichever provider carried them before. A tenant that never put one runs on
 the defaults (the sandbox for call, SMS and WhatsApp; web chat for chat). Credentials
-are checked by channels.registry, stored, and never answered or logged (the
-credential classes hide secrets from repr; the answers say only whether they are set).
+are checked by channels.registry, stored sealed (server/sealing.py), and never
+answered or logged (the credential classes hide secrets from repr; the answers say
+only whether they are set).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from channels.base import CredentialsError, Provider
 from . import channel_repository as crepo
 from . import validate as v
 from .contacts import is_e164
+from .sealing import Sealer, Unreadable, is_sealed
 from .web import ApiError, read_object, require_role, respond
 
 log = logging.getLogger("switchboard.providers")
@@ -60,9 +62,9 @@ class ProviderConfig:
         return self.numbers[0]["number"] if self.numbers else None
 
 
-def _config(row: dict) -> ProviderConfig:
+def _config(row: dict, credentials: dict | None) -> ProviderConfig:
     return ProviderConfig(
-        row["provider"], tuple(row["channels"]), tuple(row["numbers"]), row["credentials"]
+        row["provider"], tuple(row["channels"]), tuple(row["numbers"]), credentials
     )
 
 
@@ -73,6 +75,8 @@ class Providers:
     def __init__(self, sb):
         self.sb = sb
         self.http = httpx.AsyncClient(timeout=HTTP_TIMEOUT)
+        self.sealer = Sealer(sb.settings.secret)
+        self._unreadable_told: set[tuple[str, str]] = set()
         # provider name -> its API's address; tests point it at a local server.
         self.api_bases: dict[str, str] = {}
 
@@ -84,7 +88,23 @@ class Providers:
             rows = await crepo.list_providers(conn, tenant)
         if not rows:
             return [ProviderConfig(name, tuple(channels)) for name, channels in DEFAULTS]
-        return [_config(row) for row in rows]
+        return [_config(row, self.credentials(tenant, row)) for row in rows]
+
+    def credentials(self, tenant: str, row: dict) -> dict | None:
+        """A stored provider row's credentials, opened; None (said once in the log)
+        when they were sealed under another secret: the provider then works as if
+        they were not set, and the admin puts them again."""
+        try:
+            return self.sealer.open(tenant, row["provider"], row["credentials"])
+        except Unreadable as error:
+            if (tenant, row["provider"]) not in self._unreadable_told:
+                self._unreadable_told.add((tenant, row["provider"]))
+                log.error(
+                    "provider credentials cannot be opened (%s): put them again",
+                    error,
+                    extra={"tenant": tenant, "provider": row["provider"]},
+                )
+            return None
 
     async def config(self, tenant: str, name: str) -> ProviderConfig | None:
         return next((c for c in await self.configs(tenant) if c.name == name), None)
@@ -187,6 +207,8 @@ async def put_provider(request: Request):
                 raise v.invalid("channels", "is required for a provider not configured yet")
             channels = current["channels"]
         credentials = _credentials(body, name, current)
+        if credentials is not None and not is_sealed(credentials):
+            credentials = sb.providers.sealer.seal(tenant, name, credentials)
         row = {
             "tenant_id": tenant,
             "provider": name,
@@ -204,7 +226,7 @@ async def put_provider(request: Request):
                 await crepo.set_provider_channels(conn, tenant, other, kept)
         await crepo.put_provider(conn, row)
     log.info("provider configured", extra={"tenant": tenant, "provider": name})
-    config = _config(row)
+    config = _config(row, sb.providers.credentials(tenant, row))
     return respond(
         request,
         provider_wire(config, sb.providers.webhook_url(tenant, name, base_url(request))),

@@ -4,6 +4,7 @@ token and serve."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -104,6 +105,27 @@ def test_migrate_tenant_add_and_token(data_dir):
     refused = switchboard(data_dir, "token", "--tenant", "acme", "--role", "root", "--user", "x")
     assert refused.returncode == 2
     assert "role" in refused.stderr
+
+
+def test_migrate_seals_provider_credentials_an_older_server_stored_as_they_were(data_dir):
+    token = "older-servers-plain-token"
+    plain = json.dumps({"account_sid": "AC" + "0" * 32, "auth_token": token})
+    with sqlite3.connect(data_dir / "switchboard.db") as db:
+        db.execute(
+            "INSERT INTO providers VALUES ('acme', 'twilio', '[\"sms\"]', '[]', ?, "
+            "'2026-11-26 10:00:00.000000')",
+            (plain,),
+        )
+    done = switchboard(data_dir, "migrate")
+    assert done.returncode == 0, done.stderr
+    assert "sealed the stored credentials of 1 provider(s)" in done.stdout
+    with sqlite3.connect(data_dir / "switchboard.db") as db:
+        (stored,) = db.execute(
+            "SELECT credentials FROM providers WHERE tenant_id = 'acme' AND provider = 'twilio'"
+        ).fetchone()
+    assert stored.startswith('{"sealed": "v1.') and token not in stored
+    again = switchboard(data_dir, "migrate")
+    assert again.returncode == 0 and "sealed" not in again.stdout
 
 
 def test_serve_answers_health_and_stops_when_terminated(data_dir):
