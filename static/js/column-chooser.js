@@ -21,7 +21,7 @@ export class ColumnChooser {
     this.status = el("p", { class: "sr-only", role: "status", "aria-live": "polite" });
     this.node = el("fieldset", {},
       el("legend", {}, "Columns"),
-      el("p", { id: noteId, class: "muted" }, `${this.labels.id} is always shown, first.`),
+      el("p", { id: noteId, class: "muted hint" }, `${this.labels.id} is always shown, first.`),
       el("div", { class: "column-picker" },
         el("div", { class: "columns-grid" }, boxes),
         el("div", { class: "column-order-box" },
