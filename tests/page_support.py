@@ -17,14 +17,20 @@ def new_id() -> str:
 
 
 async def arrive(
-    api: Api, channel: str = "chat", name: str | None = None, contact: str | None = None, **data
+    api: Api,
+    channel: str = "chat",
+    name: str | None = None,
+    contact: str | None = None,
+    cid: str | None = None,
+    at: str | None = None,
+    **data,
 ) -> str:
-    """An inbound conversation created now; returns its id."""
-    cid = new_id()
+    """An inbound conversation created `at` (default now); returns its id."""
+    cid = cid or new_id()
     event = api.event(
         "conversation.created",
         cid,
-        now_iso(),
+        at or now_iso(),
         channel=channel,
         contact=contact or f"+3491200{next(_numbers):04d}",
         customer={"name": name if name is not None else f"Customer {cid}"},

@@ -111,6 +111,206 @@ async def test_conversation_id_cannot_be_deselected(browser, backend, tmp_path):
             assert await headers.first.get_attribute("data-column") == "id"
 
 
+async def open_editor(page):
+    """The view page's editor, opened."""
+    await page.get_by_role("button", name="Edit view").click()
+    dialog = page.get_by_role("dialog")
+    await dialog.wait_for()
+    return dialog
+
+
+async def editor_columns(dialog) -> list[str]:
+    """The editor's chosen columns, in the order it shows them."""
+    order = dialog.get_by_role("list", name="Shown in this order")
+    return await order.get_by_role("listitem").evaluate_all(
+        "items => items.map(li => li.dataset.column)"
+    )
+
+
+async def saved_in_order(server, page, view_id: str, columns: list[str]) -> None:
+    """Save the open editor: the server's view has `columns` in that order, the live
+    table's headers and cells follow it, and the editor opened again shows it."""
+    await page.get_by_role("button", name="Save changes").click()
+    await page.get_by_role("dialog").wait_for(state="detached")
+    response = await server.api.client.get(
+        f"/api/v1/views/{view_id}", headers=server.api.auth("supervisor", "sup1")
+    )
+    assert response.json()["columns"] == columns
+    await page.wait_for_function(
+        "columns => ['th', 'tbody tr:first-child td'].every(cells =>"
+        " [...document.querySelectorAll(`table[data-view] ${cells}`)]"
+        ".map(c => c.dataset.column).join() === columns.join())",
+        arg=columns,
+    )
+    dialog = await open_editor(page)
+    assert await editor_columns(dialog) == columns
+    await page.keyboard.press("Escape")
+    await dialog.wait_for(state="detached")
+
+
+def sort_key(dialog, n: int):
+    """The editor's nth sort key: its field select and its direction select."""
+    key = dialog.get_by_role("group", name=f"Sort key {n}")
+    return key.get_by_role("combobox").first, key.get_by_label("Sort direction")
+
+
+async def test_columns_reordered_with_the_buttons_are_saved_and_shown_in_that_order(
+    browser, backend, tmp_path
+):
+    async with live_server(backend, tmp_path / "data") as server:
+        view = await saved_view(server.api, columns=["id", "customer_name", "status", "channel"])
+        cid = await arrive(server.api)
+        token = server.api.token("supervisor", "sup1")
+        async with opened(browser, server.url, token, f"/views/{view['id']}") as page:
+            await page.locator(f"tr[data-id='{cid}']").wait_for()
+            dialog = await open_editor(page)
+            assert await editor_columns(dialog) == view["columns"]
+            # By keyboard: focus stays on the moved column, on its other button once
+            # it reaches the end.
+            await dialog.get_by_role("button", name="Move Customer Name down").focus()
+            await page.keyboard.press("Enter")
+            await page.keyboard.press("Enter")
+            assert await editor_columns(dialog) == ["id", "status", "channel", "customer_name"]
+            assert await dialog.get_by_role("button", name="Move Customer Name down").is_disabled()
+            focused = await page.evaluate("() => document.activeElement.getAttribute('aria-label')")
+            assert focused == "Move Customer Name up"
+            await dialog.get_by_role("button", name="Move Channel up").click()
+            # Conversation ID stays first: the first column after it goes no higher.
+            assert await dialog.get_by_role("button", name="Move Channel up").is_disabled()
+            await saved_in_order(
+                server, page, view["id"], ["id", "channel", "status", "customer_name"]
+            )
+            assert page.problems.errors == []
+
+
+async def test_columns_reordered_by_drag_and_drop_are_saved_and_shown_in_that_order(
+    browser, backend, tmp_path
+):
+    async with live_server(backend, tmp_path / "data") as server:
+        view = await saved_view(server.api, columns=["id", "customer_name", "status", "channel"])
+        cid = await arrive(server.api)
+        token = server.api.token("supervisor", "sup1")
+        async with opened(browser, server.url, token, f"/views/{view['id']}") as page:
+            await page.locator(f"tr[data-id='{cid}']").wait_for()
+            dialog = await open_editor(page)
+            order = dialog.get_by_role("list", name="Shown in this order")
+
+            def item(column: str):
+                return order.locator(f"li[data-column='{column}']")
+
+            # A dropped column takes the place of the one it lands on, up or down.
+            await item("channel").drag_to(item("customer_name"))
+            assert await editor_columns(dialog) == ["id", "channel", "customer_name", "status"]
+            await item("customer_name").drag_to(item("status"))
+            assert await editor_columns(dialog) == ["id", "channel", "status", "customer_name"]
+            await item("status").drag_to(item("id"))  # nothing goes above Conversation ID
+            assert await editor_columns(dialog) == ["id", "channel", "status", "customer_name"]
+            await saved_in_order(
+                server, page, view["id"], ["id", "channel", "status", "customer_name"]
+            )
+            assert page.problems.errors == []
+
+
+async def test_a_view_sorted_by_two_keys_orders_the_live_table_by_both(browser, backend, tmp_path):
+    # The chats tie on the channel: the second key, created_at newest first, orders
+    # them against the order of their ids (the tie-break once the keys are equal).
+    created = {
+        "c-1": ("chat", "10:00:01"),
+        "c-2": ("chat", "10:00:02"),
+        "c-3": ("call", "10:00:03"),
+        "c-4": ("whatsapp", "10:00:00"),
+        "c-5": ("chat", "10:00:04"),
+    }
+    sort = [{"field": "channel", "dir": "asc"}, {"field": "created_at", "dir": "desc"}]
+    rows = (
+        "() => [...document.querySelectorAll('table[data-view] tbody tr')]"
+        ".map(tr => tr.dataset.id).join()"
+    )
+    async with live_server(backend, tmp_path / "data") as server:
+        view = await saved_view(server.api)
+        for cid, (channel, time) in created.items():
+            await arrive(server.api, channel, cid=cid, at=f"2026-11-20T{time}Z")
+        token = server.api.token("supervisor", "sup1")
+        async with opened(browser, server.url, token, f"/views/{view['id']}") as page:
+            await page.locator("tr[data-id='c-5']").wait_for()
+            dialog = await open_editor(page)
+            first = dialog.get_by_role("group", name="Sort key 1")
+            await first.get_by_label("Sort by", exact=True).select_option("channel")
+            await first.get_by_label("Sort direction").select_option("asc")
+            await dialog.get_by_role("button", name="+ Then by").click()
+            second = dialog.get_by_role("group", name="Sort key 2")
+            await second.get_by_label("then by", exact=True).select_option("created_at")
+            await second.get_by_label("Sort direction").select_option("desc")
+            await dialog.get_by_role("button", name="Save changes").click()
+            await dialog.wait_for(state="detached")
+            response = await server.api.client.get(
+                f"/api/v1/views/{view['id']}", headers=server.api.auth("supervisor", "sup1")
+            )
+            assert response.json()["sort"] == sort
+            await page.wait_for_function(f"ids => ({rows})() === ids", arg="c-3,c-5,c-2,c-1,c-4")
+            # Live: a chat arriving between two others takes its place by both keys.
+            await arrive(server.api, "chat", cid="c-6", at="2026-11-20T10:00:03Z")
+            await page.wait_for_function(
+                f"ids => ({rows})() === ids", arg="c-3,c-5,c-6,c-2,c-1,c-4"
+            )
+            # Opened again, the editor shows both keys.
+            dialog = await open_editor(page)
+            shown = []
+            for n in (1, 2):
+                field, direction = sort_key(dialog, n)
+                shown.append(
+                    {"field": await field.input_value(), "dir": await direction.input_value()}
+                )
+            assert shown == sort
+            assert page.problems.errors == []
+
+
+async def test_a_sort_field_is_offered_to_one_sort_key_only(browser, backend, tmp_path):
+    async with live_server(backend, tmp_path / "data") as server:
+        schema = await server.api.client.get(
+            "/api/v1/view-schema", headers=server.api.auth("supervisor", "sup1")
+        )
+        sortable = schema.json()["sortable"]
+        token = server.api.token("supervisor", "sup1")
+        async with opened(browser, server.url, token, "/views") as page:
+            await page.get_by_role("button", name="New view").click()
+            dialog = page.get_by_role("dialog")
+            await dialog.get_by_label("View name").fill("By status")
+            add = dialog.get_by_role("button", name="+ Then by")
+
+            def field(n: int):
+                return sort_key(dialog, n)[0]
+
+            async def offered(n: int) -> set[str]:
+                return set(
+                    await field(n).locator("option").evaluate_all("os => os.map(o => o.value)")
+                )
+
+            await field(1).select_option("status")
+            assert await offered(1) == set(sortable)  # alone, a key may take any field
+            await add.click()
+            assert await offered(2) == set(sortable) - {"status"}
+            await field(2).select_option("channel")
+            assert await offered(1) == set(sortable) - {"channel"}
+            await add.click()
+            assert await offered(3) == set(sortable) - {"status", "channel"}
+            assert await add.is_disabled()  # the server takes three keys at most
+            # A removed key's field is offered again.
+            third = await field(3).input_value()
+            await dialog.get_by_role("button", name="Remove sort key 2").click()
+            assert await offered(1) == set(sortable) - {third}
+            assert await offered(2) == set(sortable) - {"status"}
+            assert await add.is_enabled()
+            await dialog.get_by_role("button", name="Create view").click()
+            await page.wait_for_url("**/views/v_*")
+            view_id = await page.locator("table[data-view]").get_attribute("data-view")
+            response = await server.api.client.get(
+                f"/api/v1/views/{view_id}", headers=server.api.auth("supervisor", "sup1")
+            )
+            assert [key["field"] for key in response.json()["sort"]] == ["status", third]
+            assert page.problems.errors == []
+
+
 async def test_a_customer_name_with_markup_shows_as_text(browser, backend, tmp_path):
     name = '<img src=x onerror="window.pwned=1"><b>Bold</b>'
     async with live_server(backend, tmp_path / "data") as server:

@@ -38,6 +38,11 @@ export function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+// A fresh element id ("col-7"): ids tie labels to their fields, and a page may
+// open a dialog more than once.
+let uid = 0;
+export const nextId = (prefix) => `${prefix}-${++uid}`;
+
 export class ApiError extends Error {
   constructor(status, body) {
     const error = (body && body.error) || {};

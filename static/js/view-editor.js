@@ -1,9 +1,12 @@
 // The dialog that creates or edits a view: name, sharing, a filter builder (fields
-// and operators by type, relative dates, every condition must hold), a column
-// chooser with Conversation ID fixed, and a sort. The server validates again and its
-// 422 message is shown as it is.
+// and operators by type, relative dates, every condition must hold), the columns in
+// the order shown with Conversation ID fixed first (column-chooser.js), and up to
+// three sort keys (sort-keys.js). The server validates again and its 422 message is
+// shown as it is.
 
-import { el, humanize } from "./common.js";
+import { ColumnChooser } from "./column-chooser.js";
+import { el, humanize, nextId } from "./common.js";
+import { SortKeys } from "./sort-keys.js";
 
 const OPERATOR_LABELS = {
   eq: "is", ne: "is not", in: "is any of", not_in: "is none of", contains: "contains",
@@ -17,9 +20,7 @@ const WITHIN_LABELS = {
 };
 const NUMBER_OPERATOR_LABELS = { gt: "more than", gte: "at least", lt: "less than", lte: "at most" };
 const TIME_OPERATOR_LABELS = { gt: "after", gte: "on or after", lt: "before", lte: "on or before" };
-
-let uid = 0;
-const nextId = (prefix) => `${prefix}-${++uid}`;
+const NEW_VIEW_COLUMNS = new Set(["id", "customer_name", "created_date", "created_time", "channel", "status", "state", "agent_name", "contact"]);
 
 function operatorLabel(kind, op) {
   if (kind === "number") return NUMBER_OPERATOR_LABELS[op] || OPERATOR_LABELS[op];
@@ -191,29 +192,10 @@ export function openEditor({ schema, api, view }) {
   };
   for (const filter of view ? view.filters : []) add(filter);
 
-  const chosen = new Set(view ? view.columns : ["id", "customer_name", "created_date", "created_time", "channel", "status", "state", "agent_name", "contact"]);
-  const columnBoxes = schema.columns.map((column) => {
-    const id = nextId("col");
-    const fixed = column.name === "id";
-    const input = el("input", {
-      type: "checkbox", id, value: column.name, checked: fixed || chosen.has(column.name), disabled: fixed,
-      dataset: { columnChoice: column.name }, "aria-describedby": fixed ? "id-fixed-note" : undefined,
-    });
-    return el("span", {}, input, " ", el("label", { for: id }, column.label));
-  });
-
-  // The saved order first (an edit keeps it), then newly chosen ones in list order.
-  const chosenColumns = () => {
-    const checked = columnBoxes.map((s) => s.querySelector("input")).filter((i) => i.checked && i.value !== "id").map((i) => i.value);
-    const kept = (view ? view.columns : []).filter((c) => checked.includes(c));
-    return ["id", ...kept, ...checked.filter((c) => !kept.includes(c))];
-  };
-
-  const sortField = el("select", { id: nextId("sort") }, schema.sortable.map((f) => el("option", { value: f }, labels[f] || f)));
-  const sortDir = el("select", { "aria-label": "Sort direction" }, el("option", { value: "desc" }, "Descending (newest first)"), el("option", { value: "asc" }, "Ascending"));
-  const sort = view && view.sort && view.sort[0] ? view.sort[0] : { field: "created_at", dir: "desc" };
-  sortField.value = sort.field;
-  sortDir.value = sort.dir || "asc";
+  // An edit shows the saved order; a new view starts with the usual ones in domain.md's order.
+  const initial = view ? view.columns : schema.columns.map((c) => c.name).filter((c) => NEW_VIEW_COLUMNS.has(c));
+  const columns = new ColumnChooser(schema.columns, initial);
+  const sortKeys = new SortKeys(schema.sortable, labels, view ? view.sort : []);
 
   const problem = el("p", { class: "error", role: "alert" });
   const dialog = el("dialog", { "aria-labelledby": titleId, "aria-modal": "true" });
@@ -228,13 +210,8 @@ export function openEditor({ schema, api, view }) {
       el("legend", {}, "Filters: a conversation shows when it matches every condition"),
       list,
       el("button", { type: "button", onclick: () => add().field.focus() }, "+ Add condition")),
-    el("fieldset", {},
-      el("legend", {}, "Columns"),
-      el("p", { id: "id-fixed-note", class: "muted" }, "Conversation ID is always shown."),
-      el("div", { class: "columns-grid" }, columnBoxes)),
-    el("fieldset", {},
-      el("legend", {}, "Sort"),
-      el("div", { class: "row" }, el("label", { for: sortField.id }, "Sort by"), sortField, sortDir)),
+    columns.node,
+    sortKeys.node,
     problem,
     el("div", { class: "actions" },
       el("button", { type: "button", value: "cancel", onclick: () => dialog.close("cancel") }, "Cancel"),
@@ -254,8 +231,8 @@ export function openEditor({ schema, api, view }) {
           name: name.value.trim(),
           visibility: visibility.value,
           filters: conditions.map((c) => c.toFilter()),
-          columns: chosenColumns(),
-          sort: [{ field: sortField.value, dir: sortDir.value }],
+          columns: columns.columns,
+          sort: sortKeys.sort,
         };
         if (!body.name) throw new Error("Name: give the view a name");
       } catch (error) {
