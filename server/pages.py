@@ -19,7 +19,9 @@ from .api_wrapup import post_wrapup
 from .rows import COLUMNS
 from .web import require_role, respond
 
-STATIC = Path(__file__).resolve().parent.parent / "static"
+# The repo's static/, through the link server/static (so a wheel, which copies it as
+# package data, finds it at the same place).
+STATIC = Path(__file__).resolve().parent / "static"
 
 # No caching of the HTML: a page must pick up a new version of its modules at once.
 NO_STORE = {"Cache-Control": "no-store"}

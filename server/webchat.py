@@ -28,7 +28,6 @@ import secrets
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from starlette.requests import Request
@@ -46,10 +45,10 @@ from .bus import BusMessage, Gap
 from .contacts import EMAIL
 from .inbound import deliver
 from .ingest import DatabaseUnavailable
+from .pages import STATIC
 
 log = logging.getLogger("switchboard.webchat")
 
-STATIC = Path(__file__).resolve().parent.parent / "static"
 VISITOR = re.compile(r"[A-Za-z0-9_-]{16,128}")  # the widget's random id: a bearer secret
 CLIENT_MESSAGE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 MAX_TEXT = 4096
