@@ -34,6 +34,7 @@ from bench.f5_redis import (
     deployment,
     open_watchers,
     server_metrics,
+    warm_up,
 )
 
 TITLE = "recovery: Redis restarted under F5's load, seconds to consistency"
@@ -80,10 +81,12 @@ def run_f6(args, recorder: c.Recorder, round_no: int) -> dict[str, Any]:
         with deployment(recorder, label, 2, redis.url) as (servers, tokens, database):
 
             async def measure() -> None:
+                ports = [s.port for s in servers]
+                await warm_up(ports, tokens["service"], args.f5_rate, database, f"w{round_no}")
                 urls = [f"ws://127.0.0.1:{s.port}/ws" for s in servers]
                 watchers = await open_watchers(urls, tokens["supervisor"], args.f5_clients)
                 load = Load(
-                    [s.port for s in servers],
+                    ports,
                     tokens["service"],
                     args.f5_rate,
                     args.f6_seconds,
