@@ -124,6 +124,7 @@ WITHIN = {
 }
 
 MAX_FILTERS = 20
+MAX_SORT_KEYS = 3
 MAX_LIST = 1000
 MAX_TEXT = 1000
 
@@ -287,8 +288,10 @@ def parse_sort(sort: Any) -> tuple[SortKey, ...]:
     if sort is None or sort == []:
         keys = [SortKey("created_at", True)]
     else:
-        if not isinstance(sort, list) or len(sort) > 3:
-            raise _invalid("sort", "must be a list of at most 3 {field, dir} objects")
+        if not isinstance(sort, list) or len(sort) > MAX_SORT_KEYS:
+            raise _invalid(
+                "sort", f"must be a list of at most {MAX_SORT_KEYS} {{field, dir}} objects"
+            )
         keys = []
         for index, item in enumerate(sort):
             where = f"sort[{index}]"

@@ -61,8 +61,9 @@ def pages_schemas() -> dict[str, dict]:
                 "within": array(enum(list(filters.WITHIN))),
                 "sortable": array(enum(list(filters.SORTABLE))),
                 "max_filters": {"type": "integer"},
+                "max_sort_keys": {"type": "integer"},
             },
-            ["columns", "fields", "within", "sortable", "max_filters"],
+            ["columns", "fields", "within", "sortable", "max_filters", "max_sort_keys"],
         ),
         "Wrapup": obj(
             {

@@ -94,6 +94,7 @@ async def view_schema(request: Request):
             "within": list(filters.WITHIN),
             "sortable": list(filters.SORTABLE),
             "max_filters": filters.MAX_FILTERS,
+            "max_sort_keys": filters.MAX_SORT_KEYS,
         },
     )
 

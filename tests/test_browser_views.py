@@ -627,3 +627,25 @@ async def test_the_detail_page_shows_the_conversation_and_follows_it(browser, ba
             await transcript.get_by_text("¿Hay?").wait_for()
             assert await timeline.get_by_role("row").count() == 5
             assert page.problems.errors == []
+
+
+# Text around U+FFFF, where UTF-16 code unit order (JavaScript's <) and code point order
+# (the server's: UTF-8 bytes under COLLATE "C" or SQLite's BINARY; Python's too) differ.
+AROUND_U_FFFF = ["b", "a", "\U0001f600x", "\uff21", "ab", "a\ue000", "a\U00010000", "", "\ud7ff"]
+
+
+async def test_the_live_table_orders_text_by_code_point_as_the_server_does(
+    browser, backend, tmp_path
+):
+    by_code_unit = sorted(AROUND_U_FFFF, key=lambda text: text.encode("utf-16-be"))
+    assert by_code_unit != sorted(AROUND_U_FFFF)  # the words tell the two orders apart
+    async with live_server(backend, tmp_path / "data") as server:
+        token = server.api.token("supervisor", "sup1")
+        async with opened(browser, server.url, token, "/views") as page:
+            ordered = await page.evaluate(
+                "async (words) => {"
+                " const { byCodePoint } = await import('/static/js/live.js');"
+                " return [...words].sort(byCodePoint); }",
+                AROUND_U_FFFF,
+            )
+    assert ordered == sorted(AROUND_U_FFFF)

@@ -64,6 +64,12 @@ async def test_the_view_schema_offers_what_the_server_accepts(api):
     assert schema["fields"]["state"]["values"][0] == "customer_answered"
     assert "within" in schema["fields"]["created_at"]["operators"]
     assert schema["within"][0] == "today"
+    # As many sort keys as it says, and no more.
+    keys = [{"field": f} for f in schema["sortable"][: schema["max_sort_keys"] + 1]]
+    for count, status in ((schema["max_sort_keys"], 201), (schema["max_sort_keys"] + 1, 422)):
+        body = {"name": f"sorted {count}", "sort": keys[:count]}
+        answer = await api.client.post("/api/v1/views", json=body, headers=api.auth("supervisor"))
+        assert answer.status_code == status, answer.text
     # Every field and operator it offers makes a view the server takes.
     for field, spec in schema["fields"].items():
         op = spec["operators"][0]

@@ -205,6 +205,26 @@ export class Live {
 
 // One window over a view: `rows` (id -> row) is exactly the view's first `window`
 // rows, in the order `sorted()` gives.
+// Text in code point order, as the server sorts it (UTF-8 bytes: COLLATE "C" on
+// PostgreSQL, BINARY on SQLite). JavaScript's < compares UTF-16 code units, which
+// differs where a character above U+FFFF (a surrogate pair) meets one in
+// U+E000-U+FFFF; moving the code units from U+D800 up puts them in code point order.
+export function byCodePoint(x, y) {
+  if (typeof x !== "string" || typeof y !== "string") return x < y ? -1 : x > y ? 1 : 0;
+  const length = Math.min(x.length, y.length);
+  for (let i = 0; i < length; i++) {
+    let a = x.charCodeAt(i);
+    let b = y.charCodeAt(i);
+    if (a === b) continue;
+    if (a >= 0xd800 && b >= 0xd800) {
+      a += a >= 0xe000 ? -0x800 : 0x2000;
+      b += b >= 0xe000 ? -0x800 : 0x2000;
+    }
+    return a < b ? -1 : 1;
+  }
+  return x.length - y.length < 0 ? -1 : x.length > y.length ? 1 : 0;
+}
+
 export class Subscription {
   constructor(live, view, limit, handlers) {
     this.live = live;
@@ -299,10 +319,8 @@ export class Subscription {
     const order = [...keys.map((k) => [k.field, k.dir === "asc" ? 1 : -1]), ["id", tieDir]];
     return [...this.rows.values()].sort((a, b) => {
       for (const [field, dir] of order) {
-        const x = a[field] ?? "";
-        const y = b[field] ?? "";
-        if (x < y) return -dir;
-        if (x > y) return dir;
+        const by = byCodePoint(a[field] ?? "", b[field] ?? "");
+        if (by) return by * dir;
       }
       return 0;
     });

@@ -1,10 +1,10 @@
 // The view editor's sort: "Sort by" and "then by" keys, each a field of the schema's
-// `sortable` and a direction. A field one key uses is not offered to another (the
-// server refuses it twice). Rows that tie on every key go by Conversation ID.
+// `sortable` and a direction, as many as the schema's `max_sort_keys`. A field one key
+// uses is not offered to another (the server refuses it twice). Rows that tie on every
+// key go by Conversation ID.
 
 import { el, nextId } from "./common.js";
 
-const MAX_SORT_KEYS = 3; // server/filters.py parse_sort refuses more
 const DEFAULT_SORT = [{ field: "created_at", dir: "desc" }]; // the server's when none
 
 function directionLabels(field) {
@@ -40,7 +40,8 @@ class SortKey {
 }
 
 export class SortKeys {
-  constructor(sortable, labels, sort) {
+  constructor(sortable, maxKeys, labels, sort) {
+    this.maxKeys = maxKeys;
     this.sortable = sortable;
     this.labels = labels;
     this.keys = [];
@@ -84,6 +85,6 @@ export class SortKeys {
       const offered = this.sortable.filter((f) => !taken.has(f));
       key.draw(index, this.keys.length, offered, this.labels);
     });
-    this.addButton.disabled = this.keys.length >= Math.min(MAX_SORT_KEYS, this.sortable.length);
+    this.addButton.disabled = this.keys.length >= Math.min(this.maxKeys, this.sortable.length);
   }
 }

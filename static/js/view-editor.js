@@ -195,7 +195,7 @@ export function openEditor({ schema, api, view }) {
   // An edit shows the saved order; a new view starts with the usual ones in domain.md's order.
   const initial = view ? view.columns : schema.columns.map((c) => c.name).filter((c) => NEW_VIEW_COLUMNS.has(c));
   const columns = new ColumnChooser(schema.columns, initial);
-  const sortKeys = new SortKeys(schema.sortable, labels, view ? view.sort : []);
+  const sortKeys = new SortKeys(schema.sortable, schema.max_sort_keys, labels, view ? view.sort : []);
 
   const problem = el("p", { class: "error", role: "alert" });
   const dialog = el("dialog", { "aria-labelledby": titleId, "aria-modal": "true" });
