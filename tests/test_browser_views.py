@@ -4,6 +4,7 @@ builder, recordings and hover-to-initiate."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from tests.browser_support import BROWSER_TESTS, held_requests, opened, text_is
 from tests.page_support import arrive, post, saved_view
@@ -154,9 +155,10 @@ def sort_key(dialog, n: int):
     return key.get_by_role("combobox").first, key.get_by_label("Sort direction")
 
 
-async def test_columns_reordered_with_the_buttons_are_saved_and_shown_in_that_order(
-    browser, backend, tmp_path
-):
+@contextlib.asynccontextmanager
+async def editing_four_columns(browser, backend, tmp_path):
+    """A saved view of four columns with a row in it, open in a page with its editor:
+    (server, view, page, dialog)."""
     async with live_server(backend, tmp_path / "data") as server:
         view = await saved_view(server.api, columns=["id", "customer_name", "status", "channel"])
         cid = await arrive(server.api)
@@ -165,50 +167,47 @@ async def test_columns_reordered_with_the_buttons_are_saved_and_shown_in_that_or
             await page.locator(f"tr[data-id='{cid}']").wait_for()
             dialog = await open_editor(page)
             assert await editor_columns(dialog) == view["columns"]
-            # By keyboard: focus stays on the moved column, on its other button once
-            # it reaches the end.
-            await dialog.get_by_role("button", name="Move Customer Name down").focus()
-            await page.keyboard.press("Enter")
-            await page.keyboard.press("Enter")
-            assert await editor_columns(dialog) == ["id", "status", "channel", "customer_name"]
-            assert await dialog.get_by_role("button", name="Move Customer Name down").is_disabled()
-            focused = await page.evaluate("() => document.activeElement.getAttribute('aria-label')")
-            assert focused == "Move Customer Name up"
-            await dialog.get_by_role("button", name="Move Channel up").click()
-            # Conversation ID stays first: the first column after it goes no higher.
-            assert await dialog.get_by_role("button", name="Move Channel up").is_disabled()
-            await saved_in_order(
-                server, page, view["id"], ["id", "channel", "status", "customer_name"]
-            )
-            assert page.problems.errors == []
+            yield server, view, page, dialog
+
+
+async def test_columns_reordered_with_the_buttons_are_saved_and_shown_in_that_order(
+    browser, backend, tmp_path
+):
+    async with editing_four_columns(browser, backend, tmp_path) as (server, view, page, dialog):
+        # By keyboard: focus stays on the moved column, on its other button once
+        # it reaches the end.
+        await dialog.get_by_role("button", name="Move Customer Name down").focus()
+        await page.keyboard.press("Enter")
+        await page.keyboard.press("Enter")
+        assert await editor_columns(dialog) == ["id", "status", "channel", "customer_name"]
+        assert await dialog.get_by_role("button", name="Move Customer Name down").is_disabled()
+        focused = await page.evaluate("() => document.activeElement.getAttribute('aria-label')")
+        assert focused == "Move Customer Name up"
+        await dialog.get_by_role("button", name="Move Channel up").click()
+        # Conversation ID stays first: the first column after it goes no higher.
+        assert await dialog.get_by_role("button", name="Move Channel up").is_disabled()
+        await saved_in_order(server, page, view["id"], ["id", "channel", "status", "customer_name"])
+        assert page.problems.errors == []
 
 
 async def test_columns_reordered_by_drag_and_drop_are_saved_and_shown_in_that_order(
     browser, backend, tmp_path
 ):
-    async with live_server(backend, tmp_path / "data") as server:
-        view = await saved_view(server.api, columns=["id", "customer_name", "status", "channel"])
-        cid = await arrive(server.api)
-        token = server.api.token("supervisor", "sup1")
-        async with opened(browser, server.url, token, f"/views/{view['id']}") as page:
-            await page.locator(f"tr[data-id='{cid}']").wait_for()
-            dialog = await open_editor(page)
-            order = dialog.get_by_role("list", name="Shown in this order")
+    async with editing_four_columns(browser, backend, tmp_path) as (server, view, page, dialog):
+        order = dialog.get_by_role("list", name="Shown in this order")
 
-            def item(column: str):
-                return order.locator(f"li[data-column='{column}']")
+        def item(column: str):
+            return order.locator(f"li[data-column='{column}']")
 
-            # A dropped column takes the place of the one it lands on, up or down.
-            await item("channel").drag_to(item("customer_name"))
-            assert await editor_columns(dialog) == ["id", "channel", "customer_name", "status"]
-            await item("customer_name").drag_to(item("status"))
-            assert await editor_columns(dialog) == ["id", "channel", "status", "customer_name"]
-            await item("status").drag_to(item("id"))  # nothing goes above Conversation ID
-            assert await editor_columns(dialog) == ["id", "channel", "status", "customer_name"]
-            await saved_in_order(
-                server, page, view["id"], ["id", "channel", "status", "customer_name"]
-            )
-            assert page.problems.errors == []
+        # A dropped column takes the place of the one it lands on, up or down.
+        await item("channel").drag_to(item("customer_name"))
+        assert await editor_columns(dialog) == ["id", "channel", "customer_name", "status"]
+        await item("customer_name").drag_to(item("status"))
+        assert await editor_columns(dialog) == ["id", "channel", "status", "customer_name"]
+        await item("status").drag_to(item("id"))  # nothing goes above Conversation ID
+        assert await editor_columns(dialog) == ["id", "channel", "status", "customer_name"]
+        await saved_in_order(server, page, view["id"], ["id", "channel", "status", "customer_name"])
+        assert page.problems.errors == []
 
 
 async def test_a_view_sorted_by_two_keys_orders_the_live_table_by_both(browser, backend, tmp_path):
