@@ -25,6 +25,7 @@ round.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import selectors
@@ -108,6 +109,12 @@ def add_arguments(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--f1-rows", type=int, default=2000, help="new conversations (2000)")
     group.add_argument("--f1-batch", type=int, default=50, help="events per POST (50)")
     group.add_argument(
+        "--f1-pace-ms",
+        type=float,
+        default=0.0,
+        help="Switchboard's poster: a batch every this many ms (0: back to back)",
+    )
+    group.add_argument(
         "--f1-peers", default="A2,C1", help="peer variants per round, among A2,C1,D1 (A2,C1)"
     )
     group.add_argument(
@@ -190,15 +197,23 @@ VIEW = {
 }
 
 
-async def post_all(port: int, token: str, rows: int, batch: int, tag: str) -> dict[str, Any]:
+async def post_all(
+    port: int, token: str, rows: int, batch: int, tag: str, pace_ms: float = 0.0
+) -> dict[str, Any]:
+    """Every row in batches over one connection: back to back, or with `pace_ms` a
+    batch every pace_ms (when the one before has been answered)."""
     conn = await c.HttpConnection.open(port)
+    started = time.perf_counter()
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     first = None
     errors = 0
     applied = 0
     post_ms: list[float] = []
     try:
-        for start in range(0, rows, batch):
+        for number, start in enumerate(range(0, rows, batch)):
+            if pace_ms:
+                due = started + number * pace_ms / 1000
+                await asyncio.sleep(max(0.0, due - time.perf_counter()))
             now_ms = time.time() * 1000
             iso = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now_ms / 1000))
             iso += f".{int(now_ms % 1000):03d}Z"
@@ -313,7 +328,12 @@ def run_switchboard(args, recorder: c.Recorder, round_no: int, push_ms: str = ""
             read_line(client, "go", 10)
             posted = c.run_async(
                 post_all(
-                    server.port, tokens["service"], args.f1_rows, args.f1_batch, f"r{round_no}"
+                    server.port,
+                    tokens["service"],
+                    args.f1_rows,
+                    args.f1_batch,
+                    f"r{round_no}",
+                    args.f1_pace_ms,
                 )
             )
             done = read_line(client, "done", args.f1_timeout + 30)
