@@ -171,19 +171,24 @@ def postgres_cpu_snapshot(database: str | None = None) -> dict[int, tuple[str, f
 def postgres_cpu_delta(
     before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], kind: str
 ) -> float:
-    """CPU used between two snapshots by one kind of process. A process that exited in
-    between is no longer in /proc: its time went to the postmaster's total of reaped
-    children, whose growth less what those processes had used before the first
-    snapshot is counted as backends' (a pool's overflow connections come and go). That
-    part cannot tell databases apart: on a shared machine it includes others' backends
-    that exited."""
-    used = sum(
+    """CPU used between two snapshots by one kind of process alive at the second."""
+    return sum(
         cpu - before.get(pid, (kind, 0.0))[1] for pid, (what, cpu) in after.items() if what == kind
     )
-    if kind == "backend" and 0 in before and 0 in after:
-        gone = sum(cpu for pid, (_, cpu) in before.items() if pid and pid not in after)
-        used += max(0.0, after[0][1] - before[0][1] - gone)
-    return used
+
+
+def postgres_exited_cpu(
+    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]
+) -> float:
+    """CPU used between two snapshots by PostgreSQL processes that exited in between (a
+    pool's overflow connections, parallel workers): no longer in /proc, their time went
+    to the postmaster's total of reaped children, whose growth less what those
+    processes had used before the first snapshot is theirs. It cannot tell databases
+    apart: on a shared machine it includes others' backends that exited."""
+    if 0 not in before or 0 not in after:
+        return 0.0
+    gone = sum(cpu for pid, (_, cpu) in before.items() if pid and pid not in after)
+    return max(0.0, after[0][1] - before[0][1] - gone)
 
 
 def machine_cpu() -> tuple[float, float]:
@@ -233,10 +238,14 @@ class CpuMeter:
         busy = end["machine"][0] - start["machine"][0]
         total = end["machine"][1] - start["machine"][1]
         wall = end["wall"] - start["wall"]
+        exited = postgres_exited_cpu(start["pg"], end["pg"])
         result = {
             "wall_s": wall,
             "server_cpu_s": (end["server"] - start["server"]) if self.server_pid else 0.0,
-            "postgres_cpu_s": postgres_cpu_delta(start["pg"], end["pg"], "backend"),
+            # Backends alive at the end, and the PostgreSQL processes that exited meanwhile
+            # (counted in, and also given apart).
+            "postgres_cpu_s": postgres_cpu_delta(start["pg"], end["pg"], "backend") + exited,
+            "postgres_exited_cpu_s": exited,
             "postgres_autovacuum_cpu_s": postgres_cpu_delta(start["pg"], end["pg"], "autovacuum"),
             "postgres_shared_cpu_s": postgres_cpu_delta(start["pg"], end["pg"], "shared"),
             "client_cpu_s": end["client"] - start["client"],

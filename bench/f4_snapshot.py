@@ -47,7 +47,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import re
 import shutil
 import sys
@@ -608,42 +607,6 @@ class WsClient:
         return elapsed, len(answer["rows"]), answer["total"]
 
 
-def postmaster_pid() -> int | None:
-    """The PostgreSQL process whose parent is not one: the postmaster."""
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/comm", "rb") as handle:
-                if handle.read().strip() != b"postgres":
-                    continue
-            with open(f"/proc/{entry.name}/stat", "rb") as handle:
-                raw = handle.read()
-            parent = int(raw[raw.rindex(b")") + 2 :].split()[1])
-            with open(f"/proc/{parent}/comm", "rb") as handle:
-                if handle.read().strip() != b"postgres":
-                    return int(entry.name)
-        except (OSError, ValueError):
-            continue
-    return None
-
-
-def exited_children_cpu(pid: int | None) -> float:
-    """cutime + cstime of the postmaster: the CPU of its children that have exited.
-    Parallel workers run for one query and exit, and their process title does not
-    name the database, so CpuMeter cannot see them; they land here (with the
-    backends of other databases that disconnect meanwhile)."""
-    if pid is None:
-        return 0.0
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            raw = handle.read()
-    except OSError:
-        return 0.0
-    fields = raw[raw.rindex(b")") + 2 :].split()
-    return (int(fields[13]) + int(fields[14])) / c.CLOCK_TICKS
-
-
 async def _timed_get(conn: c.HttpConnection, request: bytes) -> tuple[float, bytes]:
     started = time.perf_counter()
     status, body = await conn.request(request)
@@ -707,8 +670,6 @@ async def measure_view(
         for _ in range(warmup):
             for kind in kinds:
                 await one(kind)
-        postmaster = postmaster_pid()
-        exited_before = exited_children_cpu(postmaster)
         meter.start()
         deadline = time.perf_counter() + budget
         taken = 0
@@ -719,7 +680,7 @@ async def measure_view(
                 lat[kind].append(await one(kind))
             taken += 1
         cpu = meter.stop()
-        exited = exited_children_cpu(postmaster) - exited_before
+        exited = cpu["postgres_exited_cpu_s"]
     finally:
         http.close()
         await ws.close()
@@ -733,12 +694,13 @@ async def measure_view(
         "deep_page": case.deep_page if deep_request else None,
         **cpu,
         "server_cpu_ms_per_sample": 1000 * cpu["server_cpu_s"] / max(1, taken),
-        "postgres_cpu_ms_per_sample": 1000 * cpu["postgres_cpu_s"] / max(1, taken),
+        "postgres_cpu_ms_per_sample": 1000 * (cpu["postgres_cpu_s"] - exited) / max(1, taken),
         "exited_postgres_cpu_s": exited,
         "exited_postgres_cpu_ms_per_sample": 1000 * exited / max(1, taken),
         # Other people's work: what the machine did beyond the server, our backends,
-        # the bench and the exited PostgreSQL processes (mostly our parallel workers).
-        "others_net_cores": max(0.0, cpu["others_cores"] - exited / cpu["wall_s"]),
+        # the bench and the exited PostgreSQL processes (mostly our parallel workers),
+        # which the meter counts as ours.
+        "others_net_cores": cpu["others_cores"],
     }
     for kind, values in lat.items():
         if values:
