@@ -26,7 +26,13 @@ from tests.app_support import prepare_database
 from tests.routing_support import now_iso
 from tests.server_support import LiveServer, live_server, spawned_server
 from tests.support import Backend
-from tests.test_inbound_race import close, database, post_message, post_signed_twilio
+from tests.test_inbound_race import (
+    close,
+    database,
+    post_message,
+    post_signed_twilio,
+    with_texts,
+)
 from tests.test_webhooks import OUR_NUMBER, TWILIO_CREDENTIALS, configure
 
 CHANNELS = ("sms", "whatsapp")
@@ -76,7 +82,7 @@ async def two_servers(backend: Backend, tmp_path) -> AsyncIterator[tuple[list, D
 async def conversations_of_contact(db, contact: str) -> dict[str, dict]:
     """Every conversation of `contact`, whatever its channel: status, channel, the set
     of channels it carries, and the customer's message texts."""
-    c, msg = m.conversations, m.messages
+    c = m.conversations
     async with db.read() as conn:
         rows = await conn.execute(
             select(c.c.id, c.c.status, c.c.channel, c.c.channels).where(
@@ -88,19 +94,10 @@ async def conversations_of_contact(db, contact: str) -> dict[str, dict]:
                 "status": row.status,
                 "channel": row.channel,
                 "channels": set(decode_channels(row.channels)),
-                "texts": set(),
             }
             for row in rows
         }
-        if found:
-            texts = await conn.execute(
-                select(msg.c.conversation_id, msg.c.text).where(
-                    msg.c.tenant_id == "acme", msg.c.conversation_id.in_(list(found))
-                )
-            )
-            for row in texts:
-                found[row.conversation_id]["texts"].add(row.text)
-    return found
+        return await with_texts(conn, found)
 
 
 async def mixed_burst(servers: list[LiveServer], contact: str, label: str) -> list[tuple]:

@@ -89,22 +89,30 @@ async def burst(servers: list[LiveServer], contact: str, label: str) -> list[tup
 async def conversations_of(db: Database, contact: str, channel: str) -> dict[str, dict]:
     """The contact's conversations on `channel`, oldest first: status and the
     customer's message texts."""
-    c, msg = m.conversations, m.messages
+    c = m.conversations
     async with db.read() as conn:
         rows = await conn.execute(
             select(c.c.id, c.c.status)
             .where(c.c.tenant_id == "acme", c.c.contact == contact, c.c.channel == channel)
             .order_by(c.c.created_at, c.c.id)
         )
-        found = {row.id: {"status": row.status, "texts": set()} for row in rows}
-        if found:
-            texts = await conn.execute(
-                select(msg.c.conversation_id, msg.c.text).where(
-                    msg.c.tenant_id == "acme", msg.c.conversation_id.in_(list(found))
-                )
+        found = {row.id: {"status": row.status} for row in rows}
+        return await with_texts(conn, found)
+
+
+async def with_texts(conn, found: dict[str, dict]) -> dict[str, dict]:
+    """`found` (by conversation id), each with the set of its messages' texts."""
+    msg = m.messages
+    for item in found.values():
+        item["texts"] = set()
+    if found:
+        texts = await conn.execute(
+            select(msg.c.conversation_id, msg.c.text).where(
+                msg.c.tenant_id == "acme", msg.c.conversation_id.in_(list(found))
             )
-            for row in texts:
-                found[row.conversation_id]["texts"].add(row.text)
+        )
+        for row in texts:
+            found[row.conversation_id]["texts"].add(row.text)
     return found
 
 

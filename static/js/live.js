@@ -222,7 +222,7 @@ export function byCodePoint(x, y) {
     }
     return a < b ? -1 : 1;
   }
-  return x.length - y.length < 0 ? -1 : x.length > y.length ? 1 : 0;
+  return Math.sign(x.length - y.length);
 }
 
 export class Subscription {
