@@ -781,9 +781,9 @@ async def started_in_process(url: str, name: str, tenant: str, routing: str):
     (migrated here), with the in-process bus and one tenant; started (app.state.sb),
     so the caller stops it."""
     from server.app import create_app
-    from server.migrate import migrate
-    from server.settings import Settings
-    from server.tenants import create_tenant
+    from server.core.settings import Settings
+    from server.storage.migrate import migrate
+    from server.tenants.setup import create_tenant
 
     await asyncio.to_thread(migrate, url)
     settings = Settings(

@@ -51,8 +51,8 @@ async def measure(args, env: dict[str, str], token: str, peers: Path) -> None:
     import uvicorn
 
     from server.app import create_app
+    from server.core.settings import Settings
     from server.serve import uvicorn_config
-    from server.settings import Settings
 
     app = create_app(Settings.from_env(env), demo=False)
     port = c.free_port()

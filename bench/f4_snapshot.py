@@ -418,7 +418,7 @@ async def server_sql(definition: dict, now: datetime, after: dict | None) -> tup
     """The compiled ViewQuery and its page/count statements (server.views)."""
     from zoneinfo import ZoneInfo
 
-    from server import views
+    from server.live import views
 
     parsed = views.parse_definition(definition, ZoneInfo(TIMEZONE))
     query = parsed.compile(ZoneInfo(TIMEZONE))
@@ -485,7 +485,7 @@ async def setup_views(
     server's own statement), and check it against the server's answer, untimed."""
     from sqlalchemy.ext.asyncio import create_async_engine
 
-    from server.filters import encode_cursor
+    from server.live.filters import encode_cursor
 
     engine = create_async_engine(url, pool_size=1)
     conn = await c.HttpConnection.open(port)

@@ -34,8 +34,8 @@ import httpx
 from sqlalchemy import event, update
 
 from bench import common as c
-from server import models as m
-from server.auth import mint_token
+from server.core.auth import mint_token
+from server.storage import models as m
 
 TENANT = "bench"
 TEAM = "desk"

@@ -16,31 +16,28 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from . import (
-    api_admin,
-    api_conversations,
-    api_events,
-    api_routing,
-    channel_routes,
-    pages,
-    views,
-    webchat,
-    ws,
-)
-from . import repository as repo
-from .auth import Principal
-from .bus import bus_from_url
-from .catchup import CatchUp
-from .clock import SYSTEM_CLOCK, Clock
-from .db import Database, is_unavailable
-from .ingest import DatabaseUnavailable
-from .live import LiveViews
-from .metrics import REQUESTS
-from .openapi import openapi_document
-from .routing import Routing
-from .settings import Settings
-from .timers import TimedIngest
-from .web import ApiError, authenticate, error_body, error_response, respond
+from server.bus import bus_from_url
+from server.core.auth import Principal
+from server.core.clock import SYSTEM_CLOCK, Clock
+from server.core.metrics import REQUESTS
+from server.core.settings import Settings
+from server.edge import channel_routes, pages
+from server.edge.api import admin as api_admin
+from server.edge.api import conversations as api_conversations
+from server.edge.api import events as api_events
+from server.edge.api import routing as api_routing
+from server.edge.http import ApiError, authenticate, error_body, error_response, respond
+from server.edge.ws import connection as ws
+from server.ingest.pipeline import DatabaseUnavailable
+from server.live import views
+from server.live.catchup import CatchUp
+from server.live.windows import LiveViews
+from server.openapi.document import openapi_document
+from server.providers import webchat
+from server.routing.service import Routing
+from server.routing.timers import TimedIngest
+from server.storage import repository as repo
+from server.storage.db import Database, is_unavailable
 
 log = logging.getLogger("switchboard.http")
 
@@ -242,7 +239,7 @@ def create_app(
         await sb.start()
         played = None
         if demo:
-            from .demo import Demo
+            from server.demo.traffic import Demo
 
             played = Demo(sb, demo_origins)
             await played.start()

@@ -7,8 +7,8 @@ import asyncio
 import logging
 import sys
 
-from .auth import DEFAULT_TTL_S, ROLES, mint_token
-from .settings import Settings
+from server.core.auth import DEFAULT_TTL_S, ROLES, mint_token
+from server.core.settings import Settings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,8 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings.from_env()
 
     if args.command == "migrate":
-        from .migrate import migrate
-        from .sealing import seal_stored_credentials
+        from server.providers.sealing import seal_stored_credentials
+        from server.storage.migrate import migrate
 
         migrate(settings.database_url)
         sealed = asyncio.run(seal_stored_credentials(settings.database_url, settings.secret))
@@ -58,8 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         print(mint_token(settings.secret, args.tenant, args.role, args.user, args.ttl))
         return 0
     if args.command == "tenant":
-        from .tenants import TenantExists, add_tenant
-        from .web import ApiError
+        from server.edge.http import ApiError
+        from server.tenants.setup import TenantExists, add_tenant
 
         try:
             asyncio.run(add_tenant(settings.database_url, args.name, args.timezone, args.routing))
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tenant {args.name} added ({args.timezone}, routing {args.routing})")
         return 0
     if args.command == "serve":
-        from .serve import serve
+        from server.serve import serve
 
         demo = args.demo if args.demo is not None else settings.database_url.startswith("sqlite")
         return serve(settings, args.host, args.port, demo)

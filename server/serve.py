@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import uvicorn
 
-from . import logs, metrics
-from .app import create_app
-from .settings import Settings
+from server.app import create_app
+from server.core import logs, metrics
+from server.core.settings import Settings
 
 WS_MAX_FRAME_BYTES = 64 * 1024
 
@@ -16,7 +16,7 @@ def serve(settings: Settings, host: str, port: int, demo: bool) -> int:
     metrics.watch_gc()
     origins: tuple[str, ...] = ()
     if demo:
-        from .demo import origins_for
+        from server.demo.traffic import origins_for
 
         origins = origins_for(host, port, settings.public_url)
     app = create_app(settings, demo=demo, demo_origins=origins)
@@ -26,7 +26,7 @@ def serve(settings: Settings, host: str, port: int, demo: bool) -> int:
         flush=True,
     )
     if demo:
-        from .demo import links
+        from server.demo.traffic import links
 
         for line in links(settings, f"http://{host}:{port}"):
             print("  " + line, flush=True)

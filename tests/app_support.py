@@ -14,11 +14,11 @@ from typing import Any
 import httpx
 
 from server.app import Switchboard, create_app
-from server.auth import mint_token
-from server.clock import SYSTEM_CLOCK, Clock
-from server.migrate import migrate
-from server.settings import Settings
-from server.tenants import create_tenant
+from server.core.auth import mint_token
+from server.core.clock import SYSTEM_CLOCK, Clock
+from server.core.settings import Settings
+from server.storage.migrate import migrate
+from server.tenants.setup import create_tenant
 from tests.support import Backend
 
 SECRET = "test-secret-not-for-production-0123456789"

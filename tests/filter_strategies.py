@@ -20,9 +20,7 @@ from hypothesis import strategies as st
 from sqlalchemy import delete, select
 from sqlalchemy.engine import make_url
 
-from server import models as m
-from server.db import Database
-from server.filters import (
+from server.live.filters import (
     BOOLEAN,
     CHANNEL_VALUES,
     CHANNELS,
@@ -37,8 +35,10 @@ from server.filters import (
     TEXT,
     WITHIN,
 )
-from server.migrate import migrate
-from server.tenants import create_tenant
+from server.storage import models as m
+from server.storage.db import Database
+from server.storage.migrate import migrate
+from server.tenants.setup import create_tenant
 from tests.support import TEST_DATABASE_URL, asyncpg_dsn
 
 # --- tenants and clocks --------------------------------------------------------------------

@@ -10,10 +10,10 @@ from typing import Any
 
 from sqlalchemy import select
 
-from server import models as m
-from server import views
-from server.db import Database
-from server.filters import compile_view, parse_sort
+from server.live import views
+from server.live.filters import compile_view, parse_sort
+from server.storage import models as m
+from server.storage.db import Database
 
 
 class ClientModel:

@@ -18,11 +18,11 @@ import httpx
 import uvicorn
 
 from server.app import create_app
-from server.auth import mint_token
-from server.demo import TENANT
-from server.migrate import migrate
+from server.core.auth import mint_token
+from server.core.settings import Settings
+from server.demo.traffic import TENANT
 from server.serve import uvicorn_config
-from server.settings import Settings
+from server.storage.migrate import migrate
 from tests.browser_support import CHROMIUM, FLAGS
 from tests.support import free_port, wait_for
 

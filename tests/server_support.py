@@ -20,7 +20,7 @@ import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 
 from server.app import Switchboard, create_app
-from server.clock import SYSTEM_CLOCK, Clock
+from server.core.clock import SYSTEM_CLOCK, Clock
 from server.serve import uvicorn_config
 from tests.app_support import SECRET, Api, prepare_database, test_settings
 from tests.support import Backend, free_port, wait_for

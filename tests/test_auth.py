@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from server import auth
-from server.auth import InvalidToken, mint_token, verify_token
+from server.core import auth
+from server.core.auth import InvalidToken, mint_token, verify_token
 from tests.support import ManualClock
 
 SECRET = "a-test-secret-long-enough-for-hs256-keys!"

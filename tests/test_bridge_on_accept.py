@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from server.channel_repository import latest_conversation_of_contact
+from server.providers.repository import latest_conversation_of_contact
 from tests.app_support import Api, running_api
 from tests.routing_support import (
     builtin_routing,

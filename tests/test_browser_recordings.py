@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
-from server.recording_links import LINK_TTL_S
+from server.providers.recording_links import LINK_TTL_S
 from tests.browser_support import BROWSER_TESTS, held_requests, opened
 from tests.page_support import post
 from tests.recording_support import conversation, stored_recording, wav_bytes

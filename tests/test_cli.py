@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from server.auth import verify_token
+from server.core.auth import verify_token
 from tests.support import free_port, wait_until
 
 SCRIPT = Path(sys.executable).parent / "switchboard"

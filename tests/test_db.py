@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import text
 
-from server.db import Database
+from server.storage.db import Database
 
 
 async def test_reads_send_no_transaction_statements_and_writes_commit(postgres_url: str):

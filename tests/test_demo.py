@@ -19,10 +19,10 @@ from datetime import UTC, datetime, timedelta
 import httpx
 from sqlalchemy import func, select
 
-from server import models as m
 from server.app import Switchboard
-from server.clock import Clock
-from server.demo import HUMAN_AGENT, TENANT, VIEWS, Demo
+from server.core.clock import Clock
+from server.demo.traffic import HUMAN_AGENT, TENANT, VIEWS, Demo
+from server.storage import models as m
 from tests import app_support
 from tests.app_support import SECRET, prepare_database
 from tests.support import Backend, free_port, wait_for, wait_until

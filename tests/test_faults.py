@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import text
 
 from server.bus import Bus, BusMessage, Gap, RedisBus
-from server.clock import SYSTEM_CLOCK
+from server.core.clock import SYSTEM_CLOCK
 from tests.app_support import TENANT, prepare_database
 from tests.fault_support import private_redis, proxy_to
 from tests.server_support import WsClient, live_server, spawned_server

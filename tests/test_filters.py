@@ -14,8 +14,8 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from server import models as m
-from server.filters import (
+from server.edge.http import ApiError
+from server.live.filters import (
     FIELD_KINDS,
     MAX_FILTERS,
     OPERATORS,
@@ -25,7 +25,7 @@ from server.filters import (
     encode_cursor,
     within_range,
 )
-from server.web import ApiError
+from server.storage import models as m
 from tests.filter_strategies import prepared_database, replace_rows, tenant_of
 from tests.support import Backend
 

@@ -28,9 +28,7 @@ from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from server import models as m
-from server.db import Database
-from server.filters import (
+from server.live.filters import (
     CHANNEL_VALUES,
     ENUM_VALUES,
     ViewQuery,
@@ -38,7 +36,9 @@ from server.filters import (
     decode_cursor,
     encode_cursor,
 )
-from server.views import page_statement
+from server.live.views import page_statement
+from server.storage import models as m
+from server.storage.db import Database
 from tests.filter_strategies import (
     AGENTS,
     CLOCK_CHANGES,

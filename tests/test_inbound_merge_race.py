@@ -16,12 +16,12 @@ from collections.abc import AsyncIterator
 from sqlalchemy import select
 
 from channels.base import ChannelEvent, Inbound, Reference, customer_for, event_id
-from server import channel_repository as crepo
-from server import inbound
-from server import models as m
-from server.db import Database
-from server.inbound import conversation_id_for
-from server.repository import decode_channels
+from server.providers import inbound
+from server.providers import repository as crepo
+from server.providers.inbound import conversation_id_for
+from server.storage import models as m
+from server.storage.db import Database
+from server.storage.repository import decode_channels
 from tests.app_support import prepare_database
 from tests.routing_support import now_iso
 from tests.server_support import LiveServer, live_server, spawned_server

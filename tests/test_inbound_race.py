@@ -15,10 +15,10 @@ from collections.abc import AsyncIterator
 from sqlalchemy import select
 
 from channels import twilio
-from server import channel_repository as crepo
-from server import models as m
-from server import webchat
-from server.db import Database
+from server.providers import repository as crepo
+from server.providers import webchat
+from server.storage import models as m
+from server.storage.db import Database
 from tests.app_support import prepare_database
 from tests.routing_support import now_iso
 from tests.server_support import LiveServer, live_server, spawned_server

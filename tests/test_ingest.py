@@ -14,9 +14,9 @@ import msgpack
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
-from server import models as m
-from server import repository
 from server.bus import BusMessage
+from server.storage import models as m
+from server.storage import repository
 from tests.support import wait_for
 
 BASE = datetime(2026, 11, 24, 23, 30, tzinfo=UTC)  # 00:30 the next day in Madrid

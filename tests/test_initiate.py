@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import func, select
 
 from channels import plivo, twilio, whatsapp_cloud
-from server import models as m
+from server.storage import models as m
 from tests.support import free_port
 from tests.test_channels_helpers import provider_api
 
@@ -169,7 +169,7 @@ async def test_only_a_supervisor_starts_a_conversation_for_another_agent(api):
 
 
 async def test_a_flood_from_one_user_is_rate_limited_with_retry_after(api):
-    from server.initiate import RATE_LIMIT
+    from server.providers.initiate import RATE_LIMIT
 
     for n in range(RATE_LIMIT):
         answer = await initiate(api, {"channel": "call", "contact": "+34911000103"}, key=f"f{n}")

@@ -17,8 +17,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from server.clock import SYSTEM_CLOCK
-from server.db import Database
+from server.core.clock import SYSTEM_CLOCK
+from server.storage.db import Database
 from tests.app_support import TENANT, prepare_database
 from tests.live_model import ClientModel, Traffic, comparable, fresh_rows, random_view
 from tests.server_support import LiveServer, WsClient, live_server, spawned_server

@@ -1,7 +1,7 @@
 """A window nobody watches stays exact a while (a reload or the next page of the same
 view costs no query), then goes."""
 
-from server import live
+from server.live import windows as live
 from tests.server_support import live_server
 from tests.support import wait_for
 

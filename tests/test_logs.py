@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
-from server.logs import JsonFormatter
+from server.core.logs import JsonFormatter
 
 
 def record(created: float, **extra) -> logging.LogRecord:

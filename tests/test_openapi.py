@@ -38,10 +38,10 @@ from schemathesis.specs.openapi.checks import (
 )
 from starlette.routing import Route
 
-from server import rows
 from server.app import ROUTES, create_app
-from server.openapi import COLUMN_TYPES, openapi_document
-from server.openapi_pages import PAGES
+from server.openapi.document import COLUMN_TYPES, openapi_document
+from server.openapi.pages import PAGES
+from server.wire import rows
 from state_machine import EVENT_TYPES
 from tests import app_support
 from tests.support import Backend

@@ -15,8 +15,8 @@ NOT_SOURCE = (".*", "build", "dist", "data", "*.egg-info", "__pycache__", "out")
 PIP = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
 # Run by the installed copy: where it finds its pages and migrations, and what is there.
 PROBE = """
-import json, server.pages, server.migrate, server.webchat
-static, migrations = server.pages.STATIC, server.migrate.MIGRATIONS
+import json, server.edge.pages, server.storage.migrate, server.providers.webchat
+static, migrations = server.edge.pages.STATIC, server.storage.migrate.MIGRATIONS
 print(json.dumps({
     "static": str(static.resolve()),
     "migrations": str(migrations.resolve()),
@@ -55,5 +55,5 @@ def test_an_installed_wheel_finds_its_pages_and_migrations(tmp_path):
     assert "views.html" in found["files"] and "js/live.js" in found["files"]
     assert found["files"] == files_under(ROOT / "static")  # every page, script, style sheet
     assert found["versions"] == sorted(
-        p.name for p in (ROOT / "server" / "migrations" / "versions").glob("*.py")
+        p.name for p in (ROOT / "server" / "storage" / "migrations" / "versions").glob("*.py")
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from server.rows import COLUMNS
+from server.wire.rows import COLUMNS
 from tests.page_support import arrive, post
 
 PAGES = {

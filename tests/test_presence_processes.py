@@ -15,9 +15,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import delete, insert, select
 
-from server import models as m
-from server.db import Database
-from server.settings import Settings
+from server.core.settings import Settings
+from server.storage import models as m
+from server.storage.db import Database
 from tests.app_support import prepare_database
 from tests.routing_support import put_agent, set_presence
 from tests.server_support import live_server, spawned_server

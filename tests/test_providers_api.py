@@ -7,8 +7,8 @@ import logging
 
 from sqlalchemy import select, update
 
-from server import models as m
-from server.sealing import Sealer, is_sealed, seal_stored_credentials
+from server.providers.sealing import Sealer, is_sealed, seal_stored_credentials
+from server.storage import models as m
 
 TWILIO = {"account_sid": "AC" + "0" * 32, "auth_token": "twilio-secret-token-xyz"}
 

@@ -20,7 +20,7 @@ from jwt.warnings import InsecureKeyLengthWarning
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from server.recording_links import AUDIENCE, LINK_TTL_S, link_key
+from server.providers.recording_links import AUDIENCE, LINK_TTL_S, link_key
 from tests.app_support import SECRET, running_api
 from tests.recording_support import at, conversation, stored_recording
 from tests.server_support import live_server

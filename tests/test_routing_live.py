@@ -10,7 +10,7 @@ import random
 import signal
 from datetime import UTC, datetime, timedelta
 
-from server.wallboard import recompute
+from server.routing.wallboard import recompute
 from tests.app_support import prepare_database
 from tests.routing_support import (
     applied,

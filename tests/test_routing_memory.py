@@ -6,7 +6,7 @@ an offer drop what they read when the contact's conversations change meanwhile."
 from __future__ import annotations
 
 from server.app import Switchboard
-from server.settings import Settings
+from server.core.settings import Settings
 from tests.app_support import SECRET
 from tests.routing_support import (
     arrive,

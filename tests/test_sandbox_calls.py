@@ -12,8 +12,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from channels import sandbox
-from server.api_actions import bridge_call
-from server.channel_repository import latest_conversation_of_contact
+from server.edge.api.actions import bridge_call
+from server.providers.repository import latest_conversation_of_contact
 from tests.app_support import running_api
 from tests.server_support import live_server
 from tests.support import ManualClock, wait_for

@@ -15,8 +15,8 @@ from zoneinfo import ZoneInfo
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from server.clock import SYSTEM_CLOCK
-from server.db import Database
+from server.core.clock import SYSTEM_CLOCK
+from server.storage.db import Database
 from tests.app_support import TENANT, prepare_database
 from tests.live_model import ClientModel, comparable, fresh_rows
 from tests.server_support import spawned_server

@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 
 from sqlalchemy import select
 
-from server import models as m
 from server.app import Switchboard
+from server.storage import models as m
 from tests.app_support import test_settings as settings_of  # (not a test)
 from tests.routing_support import applied, now_iso, put_team, wait_row
 from tests.support import wait_for

@@ -10,8 +10,8 @@ import base64
 import json
 from datetime import UTC, datetime, timedelta
 
-from server.rows import COLUMNS
-from server.views import DEFAULT_COLUMNS
+from server.live.views import DEFAULT_COLUMNS
+from server.wire.rows import COLUMNS
 from tests.app_support import OTHER_TENANT
 from tests.server_support import live_server
 

@@ -15,8 +15,8 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from server import channel_repository as crepo
-from server import webchat
+from server.providers import repository as crepo
+from server.providers import webchat
 from tests.routing_support import now_iso, put_agent, put_team
 from tests.server_support import LiveServer, live_server, spawned_server
 from tests.support import TEST_REDIS_URL, Backend, wait_for

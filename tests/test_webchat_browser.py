@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from server import channel_repository as crepo
-from server import webchat
+from server.providers import repository as crepo
+from server.providers import webchat
 from tests.browser_support import BROWSER_TESTS, opened
 from tests.server_support import live_server
 from tests.support import Backend, wait_for

@@ -8,8 +8,8 @@ import json
 from urllib.parse import urlencode
 
 from channels import plivo, sandbox, twilio, whatsapp_cloud
-from server.channel_repository import latest_conversation_of_contact
-from server.inbound import conversation_id_for
+from server.providers.inbound import conversation_id_for
+from server.providers.repository import latest_conversation_of_contact
 from tests.test_channels_helpers import provider_api
 
 __all__ = ["provider_api"]

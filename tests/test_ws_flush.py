@@ -9,8 +9,8 @@ import contextlib
 
 import pytest
 
-from server import live
-from server.settings import Settings
+from server.core.settings import Settings
+from server.live import windows as live
 from tests.server_support import live_server
 from tests.test_ws_protocol import contiguous, created, deltas, post, subscribe
 

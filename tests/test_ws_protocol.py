@@ -19,7 +19,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from server.auth import mint_token
+from server.core.auth import mint_token
 from server.serve import WS_MAX_FRAME_BYTES
 from tests.app_support import OTHER_TENANT, SECRET, TENANT
 from tests.server_support import LiveServer, WsClient, live_server

@@ -3,7 +3,7 @@ server's protocol object must reach the endpoint, or every push takes the slow p
 
 from websockets.protocol import Protocol
 
-from server import ws
+from server.edge.ws import connection as ws
 from tests.server_support import live_server
 
 

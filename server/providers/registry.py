@@ -1,0 +1,299 @@
+"""A tenant's providers (api.md `PUT /api/v1/providers/{provider}`, `GET
+/api/v1/providers`) and the service that turns them into channel adapters.
+
+Each channel is carried by one provider: putting a provider with some channels takes
+them from whichever provider carried them before. A tenant that never put one runs on
+the defaults (the sandbox for call, SMS and WhatsApp; web chat for chat). Credentials
+are checked by channels.registry, stored sealed (server/sealing.py), and never
+answered or logged (the credential classes hide secrets from repr; the answers say
+only whether they are set).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from starlette.requests import Request
+
+from channels import registry
+from channels.base import CredentialsError, Provider
+from server.core import validate as v
+from server.edge.http import ApiError, read_object, require_role, respond
+from server.providers import repository as crepo
+from server.providers.contacts import is_e164
+from server.providers.sealing import Sealer, Unreadable, is_sealed
+
+log = logging.getLogger("switchboard.providers")
+
+# What each provider can carry (api.md's provider names).
+CAPABILITIES: dict[str, frozenset[str]] = {
+    "sandbox": frozenset({"call", "sms", "whatsapp"}),
+    "twilio": frozenset({"call", "sms", "whatsapp"}),
+    "plivo": frozenset({"call", "sms"}),
+    "whatsapp_cloud": frozenset({"whatsapp"}),
+    "webchat": frozenset({"chat"}),
+}
+DEFAULTS = (("sandbox", ["call", "sms", "whatsapp"]), ("webchat", ["chat"]))
+PROVIDER_FIELDS = {"channels", "numbers", "credentials"}
+MAX_NUMBERS = 1000
+# A provider's API: connect quickly or say so; a slow answer is a failure too.
+HTTP_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+
+
+@dataclass(frozen=True)
+class ProviderConfig:
+    name: str
+    channels: tuple[str, ...]
+    numbers: tuple[dict, ...] = ()
+    credentials: dict | None = field(default=None, repr=False)
+
+    def team_of(self, number: str | None) -> str | None:
+        for entry in self.numbers:
+            if number is not None and entry["number"] == number:
+                return entry["team"]
+        return None
+
+    def default_number(self) -> str | None:
+        return self.numbers[0]["number"] if self.numbers else None
+
+
+def _config(row: dict, credentials: dict | None) -> ProviderConfig:
+    return ProviderConfig(
+        row["provider"], tuple(row["channels"]), tuple(row["numbers"]), credentials
+    )
+
+
+class Providers:
+    """The adapters of every tenant, built from the stored configuration on use, and
+    the HTTP client they share."""
+
+    def __init__(self, sb):
+        self.sb = sb
+        self.http = httpx.AsyncClient(timeout=HTTP_TIMEOUT)
+        self.sealer = Sealer(sb.settings.secret)
+        self._unreadable_told: set[tuple[str, str]] = set()
+        # provider name -> its API's address; tests point it at a local server.
+        self.api_bases: dict[str, str] = {}
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+    async def configs(self, tenant: str) -> list[ProviderConfig]:
+        async with self.sb.db.read() as conn:
+            rows = await crepo.list_providers(conn, tenant)
+        if not rows:
+            return [ProviderConfig(name, tuple(channels)) for name, channels in DEFAULTS]
+        return [_config(row, self.credentials(tenant, row)) for row in rows]
+
+    def credentials(self, tenant: str, row: dict) -> dict | None:
+        """A stored provider row's credentials, opened; None (said once in the log)
+        when they were sealed under another secret: the provider then works as if
+        they were not set, and the admin puts them again."""
+        try:
+            return self.sealer.open(tenant, row["provider"], row["credentials"])
+        except Unreadable as error:
+            if (tenant, row["provider"]) not in self._unreadable_told:
+                self._unreadable_told.add((tenant, row["provider"]))
+                log.error(
+                    "provider credentials cannot be opened (%s): put them again",
+                    error,
+                    extra={"tenant": tenant, "provider": row["provider"]},
+                )
+            return None
+
+    async def config(self, tenant: str, name: str) -> ProviderConfig | None:
+        return next((c for c in await self.configs(tenant) if c.name == name), None)
+
+    async def for_channel(self, tenant: str, channel: str) -> ProviderConfig | None:
+        return next((c for c in await self.configs(tenant) if channel in c.channels), None)
+
+    async def team_of_number(self, tenant: str, number: str | None) -> str | None:
+        for config in await self.configs(tenant):
+            team = config.team_of(number)
+            if team is not None:
+                return team
+        return None
+
+    def webhook_url(self, tenant: str, provider: str, base: str) -> str:
+        root = self.sb.settings.public_url or base.rstrip("/")
+        return f"{root}/webhooks/{provider}/{tenant}"
+
+    def adapter(self, tenant: str, config: ProviderConfig, base: str) -> Provider:
+        """The adapter for one of the tenant's providers. `base` is the server's own
+        address as the request saw it (used without SWITCHBOARD_PUBLIC_URL)."""
+        if config.name == "sandbox":
+            return self.sb.sandboxes.provider(tenant, config.credentials)
+        return registry.build(
+            config.name,
+            config.credentials or {},
+            self.webhook_url(tenant, config.name, base),
+            self.http,
+            self.api_bases.get(config.name),
+        )
+
+
+# --- HTTP ------------------------------------------------------------------------------------
+
+
+def provider_wire(config: ProviderConfig, webhook_url: str) -> dict[str, Any]:
+    return {
+        "provider": config.name,
+        "channels": list(config.channels),
+        "numbers": [dict(entry) for entry in config.numbers],
+        "credentials_set": bool(config.credentials),
+        "webhook_url": webhook_url,
+    }
+
+
+def base_url(request: Request) -> str:
+    return str(request.base_url).rstrip("/")
+
+
+async def list_providers(request: Request):
+    sb = request.app.state.sb
+    principal = await sb.principal(request)
+    require_role(principal, "admin")
+    configs = await sb.providers.configs(principal.tenant)
+    return respond(
+        request,
+        {
+            "providers": [
+                provider_wire(
+                    c, sb.providers.webhook_url(principal.tenant, c.name, base_url(request))
+                )
+                for c in configs
+            ]
+        },
+    )
+
+
+async def put_provider(request: Request):
+    sb = request.app.state.sb
+    principal = await sb.principal(request)
+    require_role(principal, "admin")
+    name = request.path_params["provider"]
+    if name not in CAPABILITIES:
+        raise ApiError(
+            404,
+            "not_found",
+            f"no provider {name[:40]!r} (one of {', '.join(sorted(CAPABILITIES))})",
+        )
+    body = await read_object(request, sb.settings.max_body_bytes)
+    v.unknown_fields(body, PROVIDER_FIELDS)
+    channels = _channels(body, name)
+    numbers = _numbers(body)
+    tenant = principal.tenant
+    async with sb.db.write() as conn:
+        rows = {row["provider"]: row for row in await crepo.list_providers(conn, tenant)}
+        if not rows:  # the first change: the defaults become rows of their own
+            for default, default_channels in DEFAULTS:
+                rows[default] = {
+                    "tenant_id": tenant,
+                    "provider": default,
+                    "channels": default_channels,
+                    "numbers": [],
+                    "credentials": None,
+                    "updated_at": sb.clock.now(),
+                }
+                await crepo.put_provider(conn, rows[default])
+        current = rows.get(name)
+        if channels is v.MISSING:
+            if current is None:
+                raise v.invalid("channels", "is required for a provider not configured yet")
+            channels = current["channels"]
+        credentials = _credentials(body, name, current)
+        if credentials is not None and not is_sealed(credentials):
+            credentials = sb.providers.sealer.seal(tenant, name, credentials)
+        row = {
+            "tenant_id": tenant,
+            "provider": name,
+            "channels": channels,
+            "numbers": current["numbers"] if numbers is v.MISSING and current else numbers,
+            "credentials": credentials,
+            "updated_at": sb.clock.now(),
+        }
+        if row["numbers"] is v.MISSING:
+            row["numbers"] = []
+        for other, other_row in rows.items():
+            taken = [c for c in other_row["channels"] if c in channels]
+            if other != name and taken:
+                kept = [c for c in other_row["channels"] if c not in channels]
+                await crepo.set_provider_channels(conn, tenant, other, kept)
+        await crepo.put_provider(conn, row)
+    log.info("provider configured", extra={"tenant": tenant, "provider": name})
+    config = _config(row, sb.providers.credentials(tenant, row))
+    return respond(
+        request,
+        provider_wire(config, sb.providers.webhook_url(tenant, name, base_url(request))),
+    )
+
+
+def _channels(body: dict, name: str):
+    value = body.get("channels", v.MISSING)
+    if value is v.MISSING:
+        return value
+    allowed = CAPABILITIES[name]
+    if not isinstance(value, list) or not all(isinstance(c, str) for c in value):
+        raise v.invalid("channels", f"must be a list of {', '.join(sorted(allowed))}")
+    for channel in value:
+        if channel not in allowed:
+            raise v.invalid(
+                "channels",
+                f"{channel[:40]!r}: {name} carries only {', '.join(sorted(allowed))}",
+            )
+    return list(dict.fromkeys(value))
+
+
+def _numbers(body: dict):
+    value = body.get("numbers", v.MISSING)
+    if value is v.MISSING:
+        return value
+    if not isinstance(value, list) or len(value) > MAX_NUMBERS:
+        raise v.invalid("numbers", f'must be a list of at most {MAX_NUMBERS} {{"number", "team"}}')
+    numbers, seen = [], set()
+    for i, entry in enumerate(value):
+        where = f"numbers[{i}]"
+        if not isinstance(entry, dict):
+            raise v.invalid(where, 'must be an object {"number", "team"}')
+        v.unknown_fields(entry, {"number", "team"})
+        number = entry.get("number")
+        if not isinstance(number, str) or not is_e164(number):
+            raise v.invalid(
+                f"{where}.number", "must be a phone number in E.164 form (+ and digits)"
+            )
+        team = v.string(entry, "team", 200)
+        if team is v.MISSING:
+            raise v.invalid(f"{where}.team", "is required")
+        if number in seen:
+            raise v.invalid(f"{where}.number", "is listed twice")
+        seen.add(number)
+        numbers.append({"number": number, "team": team})
+    return numbers
+
+
+def _credentials(body: dict, name: str, current: dict | None) -> dict | None:
+    """The credentials to store: the new ones, checked; else the stored ones."""
+    if "credentials" not in body:
+        stored = current["credentials"] if current else None
+        if stored is None and name in registry.API_PROVIDERS:
+            raise v.invalid("credentials", f"{name} needs credentials")
+        return stored
+    value = body["credentials"]
+    if name == "webchat":
+        if value not in (None, {}):
+            raise v.invalid("credentials", "webchat takes no credentials")
+        return None
+    if value is None and name == "sandbox":
+        return None
+    try:
+        parsed = registry.parse_credentials(name, value)
+    except CredentialsError as error:  # names the field, never a value
+        raise ApiError(
+            422, "invalid_field", f"credentials: {error.message}", field="credentials"
+        ) from None
+    stored = {k: val for k, val in dataclasses.asdict(parsed).items() if val is not None}
+    return stored or None

@@ -1,0 +1,196 @@
+"""The routing services of one process, fed by one bus subscription: agents' board,
+presence, the router, popups, the wallboard, durable timers and agents' actions.
+
+Besides conversation rows, routing puts two kinds of news on the bus, both with an
+empty `rows` list so that live views pass over them: `presence` (an agent's presence
+changed) and `settings` (a tenant's teams or agents changed: reload what depends on
+them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import datetime
+
+from server.bus import Bus, BusMessage, Gap
+from server.core.clock import Clock
+from server.ingest.pipeline import Ingest
+from server.routing.actions import AgentActions
+from server.routing.agent_connections import HEARTBEAT_S, AgentConnections
+from server.routing.popups import Popups
+from server.routing.presence import GRACE_S, AgentBoard, Presence
+from server.routing.router import Router
+from server.routing.timers import TimedIngest, TimerRunner
+from server.routing.wallboard import Wallboard
+from server.storage.db import Database
+
+log = logging.getLogger("switchboard.routing")
+
+
+class Routing:
+    def __init__(
+        self,
+        db: Database,
+        bus: Bus,
+        ingest: Ingest,
+        clock: Clock,
+        zone_of,
+        presence_grace_s: float = GRACE_S,
+        heartbeat_s: float = HEARTBEAT_S,
+    ):
+        self.db = db
+        self.bus = bus
+        self.ingest = ingest
+        # The router's and the timers' events have a writer of their own: an offer never
+        # waits behind a group of requests' events being committed (on PostgreSQL the
+        # two transactions run side by side; the conversations' locks order them).
+        self.decisions = TimedIngest(db, bus, clock)
+        self.board = AgentBoard(db, clock)
+        self.presence = Presence(db, bus, clock, presence_grace_s)
+        self.router = Router(db, self.decisions, clock, self.board)
+        self.popups = Popups(db, zone_of)
+        self.connections = AgentConnections(
+            db, clock, self.presence, self.popups.agents, heartbeat_s
+        )
+        self.router.on_offers = self.popups.prefetch  # popups read while offers commit
+        self.wallboard = Wallboard(db, clock, zone_of, self.board)
+        self.timers = TimerRunner(db, self.decisions, clock, self._grace_over)
+        self.actions = AgentActions(db, ingest, clock, zone_of)
+        self._subscription = None
+        self._task: asyncio.Task | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self._settings_due: set[str] = set()
+        self._reloading: set[str] = set()
+
+    async def start(self) -> None:
+        self._subscription = self.bus.subscribe()
+        self._task = asyncio.create_task(self._consume(), name="routing")
+        self.popups.start()
+        self.wallboard.start()
+        self.timers.start()
+        self.router.start()
+        self.connections.start()
+
+    async def stop(self) -> None:
+        tasks = [self._task, *self._tasks] if self._task else list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._subscription is not None:
+            self._subscription.close()
+        await self.connections.stop()
+        await self.router.stop()
+        await self.timers.stop()
+        await self.decisions.close()
+        await self.wallboard.stop()
+        await self.popups.stop()
+
+    def _spawn(self, coroutine) -> None:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def settings_changed(self, tenant: str) -> None:
+        """An admin changed the tenant, a team or an agent: tell every process."""
+        self.bus.post(tenant, {"rows": [], "settings": True})
+
+    # --- websocket connections of agents
+
+    async def opened(self, connection) -> None:
+        principal = connection.principal
+        if principal.role != "agent":
+            return
+        if self.popups.add(connection):
+            await self._connections_changed(principal)
+
+    async def closed(self, connection) -> None:
+        self.wallboard.unsubscribe_connection(connection)
+        principal = connection.principal
+        if principal.role == "agent" and self.popups.remove(connection):
+            await self._connections_changed(principal)
+
+    async def _connections_changed(self, principal) -> None:
+        try:
+            await self.connections.changed(principal.tenant, principal.user)
+        except Exception:  # the next heartbeat writes it (the grace decides meanwhile)
+            log.warning("could not record the agent's connections", exc_info=True)
+
+    async def _grace_over(self, tenant: str, agent_id: str) -> None:
+        # Connected here: live, even if its row is still being written.
+        if not self.popups.connected(tenant, agent_id):
+            await self.presence.grace_over(tenant, agent_id, self.connections.live_since())
+
+    # --- the bus
+
+    async def _consume(self) -> None:
+        while True:
+            item = await self._subscription.get()
+            try:
+                if isinstance(item, Gap):
+                    self._spawn(self._resync())
+                else:
+                    self._on_message(item)
+            except Exception:
+                log.exception("routing failed on a bus message")
+
+    async def _resync(self) -> None:
+        for tenant in list(self.board.tenants):
+            self.router.forget(tenant)
+            self._forget_settings(tenant)
+        self.router.invalidate_all()
+        await self.board.reload()
+        await self.wallboard.reload()
+        for tenant in list(self.board.tenants):
+            self.router.trigger(tenant)
+
+    def _on_message(self, message: BusMessage) -> None:
+        tenant, payload = message.tenant, message.payload
+        items = payload.get("rows") or []
+        if items:
+            freed = self.board.on_rows(tenant, items, payload.get("token", 0))
+            self.router.on_rows(tenant, items, payload.get("token", 0))
+            self.popups.on_rows(tenant, items)
+            self.wallboard.on_rows(tenant, items, payload.get("token", 0))
+            if freed or any(_routable(item) for item in items):
+                self.router.trigger(tenant)
+        for change in payload.get("presence") or ():
+            at = datetime.fromisoformat(change["at"])
+            self.board.on_presence(tenant, change["agent_id"], change["presence"], at)
+            self.wallboard.changed(tenant)
+            if change["presence"] == "available":
+                self.router.trigger(tenant)
+        if payload.get("settings"):
+            # One reload at a time per tenant; changes during it make one more after it.
+            self._settings_due.add(tenant)
+            if tenant not in self._reloading:
+                self._reloading.add(tenant)
+                self._spawn(self._settings(tenant))
+
+    async def _settings(self, tenant: str) -> None:
+        try:
+            while tenant in self._settings_due:
+                self._settings_due.discard(tenant)
+                await self._reload_settings(tenant)
+        finally:
+            self._reloading.discard(tenant)
+
+    def _forget_settings(self, tenant: str) -> None:
+        for ingest in (self.ingest, self.decisions):
+            if isinstance(ingest, TimedIngest):
+                ingest.forget(tenant)
+
+    async def _reload_settings(self, tenant: str) -> None:
+        self.router.forget(tenant)
+        self._forget_settings(tenant)
+        await self.board.reload_tenant(tenant)
+        await self.wallboard.reload(tenant)
+        self.router.trigger(tenant)
+
+
+def _routable(item: dict) -> bool:
+    row = item["row"]
+    return row["status"] in ("new", "queued") and row["direction"] == "incoming"

@@ -1,0 +1,273 @@
+"""Durable timers: offer expiry, queue timeout, wrap-up timeout, the reply timeout of
+outgoing messages and the presence grace, kept as rows of `timers` with a due time.
+
+Timers are armed and disarmed in the same transaction as the change that calls for
+them (`TimedIngest`, a hook on ingest's row writer), so a commit and its timers never
+part. Any process fires them: it claims due rows for a lease (PostgreSQL: `FOR
+UPDATE SKIP LOCKED`, so two processes never claim one row; SQLite: inside its single
+write transaction), hands their events to ingest, and deletes them. Each timer's event
+has a fixed `event_id`, so a timer fired again (a process died after ingest committed
+but before the delete, and the lease ran out) is a `duplicate`, never a second change.
+A timer that came due while every process was down fires at the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, delete, select, update
+
+from server.core.clock import Clock
+from server.ingest.pipeline import DatabaseUnavailable, Ingest
+from server.routing import repository as rr
+from server.storage import models as m
+from server.storage import repository as repo
+from server.storage.db import Database
+from server.wire.rows import instant
+
+log = logging.getLogger("switchboard.timers")
+
+POLL_S = 0.25  # timers armed by other processes are seen within this
+CLAIM_S = 15.0  # a claimed timer whose process died fires again after this
+BATCH = 200
+TEXT_CHANNELS = frozenset({"chat", "sms", "whatsapp", "omnichannel"})
+LIVE_QUEUE = ("queued", "offered")
+
+
+def timer_event(kind: str, key: str, conversation_id: str, type_: str, due, data: dict) -> dict:
+    return {
+        "event_id": f"timer:{_digest(key, instant(due))}",
+        "type": type_,
+        "conversation_id": conversation_id,
+        "occurred_at": instant(due),
+        "data": data,
+    }
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha1("\x1f".join(parts).encode()).hexdigest()[:24]
+
+
+def offer_expiry_event(conversation_id: str, offer_id: str, agent_id: str, due) -> dict:
+    """The expiry of an offer: the timer's and a late accept's (the same event_id)."""
+    return {
+        "event_id": f"expire:{offer_id}",
+        "type": "routing.offer_declined",
+        "conversation_id": conversation_id,
+        "occurred_at": instant(due),
+        "data": {"agent_id": agent_id, "offer_id": offer_id, "reason": "expired"},
+    }
+
+
+class TimedIngest(Ingest):
+    """Ingest, plus the timers and offers that the written rows call for, in the same
+    transaction."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # tenant -> its timer settings; forgotten when the bus says settings changed
+        self.settings: dict[str, dict] = {}
+
+    def forget(self, tenant: str) -> None:
+        self.settings.pop(tenant, None)
+
+    async def _rows_alongside(
+        self, tenant: str, items: list[dict], now, rows: repo.IngestRows
+    ) -> None:
+        settings = self.settings.get(tenant)
+        if settings is None:
+            async with self.db.read() as conn:
+                settings = self.settings[tenant] = await rr.timer_settings(conn, tenant)
+        arm_timers(tenant, items, now, settings, rows)
+
+
+def arm_timers(
+    tenant: str, items: list[dict], now: datetime, settings, rows: repo.IngestRows
+) -> None:
+    """Put into `rows` the timers and offers that the changed rows (`items`, as
+    published) call for; written with them in one statement (repository.py)."""
+    arm: dict[str, dict] = {}
+    disarm: set[str] = set()
+    offers: list[dict] = []
+    for item in items:
+        new = item["row"]
+        old = None if item["before"] is None else {**new, **item["before"]}
+        cid = new["id"]
+        was = old["status"] if old else None
+        builtin = settings["routing"] == "builtin"
+        # An offer: its expiry, and a record that outlives it (late accepts).
+        if old and old["offer_id"] and old["offer_id"] != new["offer_id"]:
+            disarm.add(f"offer:{old['offer_id']}")
+        if new["offer_id"] and (not old or old["offer_id"] != new["offer_id"]):
+            offers.append(
+                {
+                    "tenant_id": tenant,
+                    "offer_id": new["offer_id"],
+                    "conversation_id": cid,
+                    "agent_id": new["offer_agent_id"],
+                    "expires_at": new["offer_expires_at"],
+                    "created_at": now,
+                }
+            )
+            if builtin:  # an external router expires its own offers
+                key = f"offer:{new['offer_id']}"
+                event = offer_expiry_event(
+                    cid, new["offer_id"], new["offer_agent_id"], new["offer_expires_at"]
+                )
+                arm[key] = _row(tenant, key, "offer_expiry", cid, new["offer_expires_at"], event)
+        # The queue: from each (re)queueing until it leaves queued/offered.
+        queue_key = f"queue:{cid}"
+        if new["status"] in LIVE_QUEUE and new["queued_at"] and builtin:
+            if not old or old["queued_at"] != new["queued_at"]:
+                team = settings["teams"].get(new["team"], rr.TEAM_DEFAULTS)
+                due = new["queued_at"] + timedelta(seconds=team["queue_timeout_s"])
+                arm[queue_key] = _row(
+                    tenant,
+                    queue_key,
+                    "queue_timeout",
+                    cid,
+                    due,
+                    timer_event("queue", queue_key, cid, "routing.queue_timeout", due, {}),
+                )
+        elif was in LIVE_QUEUE:
+            disarm.add(queue_key)
+        # Wrap-up and reply timeouts count from when the change was stored (a late
+        # or replayed event does not start a timer that is already over).
+        wrap_key = f"wrapup:{cid}"
+        if new["status"] == "wrap_up" and was != "wrap_up":
+            team = settings["teams"].get(new["team"]) if new["team"] else None
+            seconds = (team or {}).get("wrap_up_timeout_s") or settings["wrap_up_timeout_s"]
+            due = now + timedelta(seconds=seconds)
+            arm[wrap_key] = _row(
+                tenant,
+                wrap_key,
+                "wrap_up_timeout",
+                cid,
+                due,
+                timer_event("wrapup", wrap_key, cid, "wrapup.timeout", due, {}),
+            )
+        elif was == "wrap_up" and new["status"] != "wrap_up":
+            disarm.add(wrap_key)
+        reply_key = f"reply:{cid}"
+        if (
+            old is None
+            and new["status"] == "dialing"
+            and new["direction"] == "outgoing"
+            and new["channel"] in TEXT_CHANNELS
+        ):
+            due = now + timedelta(seconds=settings["reply_timeout_s"])
+            arm[reply_key] = _row(
+                tenant,
+                reply_key,
+                "reply_timeout",
+                cid,
+                due,
+                timer_event(
+                    "reply", reply_key, cid, "media.no_answer", due, {"reason": "no_reply"}
+                ),
+            )
+        elif was == "dialing" and new["status"] != "dialing":
+            disarm.add(reply_key)
+    rows.disarmed_timers.extend({"tenant_id": tenant, "key": key} for key in disarm - set(arm))
+    rows.timers.extend(arm.values())
+    rows.offers.extend(offers)
+
+
+def _row(tenant: str, key: str, kind: str, cid: str | None, due, event: dict) -> dict:
+    return {
+        "tenant_id": tenant,
+        "key": key,
+        "kind": kind,
+        "conversation_id": cid,
+        "due_at": due,
+        "event": event,
+        "claimed_until": None,
+    }
+
+
+class TimerRunner:
+    """Fires due timers in this process, alongside any other process doing the same."""
+
+    def __init__(self, db: Database, ingest: Ingest, clock: Clock, on_presence_timeout=None):
+        self.db = db
+        self.ingest = ingest
+        self.clock = clock
+        self.on_presence_timeout = on_presence_timeout  # async (tenant, agent_id)
+        self._task: asyncio.Task | None = None
+        self.fired = 0  # timers this process fired (tests, metrics)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="timers")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                fired = await self.fire_due()
+            except asyncio.CancelledError:
+                raise
+            except DatabaseUnavailable:
+                fired = 0
+            except Exception:
+                log.exception("firing timers failed")
+                fired = 0
+            if fired < BATCH:  # a full batch: more may be due at once
+                await asyncio.sleep(POLL_S)
+
+    async def fire_due(self) -> int:
+        """Claim the due timers no other process holds, fire them, delete them."""
+        now = self.clock.now()
+        claimed = await self._claim(now)
+        if not claimed:
+            return 0
+        by_tenant: dict[str, list[dict]] = {}
+        for row in claimed:
+            by_tenant.setdefault(row["tenant_id"], []).append(row)
+        for tenant, rows in by_tenant.items():
+            events = [row["event"] for row in rows if row["kind"] != "presence_grace"]
+            if events:
+                await self.ingest.submit(tenant, events)
+            for row in rows:
+                if row["kind"] == "presence_grace" and self.on_presence_timeout:
+                    await self.on_presence_timeout(tenant, row["event"]["agent_id"])
+        async with self.db.write() as conn:
+            for row in claimed:  # unless re-armed meanwhile (a new due time)
+                await conn.execute(
+                    delete(m.timers).where(
+                        m.timers.c.tenant_id == row["tenant_id"],
+                        m.timers.c.key == row["key"],
+                        m.timers.c.due_at == row["due_at"],
+                    )
+                )
+        self.fired += len(claimed)
+        return len(claimed)
+
+    async def _claim(self, now: datetime) -> list[dict[str, Any]]:
+        t = m.timers
+        claimable = (t.c.due_at <= now) & (t.c.claimed_until.is_(None) | (t.c.claimed_until < now))
+        async with self.db.read() as conn:  # most polls find nothing: no write for them
+            if (await conn.execute(select(t.c.key).where(claimable).limit(1))).first() is None:
+                return []
+        due = select(t).where(claimable).order_by(t.c.due_at).limit(BATCH)
+        if not self.db.is_sqlite:
+            due = due.with_for_update(skip_locked=True)
+        async with self.db.write() as conn:
+            rows = [dict(row) for row in (await conn.execute(due)).mappings()]
+            until = now + timedelta(seconds=CLAIM_S)
+            for row in rows:
+                await conn.execute(
+                    update(t)
+                    .where(and_(t.c.tenant_id == row["tenant_id"], t.c.key == row["key"]))
+                    .values(claimed_until=until)
+                )
+        return rows
