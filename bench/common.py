@@ -778,7 +778,7 @@ def server_env(database_url: str, data_dir: Path) -> dict[str, str]:
 
 async def started_in_process(url: str, name: str, tenant: str, routing: str):
     """The app of a Switchboard in this process on the PostgreSQL database at `url`
-    (migrated here), with the in-process bus and one tenant; started (app.state.sb),
+    (migrated here), with the in-process bus and one tenant; started (app.state.services),
     so the caller stops it."""
     from server.app import create_app
     from server.core.settings import Settings
@@ -794,7 +794,7 @@ async def started_in_process(url: str, name: str, tenant: str, routing: str):
         secret=SECRET,
     )
     app = create_app(settings)
-    async with app.state.sb.db.write() as conn:
+    async with app.state.services.db.write() as conn:
         await create_tenant(conn, tenant, "Europe/Madrid", routing=routing)
-    await app.state.sb.start()
+    await app.state.services.start()
     return app

@@ -29,7 +29,7 @@ TENANT = "bench"
 MAX_RATE = 40_000  # events per second a phase could take at most (made in advance)
 
 
-async def _phase(sb, mode: str, senders: int, batch: int, seconds: float, tag: str) -> dict:
+async def _phase(services, mode: str, senders: int, batch: int, seconds: float, tag: str) -> dict:
     # The events are made before the clock starts: this process's CPU is the ingest's.
     per_sender = int(MAX_RATE * seconds / senders) + 1
     requests = []
@@ -52,7 +52,7 @@ async def _phase(sb, mode: str, senders: int, batch: int, seconds: float, tag: s
         for envelopes in mine:
             if time.perf_counter() >= stop:
                 return
-            outcomes = await sb.ingest.submit(TENANT, envelopes)
+            outcomes = await services.ingest.submit(TENANT, envelopes)
             if any(outcome.outcome == "rejected" for outcome in outcomes):
                 raise RuntimeError(f"rejected: {outcomes[0]}")
             events += len(envelopes)
@@ -74,20 +74,20 @@ async def _phase(sb, mode: str, senders: int, batch: int, seconds: float, tag: s
 
 async def measure(url: str, seconds: float, senders: int, batch: int, rounds: int) -> list:
     app = await c.started_in_process(url, "f3p", TENANT, "external")
-    sb = app.state.sb
+    services = app.state.services
     results = []
     try:
-        await _phase(sb, "single", senders, batch, 2.0, "warm-s")
-        await _phase(sb, "batch", max(1, senders // 4), batch, 2.0, "warm-b")
-        async with sb.db.write() as conn:  # as F3 does: the statistics autovacuum keeps
+        await _phase(services, "single", senders, batch, 2.0, "warm-s")
+        await _phase(services, "batch", max(1, senders // 4), batch, 2.0, "warm-b")
+        async with services.db.write() as conn:  # as F3 does: the statistics autovacuum keeps
             await conn.exec_driver_sql("ANALYZE")
         for round_ in range(rounds):
-            results.append(await _phase(sb, "single", senders, batch, seconds, f"s{round_}"))
+            results.append(await _phase(services, "single", senders, batch, seconds, f"s{round_}"))
             results.append(
-                await _phase(sb, "batch", max(1, senders // 4), batch, seconds, f"b{round_}")
+                await _phase(services, "batch", max(1, senders // 4), batch, seconds, f"b{round_}")
             )
     finally:
-        await sb.stop()
+        await services.stop()
     return results
 
 

@@ -31,7 +31,7 @@ run, as the median (min-max) of the runs, and the ratio of page 1,000's p95 to p
 1's in the same run.
 
 The COUNT's share is measured apart: the server's own statements (page 1, page 1,000, count)
-are captured by calling `server.views.page`/`count` on a recording connection,
+are captured by calling `server.live.queries.page`/`count` on a recording connection,
 then run with EXPLAIN (ANALYZE, BUFFERS) and timed in a loop on a connection of
 the bench's own, both as a custom plan and as the plan a prepared statement of
 the server settles on after five executions (the plan cache may go generic).
@@ -373,7 +373,7 @@ async def load_data(dsn: str, rows: int, other_rows: int, now: datetime) -> dict
 
 
 class _Recording:
-    """Stands in for an AsyncConnection: `server.views.page` and `count` build their
+    """Stands in for an AsyncConnection: `server.live.queries.page` and `count` build their
     statements against it, and it keeps them instead of running them."""
 
     def __init__(self) -> None:
@@ -415,19 +415,20 @@ def _compiled(statement, dialect) -> tuple[str, list]:
 
 
 async def server_sql(definition: dict, now: datetime, after: dict | None) -> tuple[Any, ServerSql]:
-    """The compiled ViewQuery and its page/count statements (server.views)."""
+    """The compiled ViewQuery and its page/count statements (server/live/queries.py)."""
     from zoneinfo import ZoneInfo
 
-    from server.live import views
+    from server.live import queries
+    from server.live.definitions import parse_definition
 
-    parsed = views.parse_definition(definition, ZoneInfo(TIMEZONE))
+    parsed = parse_definition(definition, ZoneInfo(TIMEZONE))
     query = parsed.compile(ZoneInfo(TIMEZONE))
     recording = _Recording()
 
-    await views.page(recording, TENANT, query, now, LIMIT)
-    await views.page(recording, TENANT, query, now, LIMIT, after or _placeholder(query))
-    await views.count(recording, TENANT, query, now)
-    await views.page(recording, TENANT, query, now, 1)
+    await queries.page(recording, TENANT, query, now, LIMIT)
+    await queries.page(recording, TENANT, query, now, LIMIT, after or _placeholder(query))
+    await queries.count(recording, TENANT, query, now)
+    await queries.page(recording, TENANT, query, now, 1)
     first, deep, count, single = recording.statements
     dialect = recording.dialect
     return query, ServerSql(
@@ -1054,7 +1055,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     recorder.line(type="meta", bench="f4", argv=sys.argv[1:], **info)
     started = time.monotonic()
-    data_dir = Path(tempfile.mkdtemp(prefix="sb-bench-f4-"))
+    data_dir = Path(tempfile.mkdtemp(prefix="services-bench-f4-"))
     database = None
     cases = [ViewCase(name, *VIEWS[name]) for name in names]
     runs: list[dict] = []

@@ -84,7 +84,7 @@ async def wait_until(predicate, limit_s: float, what: str) -> None:
 
 async def measure(url: str, agents: int, queued: int, cycles: int) -> dict:
     app = await c.started_in_process(url, "r1p", TENANT, "builtin")
-    sb = app.state.sb
+    sb = app.state.services
     await sb.routing.timers.stop()  # nothing is due; its polls would blur the counts
     counter = Counter(sb.db.engine)
     offered: dict[str, str] = {}  # agent -> conversation offered to it (from the bus)

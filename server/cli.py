@@ -58,12 +58,12 @@ def main(argv: list[str] | None = None) -> int:
         print(mint_token(settings.secret, args.tenant, args.role, args.user, args.ttl))
         return 0
     if args.command == "tenant":
-        from server.edge.http import ApiError
+        from server.core.errors import Refused
         from server.tenants.setup import TenantExists, add_tenant
 
         try:
             asyncio.run(add_tenant(settings.database_url, args.name, args.timezone, args.routing))
-        except (TenantExists, ApiError) as exc:
+        except (TenantExists, Refused) as exc:
             print(f"switchboard: {exc}", file=sys.stderr)
             return 2
         print(f"tenant {args.name} added ({args.timezone}, routing {args.routing})")

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from server.app import Switchboard, create_app
+from server.app import Services, build_services, create_app
 from server.core.auth import mint_token
 from server.core.clock import SYSTEM_CLOCK, Clock
 from server.core.settings import Settings
@@ -31,13 +31,13 @@ class Api:
     """The app under test, as its HTTP clients see it."""
 
     client: httpx.AsyncClient
-    sb: Switchboard
+    services: Services
     backend: Backend
     tenant: str = TENANT
     _ids: Any = field(default_factory=lambda: itertools.count(1))
 
     def token(self, role: str, user: str = "u1", tenant: str | None = None, ttl: int = 3600):
-        clock = self.sb.clock if self.sb is not None else SYSTEM_CLOCK
+        clock = self.services.clock if self.services is not None else SYSTEM_CLOCK
         return mint_token(SECRET, tenant or self.tenant, role, user, ttl, clock)
 
     def auth(self, role: str, user: str = "u1", tenant: str | None = None) -> dict[str, str]:
@@ -85,7 +85,7 @@ def test_settings(backend: Backend, data_dir: Path) -> Settings:
 async def prepare_database(database_url: str) -> None:
     """Migrate (Alembic runs its own loop, so in a thread) and add the two tenants."""
     await asyncio.to_thread(migrate, database_url)
-    probe = Switchboard(
+    probe = build_services(
         Settings(
             data_dir=Path("."),
             database_url=database_url,
@@ -109,11 +109,11 @@ async def running_api(
 ) -> AsyncIterator[Api]:
     await prepare_database(backend.database_url)
     app = create_app(test_settings(backend, data_dir), clock)
-    sb: Switchboard = app.state.sb
-    await sb.start()
+    services: Services = app.state.services
+    await services.start()
     try:
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            yield Api(client, sb, backend)
+            yield Api(client, services, backend)
     finally:
-        await sb.stop()
+        await services.stop()

@@ -10,10 +10,12 @@ from typing import Any
 
 from sqlalchemy import select
 
-from server.live import views
+from server.live import queries
+from server.live.definitions import parse_definition
 from server.live.filters import compile_view, parse_sort
 from server.storage import models as m
 from server.storage.db import Database
+from server.wire.rows import project
 
 
 class ClientModel:
@@ -86,11 +88,11 @@ async def fresh_rows(
 ) -> tuple[list[dict], int]:
     """What a fresh snapshot with limit `window` gives now, projected like the server."""
     query = compile_view(view.get("filters"), view.get("sort"), tz, agent)
-    definition = views.parse_definition(view, tz)
+    definition = parse_definition(view, tz)
     async with db.snapshot() as conn:
-        rows = await views.page(conn, tenant, query, now, window) if window else []
-        total = await views.count(conn, tenant, query, now)
-    return [views.project(row, definition.columns, query, tz) for row in rows], total
+        rows = await queries.page(conn, tenant, query, now, window) if window else []
+        total = await queries.count(conn, tenant, query, now)
+    return [project(row, definition.columns, query.sort_fields, tz) for row in rows], total
 
 
 async def stored_versions(db: Database, tenant: str) -> dict[str, int]:

@@ -31,7 +31,7 @@ def wav_bytes(seconds: float, rate: int = 8000) -> bytes:
 
 
 def at(api: Api, seconds: float) -> str:
-    return (api.sb.clock.now() + timedelta(seconds=seconds)).isoformat()
+    return (api.services.clock.now() + timedelta(seconds=seconds)).isoformat()
 
 
 async def conversation(
@@ -67,7 +67,9 @@ async def stored_recording(
     source = folder / f"{tenant}-{cid}-{rid}.source"
     source.write_bytes(data)
     recording = Recording(rid, duration_s, content_type, path=source)
-    await api.sb.recordings.fetch(tenant, api.sb.sandboxes.runner(tenant).provider, recording)
+    await api.services.recordings.fetch(
+        tenant, api.services.sandboxes.runner(tenant).provider, recording
+    )
     ready = api.event("media.recording_ready", cid, at(api, -30), recording_id=rid,
                       duration_s=duration_s, content_type=content_type)  # fmt: skip
     [result] = await api.post_events([ready], tenant=tenant)

@@ -19,7 +19,7 @@ import msgpack
 import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 
-from server.app import Switchboard, create_app
+from server.app import Services, create_app
 from server.core.clock import SYSTEM_CLOCK, Clock
 from server.serve import uvicorn_config
 from tests.app_support import SECRET, Api, prepare_database, test_settings
@@ -30,7 +30,7 @@ from tests.support import Backend, free_port, wait_for
 class LiveServer:
     api: Api  # HTTP over the real socket
     url: str
-    sb: Switchboard | None  # None for a server in another process
+    services: Services | None  # None for a server in another process
     pid: int | None = None  # the server's process, when it has one of its own
 
     @property
@@ -121,7 +121,7 @@ async def live_server(
             task.result()
         url = f"http://127.0.0.1:{port}"
         async with httpx.AsyncClient(base_url=url) as client:
-            yield LiveServer(Api(client, app.state.sb, backend), url, app.state.sb)
+            yield LiveServer(Api(client, app.state.services, backend), url, app.state.services)
     finally:
         server.should_exit = True
         with contextlib.suppress(asyncio.CancelledError):

@@ -38,10 +38,10 @@ async def set_up(api: Api) -> None:
 
 async def offered_call(api: Api, contact: str) -> tuple[str, str]:
     """A sandbox caller on the desk's number, offered to p1: (conversation, offer)."""
-    api.sb.sandboxes.runner("acme").provider.start_inbound_call(contact, NUMBER, "Caller")
+    api.services.sandboxes.runner("acme").provider.start_inbound_call(contact, NUMBER, "Caller")
 
     async def conversation():
-        async with api.sb.db.read() as conn:
+        async with api.services.db.read() as conn:
             return await latest_conversation_of_contact(conn, "acme", contact)
 
     cid = (await wait_for(conversation, 10))["id"]

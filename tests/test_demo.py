@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 from sqlalchemy import func, select
 
-from server.app import Switchboard
+from server.app import build_services
 from server.core.clock import Clock
 from server.demo.traffic import HUMAN_AGENT, TENANT, VIEWS, Demo
 from server.storage import models as m
@@ -70,11 +70,11 @@ class FastClock(Clock):
 async def test_the_demo_reaches_every_status_and_unanswered_state(backend: Backend, tmp_path):
     await prepare_database(backend.database_url)
     clock = FastClock(8)
-    sb = Switchboard(app_support.test_settings(backend, tmp_path / "data"), clock)
-    await sb.start()
+    services = build_services(app_support.test_settings(backend, tmp_path / "data"), clock)
+    await services.start()
     statuses: set[str] = set()
     states: set[str] = set()
-    news = sb.bus.subscribe()
+    news = services.bus.subscribe()
 
     async def collect() -> None:
         while True:
@@ -85,7 +85,7 @@ async def test_the_demo_reaches_every_status_and_unanswered_state(backend: Backe
                     states.add(change["row"]["state"])
 
     collector = asyncio.create_task(collect())
-    demo = Demo(sb, ("http://127.0.0.1:9",), random.Random(20261126))
+    demo = Demo(services, ("http://127.0.0.1:9",), random.Random(20261126))
     try:
         await demo.start()
         await wait_for(
@@ -95,9 +95,9 @@ async def test_the_demo_reaches_every_status_and_unanswered_state(backend: Backe
             message="every status and unanswered state",
         )
         await wait_for(
-            lambda: _filled(sb), 120, interval=0.5, message="every column filled somewhere"
+            lambda: _filled(services), 120, interval=0.5, message="every column filled somewhere"
         )
-        async with sb.db.read() as conn:
+        async with services.db.read() as conn:
             tenant = (await conn.execute(select(m.tenants).where(m.tenants.c.id == TENANT))).one()
             assert tenant.routing == "builtin"
             shared = (
@@ -143,12 +143,12 @@ async def test_the_demo_reaches_every_status_and_unanswered_state(backend: Backe
         with contextlib.suppress(asyncio.CancelledError):
             await collector
         news.close()
-        await sb.stop()
+        await services.stop()
 
 
-async def _filled(sb) -> bool:
+async def _filled(services) -> bool:
     table = m.conversations
-    async with sb.db.read() as conn:
+    async with services.db.read() as conn:
         counts = (
             await conn.execute(
                 select(*(func.count(table.c[name]) for name in FILLED)).where(

@@ -131,7 +131,7 @@ async def test_a_change_the_bus_never_carried_reaches_clients(backend, tmp_path)
     listens to) still reaches a subscribed client, from the database, within seconds."""
     async with live_server(backend, tmp_path) as server, server.ws() as client:
         snapshot = await client.request({"type": "subscribe", "view": ALL, "limit": 10})
-        server.sb.ingest.bus = Bus()  # a real bus, with no subscriber: the news is lost
+        server.services.ingest.bus = Bus()  # a real bus, with no subscriber: the news is lost
         results = await server.api.post_events([created("lost-1")])
         assert results[0]["outcome"] == "applied"
         await wait_for(lambda: held_ids(client, snapshot), 10)
@@ -148,7 +148,7 @@ async def test_ingest_answers_while_redis_is_frozen(backend, tmp_path):
         frozen = dataclasses.replace(backend, bus_url=proxy.url)
         async with live_server(frozen, tmp_path) as server, server.ws() as client:
             snapshot = await client.request({"type": "subscribe", "view": ALL, "limit": 50})
-            await wait_for(lambda: server.sb.bus.connected, 10)
+            await wait_for(lambda: server.services.bus.connected, 10)
             proxy.freeze()
             ids = [f"frozen-{n}" for n in range(30)]
 
@@ -166,7 +166,7 @@ async def test_ingest_answers_while_redis_is_frozen(backend, tmp_path):
 
             await wait_for(all_held, 10)
             proxy.thaw()
-            await wait_for(lambda: server.sb.bus.connected, 15)
+            await wait_for(lambda: server.services.bus.connected, 15)
             assert delivery_errors(client.frames) == []
 
 
@@ -262,8 +262,8 @@ async def test_a_late_commit_below_the_newest_sequence_number_is_caught(backend,
     async with live_server(backend, tmp_path) as server, server.ws() as client:
         snapshot = await client.request({"type": "subscribe", "view": ALL, "limit": 10})
         await server.api.post_events([created("slow")])
-        server.sb.ingest.bus = Bus()  # from here on the news is lost: only catch-up tells
-        engine = server.sb.db.engine
+        server.services.ingest.bus = Bus()  # from here on the news is lost: only catch-up tells
+        engine = server.services.db.engine
         async with engine.connect() as slow:
             transaction = await slow.begin()
             await slow.execute(
@@ -299,11 +299,11 @@ async def test_a_lost_change_followed_by_one_that_arrives_is_caught(backend, tmp
     change starting from a version never heard of marks a hole that catch-up fills."""
     async with live_server(backend, tmp_path) as server, server.ws() as client:
         snapshot = await client.request({"type": "subscribe", "view": ALL, "limit": 10})
-        await server.sb.catchup.stop()  # passes run by hand below, not on a timer
-        bus = server.sb.ingest.bus
-        server.sb.ingest.bus = Bus()  # the creation's news is lost
+        await server.services.catchup.stop()  # passes run by hand below, not on a timer
+        bus = server.services.ingest.bus
+        server.services.ingest.bus = Bus()  # the creation's news is lost
         await server.api.post_events([created("holed")])
-        server.sb.ingest.bus = bus
+        server.services.ingest.bus = bus
         at = SYSTEM_CLOCK.now().isoformat()
         enqueued = {
             "event_id": "ev-holed-2",
@@ -318,7 +318,7 @@ async def test_a_lost_change_followed_by_one_that_arrives_is_caught(backend, tmp
             return "holed" in await held_ids(client, snapshot)
 
         await wait_for(arrived, 10)
-        assert await server.sb.catchup.pass_once() == 1
+        assert await server.services.catchup.pass_once() == 1
 
         def total() -> int:
             deltas = [f for f in client.frames if f.get("type") == "delta"]

@@ -8,7 +8,7 @@ operator, random sort, sometimes an agent scope), checks that
   `matches(row, now)` and sorted by `sort_key` (membership and order);
 * that membership is also the one of a reference reading of docs/views.md (oracle);
 * paging with `after()` from the cursor of any row gives the rows that sort after it,
-  and so does the page statement the server runs (`views.page_statement`: a row
+  and so does the page statement the server runs (`queries.page_statement`: a row
   comparison, or a UNION ALL of one range per sort level), whole and limited.
 
 pytest-asyncio runs each example of an async `@given` test on the test's event loop,
@@ -36,7 +36,7 @@ from server.live.filters import (
     decode_cursor,
     encode_cursor,
 )
-from server.live.views import page_statement
+from server.live.queries import page_statement
 from server.storage import models as m
 from server.storage.db import Database
 from tests.filter_strategies import (

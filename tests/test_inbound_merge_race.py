@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator
 from sqlalchemy import select
 
 from channels.base import ChannelEvent, Inbound, Reference, customer_for, event_id
-from server.providers import inbound
 from server.providers import repository as crepo
 from server.providers.inbound import conversation_id_for
 from server.storage import models as m
@@ -209,7 +208,7 @@ async def test_a_claim_per_contact_stands_with_its_channel_until_closed(api, bac
             )
 
     async with database(backend) as other:
-        pools = (api.sb.db, other)
+        pools = (api.services.db, other)
         answers = await asyncio.gather(
             *(
                 claim(pools[number % 2], f"c-first-{number}", CHANNELS[number % 2])
@@ -230,7 +229,7 @@ async def test_a_claim_per_contact_stands_with_its_channel_until_closed(api, bac
         assert (await api.post_events([created]))[0]["outcome"] == "applied"
         assert await claim(other, "c-late", "whatsapp") == (winner, opened_on)
         # The per-channel claims are keys of their own, untouched.
-        async with api.sb.db.write() as conn:
+        async with api.services.db.write() as conn:
             assert await crepo.claim_opening(conn, "acme", contact, "sms", "c-sms") == (
                 "c-sms",
                 "sms",
@@ -253,7 +252,7 @@ async def test_the_other_channels_opening_stored_first_still_carries_both(
         await set_up(server)
         contact = "+34911000125"
         sid = "SM" + "d" * 32
-        at = server.sb.clock.now()
+        at = server.services.clock.now()
         opening = ChannelEvent(
             event_id("twilio", sid, "created"),
             "conversation.created",
@@ -271,11 +270,13 @@ async def test_the_other_channels_opening_stored_first_still_carries_both(
             (message,),
             opening,
         )
-        sms_conversation, sms_events, _ = await inbound._resolve(server.sb, "acme", "twilio", sms)
+        sms_conversation, sms_events, _ = await server.services.inbound._resolve(
+            "acme", "twilio", sms
+        )
         assert sms_conversation == conversation_id_for(opening.event_id)
 
         await post_message(server, contact, "on whatsapp", channel="whatsapp")
-        outcomes = await server.sb.ingest.submit(
+        outcomes = await server.services.ingest.submit(
             "acme", [event.envelope(sms_conversation) for event in sms_events]
         )
         assert [outcome.outcome for outcome in outcomes] == ["stale", "applied"], outcomes

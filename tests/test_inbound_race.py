@@ -167,7 +167,7 @@ async def test_a_claim_stands_until_its_conversation_is_closed(api, backend: Bac
         return claimed
 
     async with database(backend) as other:
-        pools = (api.sb.db, other)
+        pools = (api.services.db, other)
         answers = await asyncio.gather(
             *(claim(pools[number % 2], f"c-first-{number}") for number in range(10))
         )
@@ -183,7 +183,7 @@ async def test_a_claim_stands_until_its_conversation_is_closed(api, backend: Bac
         )
         assert (await api.post_events([created]))[0]["outcome"] == "applied"
         assert await claim(other, "c-late") == winner
-        assert await claim(api.sb.db, "c-chat", "chat") == "c-chat"  # a channel of its own
+        assert await claim(api.services.db, "c-chat", "chat") == "c-chat"  # a channel of its own
 
         hangup = api.event("media.hangup", winner, now_iso(), source="customer")
         assert (await api.post_events([hangup]))[0]["outcome"] == "applied"

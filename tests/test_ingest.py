@@ -40,7 +40,7 @@ def timeline_of(detail: dict) -> list[tuple]:
 
 
 async def count(api, table, **where) -> int:
-    async with api.sb.db.read() as conn:
+    async with api.services.db.read() as conn:
         statement = select(func.count()).select_from(table)
         for name, value in where.items():
             column = table.c[name]
@@ -182,7 +182,7 @@ async def test_a_group_being_written_holds_up_only_what_names_its_conversations(
     free = asyncio.create_task(
         api.post_events([api.event("routing.enqueued", "free", at(1), team="sales")])
     )
-    if not api.sb.db.is_sqlite:
+    if not api.services.db.is_sqlite:
         [result] = await asyncio.wait_for(free, 10)  # committed while "held" is not
         assert (result["outcome"], result["version"]) == ("applied", 2)
         assert not held.done()
@@ -542,7 +542,7 @@ def news_rows(news: BusMessage) -> list[dict]:
 async def subscribed(api):
     """A bus subscription proven to receive: probe batches are posted until one arrives
     (the Redis bus subscribes in the background)."""
-    subscription = api.sb.bus.subscribe()
+    subscription = api.services.bus.subscribe()
     probes = iter(range(1000))
 
     async def probe_arrives() -> bool:

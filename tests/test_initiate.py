@@ -34,7 +34,7 @@ async def initiate(api, body: dict, key: str | None = "k1", role="agent", user="
 
 
 async def count_conversations(api, contact: str) -> int:
-    async with api.sb.db.read() as conn:
+    async with api.services.db.read() as conn:
         result = await conn.execute(
             select(func.count()).where(
                 m.conversations.c.tenant_id == "acme", m.conversations.c.contact == contact
@@ -59,7 +59,7 @@ async def use_twilio(api, api_base: str) -> None:
         "/api/v1/agents/u1", json={"name": "Ann", "phone": AGENT_PHONE}, headers=admin
     )
     assert response.status_code == 200, response.text
-    api.sb.providers.api_bases["twilio"] = api_base
+    api.services.providers.api_bases["twilio"] = api_base
 
 
 async def test_one_key_makes_one_conversation_and_one_provider_call(api, provider_api):
@@ -204,7 +204,7 @@ async def test_a_provider_that_hangs_times_out_once_without_a_retry(api, provide
     release = threading.Event()
     provider_api.route("POST", CALLS_PATH, 201, '{"sid": "CA1"}', hold=release)
     await use_twilio(api, provider_api.base_url)
-    api.sb.providers.http.timeout = httpx.Timeout(0.5)
+    api.services.providers.http.timeout = httpx.Timeout(0.5)
     try:
         answer = await initiate(api, {"channel": "call", "contact": "+34911000132"})
     finally:
@@ -334,7 +334,7 @@ async def test_a_message_goes_out_through_the_provider_and_its_status_comes_back
         headers=api.auth("admin"),
     )
     assert response.status_code == 200, response.text
-    api.sb.providers.api_bases[provider] = provider_api.base_url
+    api.services.providers.api_bases[provider] = provider_api.base_url
     contact = "+34911000141"
     started = await initiate(api, {"channel": channel, "contact": contact, "text": "Your order"})
     assert started.status_code == 202, started.text

@@ -163,7 +163,7 @@ async def test_many_subscribers_sharing_windows(backend, tmp_path, seed):
                 for _ in range(8)
             ]
             await drive(run, backend.database_url, rounds=100)
-            windows = server.sb.live.windows
+            windows = server.services.live.windows
             assert len(windows) < len(run.watched), "subscribers did not share windows"
 
 

@@ -22,7 +22,7 @@ def chat(api, conversation_id: str, second: int) -> dict:
 async def test_an_idle_window_stays_exact_then_goes(backend, tmp_path, monkeypatch):
     monkeypatch.setattr(live, "IDLE_WINDOW_S", 1.0)
     async with live_server(backend, tmp_path) as server, server.ws() as client:
-        api, views = server.api, server.sb.live
+        api, views = server.api, server.services.live
         first = await client.request({"type": "subscribe", "view": VIEW, "limit": 5})
         window = next(iter(views.windows.values()))
         await client.request({"type": "unsubscribe", "sub": first["sub"]})

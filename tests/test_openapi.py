@@ -1,4 +1,4 @@
-"""The OpenAPI document: valid, in step with server/app.py ROUTES, and true of the app.
+"""The OpenAPI document: valid, in step with server/edge/routes.py ROUTES, and true of the app.
 
 The fuzzing tests let schemathesis generate requests for every operation (positive and
 negative data) and send them to the app in process on each backend, with a real bearer
@@ -38,8 +38,10 @@ from schemathesis.specs.openapi.checks import (
 )
 from starlette.routing import Route
 
-from server.app import ROUTES, create_app
-from server.openapi.document import COLUMN_TYPES, openapi_document
+from server.app import create_app
+from server.edge.routes import ROUTES
+from server.openapi.core import COLUMN_TYPES
+from server.openapi.document import openapi_document
 from server.openapi.pages import PAGES
 from server.wire import rows
 from state_machine import EVENT_TYPES
@@ -78,7 +80,7 @@ async def test_served_document_loads_and_matches_routes(tmp_path):
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as client:
         response = await client.get("/openapi.json")
-    await app.state.sb.stop()
+    await app.state.services.stop()
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("application/json")
     document = response.json()

@@ -129,21 +129,21 @@ async def test_a_reconnect_within_the_grace_keeps_the_agent_available(backend, t
     async with live_server(
         backend, tmp_path / "data", settings_changes={"presence_grace_s": 1.0}
     ) as server:
-        api, sb = server.api, server.sb
+        api, services = server.api, server.services
         await put_agent(api, "r1", [])
         await set_presence(api, "r1", "available")
         async with server.ws("agent", "r1"):
-            await wait_for(lambda: ("acme", "r1") in sb.routing.connections.written, 10)
+            await wait_for(lambda: ("acme", "r1") in services.routing.connections.written, 10)
         closed_at = datetime.now(UTC)
-        await wait_for(lambda: ("acme", "r1") not in sb.routing.connections.written, 10)
-        assert await grace_armed(sb.db, "r1")
+        await wait_for(lambda: ("acme", "r1") not in services.routing.connections.written, 10)
+        assert await grace_armed(services.db, "r1")
         async with server.ws("agent", "r1"):
-            await wait_for(lambda: ("acme", "r1") in sb.routing.connections.written, 10)
+            await wait_for(lambda: ("acme", "r1") in services.routing.connections.written, 10)
             assert datetime.now(UTC) < closed_at + timedelta(seconds=1), "too slow to test"
-            assert not await grace_armed(sb.db, "r1")  # disarmed with the row's write
+            assert not await grace_armed(services.db, "r1")  # disarmed with the row's write
             # Past the grace, whatever is due fires: nothing, the reconnect disarmed it.
             await wait_for(lambda: datetime.now(UTC) > closed_at + timedelta(seconds=1.2), 5)
-            await sb.routing.timers.fire_due()
+            await services.routing.timers.fire_due()
             assert await presence(api, "r1") == "available"
         # Gone for good: offline after the grace.
         await wait_for(lambda: _is(presence(api, "r1"), "offline"), 10)
@@ -155,8 +155,8 @@ async def test_the_heartbeat_sweeps_dead_processes_and_mends_its_own_rows(backen
         tmp_path / "data",
         settings_changes={"presence_grace_s": 0.3, "presence_heartbeat_s": 60.0},
     ) as server:
-        api, sb = server.api, server.sb
-        connections = sb.routing.connections
+        api, services = server.api, server.services
+        connections = services.routing.connections
         for agent in ("h1", "h2"):
             await put_agent(api, agent, [])
             await set_presence(api, agent, "available")
@@ -164,7 +164,7 @@ async def test_the_heartbeat_sweeps_dead_processes_and_mends_its_own_rows(backen
         long_ago = datetime.now(UTC) - timedelta(minutes=5)
         async with server.ws("agent", "h1"):
             await wait_for(lambda: ("acme", "h1") in connections.written, 10)
-            async with sb.db.write() as conn:
+            async with services.db.write() as conn:
                 # A dead process held h1 and h2; ours lost its row of h1 (swept while
                 # it was too slow to beat).
                 dead = {"tenant_id": "acme", "process_id": "p-dead", "seen_at": long_ago}
@@ -173,7 +173,7 @@ async def test_the_heartbeat_sweeps_dead_processes_and_mends_its_own_rows(backen
                 )
                 await conn.execute(delete(ac).where(ac.c.process_id == connections.process_id))
             await connections.beat()
-            async with sb.db.read() as conn:
+            async with services.db.read() as conn:
                 rows = {
                     (row.agent_id, row.process_id)
                     for row in await conn.execute(select(ac.c.agent_id, ac.c.process_id))
@@ -181,7 +181,7 @@ async def test_the_heartbeat_sweeps_dead_processes_and_mends_its_own_rows(backen
             assert rows == {("h1", connections.process_id)}
             # The sweep armed both graces; only h2, connected nowhere, goes offline.
             await wait_for(lambda: _is(presence(api, "h2"), "offline"), 10)
-            await wait_for(lambda: _false(grace_armed(sb.db, "h1")), 10)
+            await wait_for(lambda: _false(grace_armed(services.db, "h1")), 10)
             assert await presence(api, "h1") == "available"
 
 

@@ -96,7 +96,7 @@ async def test_only_an_admin_configures_providers(api):
 async def stored_credentials(api, tenant: str, provider: str):
     """The providers row's credentials column as the database holds it."""
     table = m.providers
-    async with api.sb.db.read() as conn:
+    async with api.services.db.read() as conn:
         return (
             await conn.execute(
                 select(table.c.credentials).where(
@@ -108,7 +108,7 @@ async def stored_credentials(api, tenant: str, provider: str):
 
 async def store_credentials(api, tenant: str, provider: str, value) -> None:
     table = m.providers
-    async with api.sb.db.write() as conn:
+    async with api.services.db.write() as conn:
         await conn.execute(
             update(table)
             .where(table.c.tenant_id == tenant, table.c.provider == provider)
@@ -134,7 +134,7 @@ async def credentials_set(api, tenant: str = "acme") -> bool:
 
 async def opened_credentials(api, tenant: str = "acme") -> dict | None:
     """The twilio credentials the server opens for its adapter."""
-    (config,) = [c for c in await api.sb.providers.configs(tenant) if c.name == "twilio"]
+    (config,) = [c for c in await api.services.provider_configs.configs(tenant) if c.name == "twilio"]
     return config.credentials
 
 
@@ -175,7 +175,7 @@ async def test_migrate_seals_credentials_stored_before_sealing(api):
     await put_twilio(api)
     await store_credentials(api, "acme", "twilio", TWILIO)  # as an older server stored them
     assert await credentials_set(api) is True
-    url, secret = api.sb.settings.database_url, api.sb.settings.secret
+    url, secret = api.services.settings.database_url, api.services.settings.secret
     assert await seal_stored_credentials(url, secret) == 1
     stored = await stored_credentials(api, "acme", "twilio")
     assert is_sealed(stored) and TWILIO["auth_token"] not in json.dumps(stored)

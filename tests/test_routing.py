@@ -242,6 +242,6 @@ async def test_presence_is_validated_and_external_routing_stays_out(api):
     await set_presence(api, "x1", "available")
     # The tenant routes externally (the test default): the router leaves it alone.
     cid = await arrive(api, "ext")
-    sb = api.sb
-    assert await sb.routing.router.mode(api.tenant) == "external"
+    services = api.services
+    assert await services.routing.router.mode(api.tenant) == "external"
     assert (await wait_row(api, cid, status="new"))["status"] == "new"

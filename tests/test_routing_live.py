@@ -34,7 +34,7 @@ async def test_popups_accept_reject_expire_and_presence_grace(backend, tmp_path)
         await builtin_routing(api)
         await put_team(api, "desk", offer_timeout_s=2, queue_timeout_s=600)
         await put_agent(api, "p1", ["desk"])
-        server.sb.routing.presence.grace_s = 0.3
+        server.services.routing.presence.grace_s = 0.3
         async with server.ws("agent", "p1") as agent:
             answer = await agent.request({"type": "presence", "presence": "available"})
             assert answer["type"] == "ok" and answer["presence"] == "available"
@@ -223,9 +223,9 @@ def _numbers(buckets) -> dict:
 
 
 async def test_wallboard_equals_sql_recomputation_after_a_random_stream(api):
-    sb = api.sb
+    services = api.services
     await put_team(api, "red", service_level_s=15)
-    wallboard = sb.routing.wallboard
+    wallboard = services.routing.wallboard
     await wallboard.tenant(api.tenant)  # loaded now: what follows is incremental
     rng = random.Random(7)
     stream = _random_stream(api, rng, 60)
@@ -235,7 +235,7 @@ async def test_wallboard_equals_sql_recomputation_after_a_random_stream(api):
 
     async def same():
         day_start = await wallboard.day_start(api.tenant)
-        async with sb.db.snapshot() as conn:
+        async with services.db.snapshot() as conn:
             expected = _numbers(await recompute(conn, api.tenant, day_start))
         assert _numbers(wallboard.tenants[api.tenant].buckets) == expected
         return True

@@ -5,7 +5,7 @@ an offer drop what they read when the contact's conversations change meanwhile."
 
 from __future__ import annotations
 
-from server.app import Switchboard
+from server.app import build_services
 from server.core.settings import Settings
 from tests.app_support import SECRET
 from tests.routing_support import (
@@ -29,7 +29,7 @@ async def test_passes_use_memory_and_a_change_never_announced_is_found(api, tmp_
         await put_agent(api, agent, ["mem"])
     await set_presence(api, "m1", "available")
     await set_presence(api, "m2", "available")
-    router = api.sb.routing.router
+    router = api.services.routing.router
     first = await arrive(api, "mem")
     await wait_row(api, first, status="offered")
     rebuilds = router.rebuilds
@@ -38,7 +38,7 @@ async def test_passes_use_memory_and_a_change_never_announced_is_found(api, tmp_
     assert {(await current_offer(api, c))["agent_id"] for c in (first, second)} == {"m1", "m2"}
     assert router.rebuilds == rebuilds  # decided from memory, not from a fresh read
     # Another process on its own in-process bus: nothing it commits is announced here.
-    other = Switchboard(
+    other = build_services(
         Settings(
             data_dir=tmp_path / "other",
             database_url=api.backend.database_url,
@@ -75,7 +75,7 @@ async def test_passes_use_memory_and_a_change_never_announced_is_found(api, tmp_
 async def test_a_popup_read_ahead_is_dropped_when_the_contact_changes(backend, tmp_path):
     async with live_server(backend, tmp_path / "data") as server:
         api = server.api  # external routing: the test makes the offers
-        popups = server.sb.routing.popups
+        popups = server.services.routing.popups
         contact = "+34911777001"
         earlier, offered = "pre-earlier", "pre-offered"
         created = [

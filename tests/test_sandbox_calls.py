@@ -12,7 +12,6 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from channels import sandbox
-from server.edge.api.actions import bridge_call
 from server.providers.repository import latest_conversation_of_contact
 from tests.app_support import running_api
 from tests.server_support import live_server
@@ -222,7 +221,7 @@ async def test_an_inbound_sandbox_call_is_held_then_bridged_to_the_accepting_age
         headers={sandbox.SIGNATURE_HEADER: sandbox.signature("s3", body)},
     )
     assert response.status_code == 200, response.text
-    async with api.sb.db.read() as conn:
+    async with api.services.db.read() as conn:
         found = await latest_conversation_of_contact(conn, "acme", "+34911000150", "call")
     cid = found["id"]
     at = (clock.now() + timedelta(seconds=1)).isoformat()
@@ -235,7 +234,7 @@ async def test_an_inbound_sandbox_call_is_held_then_bridged_to_the_accepting_age
         ]
     )
     assert [r["outcome"] for r in results] == ["applied"] * 3, results
-    await bridge_call(api.sb, "acme", cid, "u1", "http://testserver")
+    await api.services.conversation_actions.bridge_call("acme", cid, "u1", "http://testserver")
     # The agent's phone picks up within 3 s; the customer talks at most 240 s. (Read
     # with a token minted now: one minted after the jump would not be valid yet.)
     supervisor = api.auth("supervisor", "sup1")

@@ -1,6 +1,6 @@
 """Credentials, roles, tenant isolation and body caps, over HTTP on both backends.
 
-Every HTTP route of server.app.ROUTES is listed in ACCESS with the roles api.md lets
+Every HTTP route of server.edge.routes.ROUTES is listed in ACCESS with the roles api.md lets
 in; a route added without an entry fails test_every_http_route_is_in_the_access_table,
 so that the role matrix and the token checks below always try every endpoint."""
 
@@ -16,7 +16,8 @@ import httpx
 import jwt
 from starlette.routing import Route
 
-from server.app import ROUTES, create_app
+from server.app import create_app
+from server.edge.routes import ROUTES
 from tests import app_support
 from tests.app_support import SECRET
 
@@ -440,7 +441,7 @@ async def test_bodies_over_the_cap_are_413_before_they_are_read(api, tmp_path):
         app_support.test_settings(api.backend, tmp_path / "small"), max_body_bytes=1000
     )
     app = create_app(settings)
-    await app.state.sb.start()
+    await app.state.services.start()
     try:
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
@@ -470,7 +471,7 @@ async def test_bodies_over_the_cap_are_413_before_they_are_read(api, tmp_path):
             assert response.status_code == 200, response.text
             assert response.json()["results"][0]["outcome"] == "applied"
     finally:
-        await app.state.sb.stop()
+        await app.state.services.stop()
 
     # The default cap, 4 MiB, on the app under test; and at most 5000 events a request.
     body = CountingBody(5 * 1024, 1024)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import select
 
-from server.app import Switchboard
+from server.app import build_services
 from server.storage import models as m
 from tests.app_support import test_settings as settings_of  # (not a test)
 from tests.routing_support import applied, now_iso, put_team, wait_row
@@ -78,14 +78,14 @@ async def test_wrap_up_and_reply_timeouts_fire(api):
     await set_tenant(api, wrap_up_timeout_s=600)
     await in_wrap_up(api, "wrap-2", team=None)
     await api.post_events([api.event("wrapup.submitted", "wrap-2", now_iso(), disposition="ok")])
-    async with api.sb.db.read() as conn:
+    async with api.services.db.read() as conn:
         keys = (await conn.execute(select(m.timers.c.key))).scalars().all()
     assert "wrapup:wrap-2" not in keys
 
 
 async def test_timers_due_together_fire_once_across_two_processes(api, tmp_path):
     await set_tenant(api, wrap_up_timeout_s=1)
-    other = Switchboard(settings_of(api.backend, tmp_path / "other"))  # a second process
+    other = build_services(settings_of(api.backend, tmp_path / "other"))  # a second process
     await other.start()
     try:
         ids = [f"pair-{n}" for n in range(20)]
@@ -101,6 +101,6 @@ async def test_timers_due_together_fire_once_across_two_processes(api, tmp_path)
         for cid in ids:
             assert len(await applied(api, cid, "wrapup.timeout")) == 1
         # Each timer was claimed by exactly one of the two processes.
-        assert api.sb.routing.timers.fired + other.routing.timers.fired == len(ids)
+        assert api.services.routing.timers.fired + other.routing.timers.fired == len(ids)
     finally:
         await other.stop()

@@ -10,7 +10,7 @@ import base64
 import json
 from datetime import UTC, datetime, timedelta
 
-from server.live.views import DEFAULT_COLUMNS
+from server.live.definitions import DEFAULT_COLUMNS
 from server.wire.rows import COLUMNS
 from tests.app_support import OTHER_TENANT
 from tests.server_support import live_server

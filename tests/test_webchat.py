@@ -241,7 +241,7 @@ async def test_a_reply_reaches_a_visitor_on_another_process(postgres_url, redis_
             contact = webchat.visitor_contact("acme", visitor.visitor)
 
             async def conversation_id():
-                async with first.sb.db.read() as conn:
+                async with first.services.db.read() as conn:
                     row = await crepo.latest_conversation_of_contact(conn, "acme", contact)
                 return row and row["id"]
 

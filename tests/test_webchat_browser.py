@@ -49,7 +49,7 @@ async def test_a_visitor_chats_through_the_widget_on_the_demo_page(
             contact = webchat.visitor_contact("acme", visitor)
 
             async def conversation_id():
-                async with server.sb.db.read() as conn:
+                async with server.services.db.read() as conn:
                     row = await crepo.latest_conversation_of_contact(conn, "acme", contact, "chat")
                 return row and row["id"]
 

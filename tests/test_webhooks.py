@@ -263,7 +263,7 @@ async def test_the_sandbox_webhook_starts_an_inbound_contact_when_signed(api):
         headers={sandbox.SIGNATURE_HEADER: sandbox.signature("sandbox-secret", body)},
     )
     assert signed.status_code == 200, signed.text
-    async with api.sb.db.read() as conn:
+    async with api.services.db.read() as conn:
         found = await latest_conversation_of_contact(conn, "acme", CUSTOMER, "sms")
     conversation = await detail(api, found["id"])
     assert conversation["conversation"]["team"] == "support"

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 import jwt
 
 from server.core.clock import SYSTEM_CLOCK, Clock
+from server.core.errors import Refused
 
 ROLES = ("admin", "supervisor", "agent", "wallboard", "service")
 ALGORITHM = "HS256"
@@ -29,6 +30,21 @@ class Principal:
 
     def has(self, *roles: str) -> bool:
         return self.role in roles
+
+    def require(self, *roles: str) -> None:
+        """Refused (`forbidden`) unless the principal has one of `roles`."""
+        if self.role not in roles:
+            raise Refused(
+                "forbidden",
+                f"role {self.role!r} may not do this (needs {' or '.join(roles)})",
+            )
+
+
+def sees_conversation(principal: Principal, row) -> bool:
+    """Agents see only their own conversations: theirs, or offered to them now."""
+    if principal.role != "agent":
+        return True
+    return principal.user in (row["agent_id"], row["offer_agent_id"])
 
 
 def mint_token(

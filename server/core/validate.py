@@ -7,13 +7,13 @@ from datetime import date
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from server.edge.http import ApiError
+from server.core.errors import Refused
 
 MISSING = object()
 
 
-def invalid(field: str, message: str) -> ApiError:
-    return ApiError(422, "invalid_field", f"{field}: {message}", field=field)
+def invalid(field: str, message: str) -> Refused:
+    return Refused("invalid_field", f"{field}: {message}", field=field)
 
 
 def unknown_fields(body: dict, allowed: set[str]) -> None:

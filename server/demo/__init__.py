@@ -1,1 +1,3 @@
-"""TODO"""
+"""The demo of `switchboard serve --demo`: a tenant seeded with teams, agents and
+views, and simulated traffic, agents and visitors acting through the same services a
+real one's requests use (docs/demo.md)."""

@@ -19,10 +19,7 @@ from sqlalchemy import select
 
 from channels.base import ProviderError, rfc3339
 from server.core.auth import Principal
-from server.edge.api.actions import hang_up, send_reply
-from server.edge.api.wrapup import submit_wrapup
-from server.edge.http import ApiError
-from server.providers.initiate import initiate
+from server.core.errors import Refused
 from server.providers.webchat import (
     ENDED,
     FrameError,
@@ -97,7 +94,7 @@ class SimulatedAgent:
 
     def __init__(self, demo, agent_id: str, name: str):
         self.demo = demo
-        self.sb = demo.sb
+        self.services = demo.services
         self.rng: random.Random = demo.rng
         self.name = name
         self.principal = Principal(TENANT, agent_id, "agent", FOREVER)
@@ -114,7 +111,7 @@ class SimulatedAgent:
 
     def disconnect(self) -> None:
         if self.connected:
-            self.sb.routing.popups.remove(self)
+            self.services.routing.popups.remove(self)
             self.connected = False
 
     def outbound_soon(self, contact: tuple[str, str]) -> None:
@@ -123,11 +120,11 @@ class SimulatedAgent:
     # --- the loop
 
     async def run(self) -> None:
-        clock = self.sb.clock
+        clock = self.services.clock
         if self.principal.user == "a7":  # partners' agent starts with a long break
             self.on_break_until = clock.now() + timedelta(seconds=150)
         await self._presence("away" if self.on_break_until else "available")
-        await self.sb.routing.opened(self)
+        await self.services.routing.opened(self)
         self.connected = True
         while True:
             await pause(clock, 2.0, 4.0, self.rng)
@@ -136,16 +133,16 @@ class SimulatedAgent:
                 await self._breaks()
                 if self.outbound or (not self.talks and self.rng.random() < 0.02):
                     await self._call_out()
-            except ApiError as error:  # the conversation moved on meanwhile
+            except Refused as error:  # the conversation moved on meanwhile
                 log.debug("demo agent refused", extra={"code": error.code})
             except Exception:
                 log.exception("demo agent failed", extra={"agent": self.principal.user})
 
     async def _presence(self, presence: str) -> None:
-        await self.sb.routing.presence.set(TENANT, self.principal.user, presence)
+        await self.services.routing.presence.set(TENANT, self.principal.user, presence)
 
     async def _breaks(self) -> None:
-        now = self.sb.clock.now()
+        now = self.services.clock.now()
         if self.on_break_until is not None:
             if now >= self.on_break_until:
                 self.on_break_until = None
@@ -163,29 +160,31 @@ class SimulatedAgent:
         roll = self.rng.random()
         if roll < 0.06:
             return  # looks away: the offer expires
-        await pause(self.sb.clock, 1.0, 4.0, self.rng)
+        await pause(self.services.clock, 1.0, 4.0, self.rng)
         try:
             if roll < 0.14:
-                await self.sb.routing.actions.reject(self.principal, offer_id)
+                await self.services.routing.actions.reject(self.principal, offer_id)
                 return
-            await self.sb.routing.actions.accept(self.principal, offer_id, BASE_URL)
-        except ApiError:
+            await self.services.routing.actions.accept(self.principal, offer_id, BASE_URL)
+        except Refused:
             return  # taken, expired or cancelled meanwhile
         if conversation["channel"] == "call":
             return  # the accept bridged the caller to the agent's phone
         try:
             first = self.name.split()[0]
             await self._say(conversation["id"], f"Hi, this is {first}. How can I help?")
-        except (ApiError, ProviderError) as error:
+        except (Refused, ProviderError) as error:
             log.info("demo agent could not start", extra={"error": str(error)})
 
     async def _say(self, cid: str, text: str) -> None:
-        await send_reply(self.sb, self.principal, cid, {"text": text}, BASE_URL)
+        await self.services.conversation_actions.send_reply(
+            self.principal, cid, {"text": text}, BASE_URL
+        )
 
     async def _work(self) -> None:
-        now = self.sb.clock.now()
+        now = self.services.clock.now()
         table = m.conversations
-        async with self.sb.db.read() as conn:
+        async with self.services.db.read() as conn:
             rows = (
                 await conn.execute(
                     select(table.c.id, table.c.channel, table.c.status, table.c.version).where(
@@ -212,7 +211,9 @@ class SimulatedAgent:
             if row.status == "active":
                 if row.channel == "call":
                     if (now - talk.since).total_seconds() > talk.talk_s:
-                        await hang_up(self.sb, self.principal, row.id, BASE_URL)
+                        await self.services.conversation_actions.hang_up(
+                            self.principal, row.id, BASE_URL
+                        )
                 else:
                     await self._text(row.id, talk, now)
             elif talk.wrap_since is None:
@@ -222,7 +223,7 @@ class SimulatedAgent:
                 await self._wrap_up(row.id)
 
     async def _text(self, cid: str, talk: Talk, now: datetime) -> None:
-        async with self.sb.db.read() as conn:
+        async with self.services.db.read() as conn:
             transcript = await repo.rows_of(
                 conn, m.messages, TENANT, cid, [m.messages.c.at, m.messages.c.message_id]
             )
@@ -232,12 +233,12 @@ class SimulatedAgent:
         if last["sender"] == "customer":
             if talk.replies >= talk.turns:
                 await self._say(cid, "Glad I could help. Have a nice day!")
-                await hang_up(self.sb, self.principal, cid, BASE_URL)
+                await self.services.conversation_actions.hang_up(self.principal, cid, BASE_URL)
                 return
             talk.replies += 1
             await self._say(cid, AGENT_LINES[(talk.replies - 1) % len(AGENT_LINES)])
         elif (now - last["at"]).total_seconds() > 45:  # the customer went quiet
-            await hang_up(self.sb, self.principal, cid, BASE_URL)
+            await self.services.conversation_actions.hang_up(self.principal, cid, BASE_URL)
 
     async def _wrap_up(self, cid: str) -> None:
         """The wrap-up form an agent submits, then what the survey and ticket tools
@@ -246,8 +247,8 @@ class SimulatedAgent:
             (None, "Customer satisfied.", "Follow up next week.", "Sent a quote.")
         )
         form = {"disposition": self.rng.choice(DISPOSITIONS), "note": note}
-        await submit_wrapup(self.sb, self.principal, cid, form)
-        now = rfc3339(self.sb.clock.now())
+        await self.services.conversation_actions.submit_wrapup(self.principal, cid, form)
+        now = rfc3339(self.services.clock.now())
         events = []
         if self.rng.random() < 0.4:
             events.append(
@@ -275,7 +276,7 @@ class SimulatedAgent:
                 }
             )
         if events:
-            await self.sb.ingest.submit(TENANT, events)
+            await self.services.ingest.submit(TENANT, events)
 
     async def _call_out(self) -> None:
         name, phone = self.outbound or self.rng.choice(OUTBOUND)
@@ -290,8 +291,8 @@ class SimulatedAgent:
             )
         key = f"demo-{secrets.token_hex(8)}"
         try:
-            await initiate(self.sb, self.principal, body, key, BASE_URL)
-        except ApiError as error:  # a rate limit, or the contact refused
+            await self.services.initiator.initiate(self.principal, body, key, BASE_URL)
+        except Refused as error:  # a rate limit, or the contact refused
             log.info("demo initiate refused", extra={"code": error.code})
 
 
@@ -314,11 +315,11 @@ class SimulatedVisitor(VisitorSocket):
         self.inbox.append(frame)
 
     async def run(self) -> None:
-        sb, clock = self.demo.sb, self.demo.sb.clock
+        services, clock = self.demo.services, self.demo.services.clock
         lines = list(self.rng.choice(VISITOR_LINES))
-        sb.webchat.join(self)
+        services.webchat.join(self)
         try:
-            await visitor_says(sb, self, secrets.token_hex(8), lines.pop(0))
+            await visitor_says(services.webchat, self, secrets.token_hex(8), lines.pop(0))
             waited = 0.0
             heard = answered = 0
             for _ in range(900):  # at most a quarter of an hour
@@ -334,13 +335,13 @@ class SimulatedVisitor(VisitorSocket):
                 if self.status in WAITING:
                     waited += 1
                     if self.gives_up_after is not None and waited >= self.gives_up_after:
-                        await visitor_ends(sb, self)
+                        await visitor_ends(services.webchat, self)
                         return
                 if heard > answered and lines:
                     await pause(clock, 2.0, 6.0, self.rng)
                     answered = heard
-                    await visitor_says(sb, self, secrets.token_hex(8), lines.pop(0))
+                    await visitor_says(services.webchat, self, secrets.token_hex(8), lines.pop(0))
         except FrameError as error:
             log.info("demo visitor stopped", extra={"code": error.code})
         finally:
-            sb.webchat.leave(self)
+            services.webchat.leave(self)

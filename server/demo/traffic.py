@@ -21,11 +21,12 @@ from sqlalchemy import func, select
 
 from server.core.auth import mint_token
 from server.demo.people import OUTBOUND, SimulatedAgent, SimulatedVisitor, pause
-from server.live.views import new_view_values
+from server.live.definitions import new_view_values
 from server.providers import repository as crepo
 from server.routing.wallboard import UNANSWERED
 from server.storage import models as m
 from server.storage import repository as repo
+from server.tenants.settings import settings_news
 from server.tenants.setup import TenantExists, create_tenant
 
 log = logging.getLogger("switchboard.demo")
@@ -115,11 +116,11 @@ VIEWS = {
 }
 
 
-async def seed(sb, origins: tuple[str, ...]) -> None:
+async def seed(services, origins: tuple[str, ...]) -> None:
     """The demo tenant, made or brought up to date on every start: its settings, teams
     (billing closed today), agents, the sandbox's numbers and the widget's origins."""
-    today = sb.clock.now().astimezone(ZoneInfo(TIMEZONE)).date()
-    async with sb.db.write() as conn:
+    today = services.clock.now().astimezone(ZoneInfo(TIMEZONE)).date()
+    async with services.db.write() as conn:
         with contextlib.suppress(TenantExists):
             await create_tenant(conn, TENANT, TIMEZONE)
         await conn.execute(
@@ -167,7 +168,7 @@ async def seed(sb, origins: tuple[str, ...]) -> None:
                 },
                 ["tenant_id", "id"],
             )
-        now = sb.clock.now()
+        now = services.clock.now()
         for provider, channels, numbers in (
             ("sandbox", ["call", "sms", "whatsapp"], NUMBERS),
             ("webchat", ["chat"], {}),
@@ -193,8 +194,8 @@ async def seed(sb, origins: tuple[str, ...]) -> None:
                 **new_view_values(body, ZoneInfo(TIMEZONE)),
             }
             await repo.upsert(conn, m.views, row, ["tenant_id", "id"])
-    sb.forget_tenant(TENANT)
-    await sb.routing.settings_changed(TENANT)
+    services.tenants.forget(TENANT)
+    services.bus.post(TENANT, settings_news())
 
 
 def origins_for(host: str, port: int, public_url: str | None) -> tuple[str, ...]:
@@ -224,8 +225,8 @@ def links(settings, base_url: str) -> list[str]:
 class Demo:
     """Seeds the tenant, then runs the simulated agents and the traffic until stopped."""
 
-    def __init__(self, sb, origins: tuple[str, ...] = (), rng: random.Random | None = None):
-        self.sb = sb
+    def __init__(self, services, origins: tuple[str, ...] = (), rng: random.Random | None = None):
+        self.services = services
         self.origins = origins
         self.rng = rng or random.Random()
         self.tasks: set[asyncio.Task] = set()
@@ -238,7 +239,7 @@ class Demo:
         return task
 
     async def start(self) -> None:
-        await seed(self.sb, self.origins)
+        await seed(self.services, self.origins)
         for agent_id in AGENTS:
             if agent_id != HUMAN_AGENT:
                 agent = SimulatedAgent(self, agent_id, AGENTS[agent_id][0])
@@ -259,7 +260,7 @@ class Demo:
 
     @property
     def sandbox(self):
-        return self.sb.sandboxes.runner(TENANT).provider
+        return self.services.sandboxes.runner(TENANT).provider
 
     def call(self, team: str) -> None:
         name, phone = self.rng.choice(CUSTOMERS)
@@ -285,7 +286,7 @@ class Demo:
     async def _traffic(self) -> None:
         await self._opening()
         while True:
-            await pause(self.sb.clock, 6.0, 14.0, self.rng)
+            await pause(self.services.clock, 6.0, 14.0, self.rng)
             if await self._open_conversations() >= MAX_OPEN:
                 continue
             roll = self.rng.random()
@@ -306,7 +307,7 @@ class Demo:
 
     async def _open_conversations(self) -> int:
         table = m.conversations
-        async with self.sb.db.read() as conn:
+        async with self.services.db.read() as conn:
             query = select(func.count()).where(
                 table.c.tenant_id == TENANT, table.c.status != "closed"
             )
@@ -315,7 +316,7 @@ class Demo:
     async def _opening(self) -> None:
         """The first minute, scripted so that every status and the unanswered states
         show soon after start: then the random traffic takes over."""
-        clock = self.sb.clock
+        clock = self.services.clock
         self.call("support")
         self.chat("support")
         self.text("support", "whatsapp")

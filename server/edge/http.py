@@ -1,5 +1,5 @@
-"""HTTP plumbing shared by the endpoints: the error format, bodies in JSON or msgpack
-(read with a size cap), answers in the format asked for, and authentication."""
+"""HTTP plumbing shared by the endpoints: bodies in JSON or msgpack (read with a size
+cap), answers in the format asked for, and authentication."""
 
 from __future__ import annotations
 
@@ -12,28 +12,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from server.core.auth import InvalidToken, Principal, verify_token
+from server.core.errors import Refused
 
 MSGPACK = "application/msgpack"
+# An answer that carries a credential (a recording link, a page given ?token=): never
+# kept by a cache.
+NO_STORE = {"Cache-Control": "no-store"}
 # A \uD800-\uDFFF escape: half of a pair, or a lone surrogate no text can encode.
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
-
-
-class ApiError(Exception):
-    """An answer other than success: `{"error": {"code", "message", ...}}`."""
-
-    def __init__(
-        self, status: int, code: str, message: str, headers: dict | None = None, **extra: Any
-    ):
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.headers = headers or {}
-        self.extra = extra
-
-
-def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message, **extra}}
 
 
 def wants_msgpack(request: Request) -> bool:
@@ -53,12 +39,6 @@ def respond(
     )
 
 
-def error_response(request: Request, error: ApiError) -> Response:
-    return respond(
-        request, error_body(error.code, error.message, **error.extra), error.status, error.headers
-    )
-
-
 def _json_default(value: Any) -> Any:
     if hasattr(value, "isoformat"):
         return value.isoformat()
@@ -71,29 +51,29 @@ async def read_body(request: Request, limit: int) -> Any:
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():
-            raise ApiError(400, "malformed", "Content-Length is not a number")
+            raise Refused("malformed", "Content-Length is not a number")
         if int(declared) > limit:
-            raise ApiError(413, "too_large", f"the body is larger than {limit} bytes")
+            raise Refused("too_large", f"the body is larger than {limit} bytes")
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise ApiError(413, "too_large", f"the body is larger than {limit} bytes")
+            raise Refused("too_large", f"the body is larger than {limit} bytes")
         chunks.append(chunk)
     raw = b"".join(chunks)
     if MSGPACK in request.headers.get("content-type", ""):
         try:
             return msgpack.unpackb(raw, timestamp=3, strict_map_key=False)
         except Exception:  # msgpack raises several unrelated types for bad input
-            raise ApiError(400, "malformed", "the body is not valid msgpack") from None
+            raise Refused("malformed", "the body is not valid msgpack") from None
     try:
         body = json.loads(raw)
     except (ValueError, RecursionError) as exc:
         # ValueError: JSONDecodeError, UnicodeDecodeError, an integer of over 4300 digits
-        raise ApiError(400, "malformed", f"the body is not valid JSON: {exc}") from None
+        raise Refused("malformed", f"the body is not valid JSON: {exc}") from None
     if _SURROGATE_ESCAPE.search(raw) and not _is_unicode(body):
         # Like invalid UTF-8: no database, and no answer that echoes it, can encode it.
-        raise ApiError(400, "malformed", "the body is not valid JSON: a lone surrogate escape")
+        raise Refused("malformed", "the body is not valid JSON: a lone surrogate escape")
     return body
 
 
@@ -118,7 +98,7 @@ def _is_unicode(value: Any) -> bool:
 async def read_object(request: Request, limit: int) -> dict[str, Any]:
     body = await read_body(request, limit)
     if not isinstance(body, dict):
-        raise ApiError(400, "malformed", "the body must be an object")
+        raise Refused("malformed", "the body must be an object")
     return body
 
 
@@ -126,27 +106,24 @@ def authenticate(request: Request, secret: str, clock) -> Principal:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise ApiError(
-            401,
+        raise Refused(
             "unauthorized",
             "an Authorization: Bearer token is required",
-            headers={"WWW-Authenticate": "Bearer"},
         )
     try:
         return verify_token(secret, token.strip(), clock)
     except InvalidToken as exc:
-        raise ApiError(
-            401,
-            "unauthorized",
-            str(exc),
-            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
-        ) from None
+        raise Refused("unauthorized", str(exc)) from None
 
 
-def require_role(principal: Principal, *roles: str) -> None:
-    if not principal.has(*roles):
-        raise ApiError(
-            403,
-            "forbidden",
-            f"role {principal.role!r} may not do this (needs {' or '.join(roles)})",
-        )
+def base_url(request: Request) -> str:
+    """The server's own address as the request reached it."""
+    return str(request.base_url).rstrip("/")
+
+
+async def principal_of(request: Request) -> Principal:
+    """The caller, by its bearer token; its tenant must exist (403 otherwise)."""
+    services = request.app.state.services
+    principal = authenticate(request, services.settings.secret, services.clock)
+    await services.tenants.zone(principal.tenant)
+    return principal

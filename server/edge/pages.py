@@ -9,11 +9,8 @@ from pathlib import Path
 
 from starlette.requests import Request
 from starlette.responses import FileResponse
-from starlette.routing import Mount, Route
-from starlette.staticfiles import StaticFiles
 
-from server.edge.api.wrapup import post_wrapup
-from server.edge.http import require_role, respond
+from server.edge.http import NO_STORE, principal_of, respond
 from server.live import filters
 from server.storage import models as m
 from server.storage import repository as repo
@@ -24,7 +21,6 @@ from server.wire.rows import COLUMNS
 STATIC = Path(__file__).resolve().parent.parent / "static"
 
 # No caching of the HTML: a page must pick up a new version of its modules at once.
-NO_STORE = {"Cache-Control": "no-store"}
 # Strict: the pages' own scripts, styles, API, websocket and recordings (streamed from
 # the server by their links).
 CSP = (
@@ -33,7 +29,9 @@ CSP = (
 )
 
 
-def _page(name: str):
+def page(name: str):
+    """The handler of one page of static/."""
+
     async def page(request: Request):
         return FileResponse(
             STATIC / name,
@@ -45,12 +43,26 @@ def _page(name: str):
     return page
 
 
+async def widget_js(request: Request):
+    """The chat widget a shop embeds (any site may load it; the socket checks origins)."""
+    return FileResponse(
+        STATIC / "widget.js",
+        media_type="text/javascript; charset=utf-8",
+        headers={"Cache-Control": "no-cache", "Access-Control-Allow-Origin": "*"},
+    )
+
+
+async def chat_demo(request: Request):
+    """A shop's page with the widget, for the demo tenant."""
+    return FileResponse(STATIC / "chat-demo.html", media_type="text/html; charset=utf-8")
+
+
 async def me(request: Request):
     """The caller as its token names it, and its tenant's time zone (for the pages'
     clocks: dates and times show in the tenant's zone, not the browser's)."""
-    sb = request.app.state.sb
-    principal = await sb.principal(request)
-    zone = await sb.tenant_zone(principal.tenant)
+    services = request.app.state.services
+    principal = await principal_of(request)
+    zone = await services.tenants.zone(principal.tenant)
     answer = {
         "tenant": principal.tenant,
         "user": principal.user,
@@ -59,7 +71,7 @@ async def me(request: Request):
         "expires_at": principal.expires_at.isoformat(),
     }
     if principal.role == "agent":  # the console starts from the agent's presence
-        async with sb.db.read() as conn:
+        async with services.db.read() as conn:
             agent = await repo.get_row(conn, m.agents, principal.tenant, "id", principal.user)
         answer["name"] = (agent or {}).get("name") or principal.user
         answer["presence"] = (agent or {}).get("presence") or "offline"
@@ -69,9 +81,8 @@ async def me(request: Request):
 async def view_schema(request: Request):
     """What a view may hold (server/filters.py is the one source): columns with
     domain.md's labels, each filterable field's type, operators and values."""
-    sb = request.app.state.sb
-    principal = await sb.principal(request)
-    require_role(principal, "supervisor", "admin", "agent")
+    principal = await principal_of(request)
+    principal.require("supervisor", "admin", "agent")
     return respond(
         request,
         {
@@ -97,17 +108,3 @@ async def view_schema(request: Request):
             "max_sort_keys": filters.MAX_SORT_KEYS,
         },
     )
-
-
-ROUTES = [
-    Route("/", _page("index.html")),
-    Route("/views", _page("views.html")),
-    Route("/views/{view_id}", _page("view.html")),
-    Route("/conversations/{conversation_id}", _page("conversation.html")),
-    Route("/agent", _page("agent.html")),
-    Route("/wallboard", _page("wallboard.html")),
-    Route("/api/v1/me", me),
-    Route("/api/v1/view-schema", view_schema),
-    Route("/api/v1/conversations/{conversation_id}/wrapup", post_wrapup, methods=["POST"]),
-    Mount("/static", StaticFiles(directory=STATIC), name="static"),
-]

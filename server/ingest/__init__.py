@@ -1,1 +1,3 @@
-"""TODO"""
+"""Events in: each request's events through the state machine, stored with the rows
+and the event log in one transaction, then news of the committed rows on the bus.
+The only writer of conversations. Imports `bus`, `storage`, `core`, the machine."""

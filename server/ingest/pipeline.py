@@ -26,7 +26,7 @@ from server.core.clock import SYSTEM_CLOCK, Clock
 from server.core.metrics import EVENTS
 from server.storage import models as m
 from server.storage import repository as repo
-from server.storage.db import Database, is_retryable, is_unavailable
+from server.storage.db import Database, DatabaseUnavailable, is_retryable, is_unavailable
 from state_machine import (
     Conversation,
     InvalidEvent,
@@ -102,10 +102,6 @@ def _settle(request: _Request, result=None, exception: BaseException | None = No
         request.done.set_exception(exception)
     else:
         request.done.set_result(result)
-
-
-class DatabaseUnavailable(Exception):
-    """The database could not be reached: the request is answered 503, nothing stored."""
 
 
 class Ingest:

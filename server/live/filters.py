@@ -31,7 +31,8 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import and_, false, func, literal, or_, true, tuple_
 from sqlalchemy.sql import ColumnElement
 
-from server.edge.http import ApiError
+from server.core.errors import Refused
+from server.core.text import FINAL_SIGMA, SIGMA, fold, storable
 from server.storage.repository import decode_channels
 
 # --- fields ----------------------------------------------------------------------------
@@ -129,21 +130,11 @@ MAX_LIST = 1000
 MAX_TEXT = 1000
 
 
-FINAL_SIGMA, SIGMA = "\u03c2", "\u03c3"
-
-
-def fold(text: str) -> str:
-    """Case folding for contains/not_contains, identical to the SQL side. Final sigma
-    folds to sigma: a search for sigma finds words ending in final sigma, and Python
-    and ICU, which decide "final" by different Unicode versions, cannot disagree."""
-    return text.lower().replace(FINAL_SIGMA, SIGMA)
-
-
 # --- validation -------------------------------------------------------------------------
 
 
-def _invalid(field: str, message: str) -> ApiError:
-    return ApiError(422, "invalid_view", f"{field}: {message}", field=field)
+def _invalid(field: str, message: str) -> Refused:
+    return Refused("invalid_view", f"{field}: {message}", field=field)
 
 
 @dataclass(frozen=True)
@@ -225,7 +216,7 @@ def _scalar(field: str, kind: str, value: Any, where: str) -> Any:
     if kind == TEXT:
         if not isinstance(value, str) or len(value) > MAX_TEXT:
             raise _invalid(where, f"must be a string of at most {MAX_TEXT} characters")
-        if not _storable(value):
+        if not storable(value):
             raise _invalid(where, "must not contain NUL characters or lone surrogates")
         return value
     if kind == ENUM:
@@ -269,18 +260,6 @@ def _scalar(field: str, kind: str, value: Any, where: str) -> Any:
             raise _invalid(where, "is out of range")
         return instant
     raise AssertionError(kind)
-
-
-def _storable(text: str) -> bool:
-    """Text a database can take as a parameter: PostgreSQL refuses NUL, and neither
-    driver can encode a lone surrogate (which JSON may carry as an escape)."""
-    if "\x00" in text:
-        return False
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def parse_sort(sort: Any) -> tuple[SortKey, ...]:
@@ -419,7 +398,8 @@ class ViewQuery:
     def after_levels(self, table, dialect: str, last: Mapping[str, Any]) -> list[ColumnElement]:
         """`after` as disjoint ranges that follow one another in the view's order, the
         deepest first: equal on the first i keys and beyond on key i+1. Each is one
-        index range, so a page is a UNION ALL of them, each limited (views.page)."""
+        index range, so a page is a UNION ALL of them, each limited
+        (server/live/queries.py page_statement)."""
         levels = []
         for index in reversed(range(len(self.sort))):
             equal = [
@@ -618,7 +598,7 @@ def decode_cursor(query: ViewQuery, cursor: str) -> dict[str, Any]:
                 if value.tzinfo is None:
                     raise ValueError
                 value = value.astimezone(UTC)
-            elif not isinstance(value, str) or not _storable(value):
+            elif not isinstance(value, str) or not storable(value):
                 raise ValueError
             decoded[field] = value
         return decoded
@@ -630,4 +610,4 @@ def decode_cursor(query: ViewQuery, cursor: str) -> dict[str, Any]:
         binascii.Error,
         UnicodeDecodeError,
     ):
-        raise ApiError(400, "invalid_cursor", "the cursor is not one this view gave out") from None
+        raise Refused("invalid_cursor", "the cursor is not one this view gave out") from None

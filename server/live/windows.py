@@ -40,7 +40,7 @@ from typing import Any, Protocol
 
 from server.bus import Bus, BusMessage, Gap
 from server.core.clock import Clock
-from server.live import views
+from server.live import queries
 from server.live.filters import ViewQuery
 from server.live.window_index import WindowIndex
 from server.storage import repository as repo
@@ -386,13 +386,13 @@ class LiveViews:
             async with self.db.snapshot() as conn:
                 visibility = await repo.snapshot_visibility(conn)
                 rows = (
-                    await views.page(conn, window.tenant, window.query, now, window.capacity)
+                    await queries.page(conn, window.tenant, window.query, now, window.capacity)
                     if window.capacity
                     else []
                 )
-                total = await views.count(conn, window.tenant, window.query, now)
+                total = await queries.count(conn, window.tenant, window.query, now)
                 oldest = (
-                    await views.oldest(conn, window.tenant, window.query, now)
+                    await queries.oldest(conn, window.tenant, window.query, now)
                     if window.query.relative
                     else None
                 )
@@ -423,7 +423,7 @@ class LiveViews:
         try:
             now = self.clock.now()
             async with self.db.snapshot() as conn:
-                rows = await views.page(
+                rows = await queries.page(
                     conn,
                     window.tenant,
                     window.query,

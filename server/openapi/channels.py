@@ -3,7 +3,7 @@ initiate, replies, hangup and recordings. server/openapi.py merges it in."""
 
 from __future__ import annotations
 
-from server.openapi.document import (
+from server.openapi.core import (
     ERROR_HEADERS,
     INSTANT,
     array,

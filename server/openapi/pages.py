@@ -5,7 +5,7 @@ the document by server/openapi.py."""
 from __future__ import annotations
 
 from server.live import filters
-from server.openapi.document import (
+from server.openapi.core import (
     INSTANT,
     array,
     content,

@@ -3,7 +3,7 @@ transfers, the wallboard. Merged into the document by server/openapi.py."""
 
 from __future__ import annotations
 
-from server.openapi.document import (
+from server.openapi.core import (
     INSTANT,
     array,
     enum,

@@ -26,11 +26,14 @@ from typing import Any
 from channels.base import OutboundCall, OutboundMessage, ProviderError, rfc3339
 from server.core import validate as v
 from server.core.auth import Principal
-from server.edge.http import ApiError
+from server.core.clock import Clock
+from server.core.errors import Refused
+from server.ingest.pipeline import Ingest
 from server.providers import repository as crepo
 from server.providers.contacts import EMAIL, phone
 from server.storage import models as m
 from server.storage import repository as repo
+from server.storage.db import Database
 
 log = logging.getLogger("switchboard.initiate")
 
@@ -66,9 +69,7 @@ def _fields(principal: Principal, body: dict) -> dict[str, Any]:
     if agent_id is v.MISSING:
         agent_id = principal.user
     elif agent_id != principal.user and not principal.has("supervisor", "admin"):
-        raise ApiError(
-            403, "forbidden", "only a supervisor may start a conversation for another agent"
-        )
+        raise Refused("forbidden", "only a supervisor may start a conversation for another agent")
     text = body.get("text")
     if channel in TEXT_CHANNELS:
         text = v.string(body, "text", MAX_TEXT)
@@ -89,87 +90,200 @@ def _body_hash(fields: dict) -> str:
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
-async def initiate(
-    sb, principal: Principal, body: Any, key: str | None, base: str
-) -> tuple[int, dict]:
-    """(HTTP status, answer body). Raises ApiError for what changes nothing."""
-    if not principal.has("agent", "supervisor", "admin"):
-        raise ApiError(403, "forbidden", f"role {principal.role!r} may not start conversations")
-    if not isinstance(body, dict):
-        raise ApiError(400, "malformed", "the body must be an object")
-    if key is not None and (not key.strip() or len(key) > MAX_KEY or "\x00" in key):
-        raise ApiError(400, "malformed", f"Idempotency-Key must be 1-{MAX_KEY} characters")
-    fields = _fields(principal, body)
-    tenant, user = principal.tenant, principal.user
-    key = key or f"auto-{secrets.token_hex(16)}"  # no key: no deduplication
-    digest = _body_hash(fields)
+class Initiator:
+    """Click-to-initiate: a request in, a conversation and a provider call out, once
+    per Idempotency-Key."""
 
-    async with sb.db.read() as conn:
-        existing = await crepo.get_initiate(conn, tenant, user, key)
-    if existing is not None:
-        return await _replay(sb, tenant, user, key, digest)
+    def __init__(self, db: Database, ingest: Ingest, configs, providers, clock: Clock):
+        self.db = db
+        self.ingest = ingest
+        self.configs = configs
+        self.providers = providers
+        self.clock = clock
 
-    config = await sb.providers.for_channel(tenant, fields["channel"])
-    if config is None or config.name == "webchat":
-        raise v.invalid("channel", f"the tenant has no provider for {fields['channel']}")
-    number = fields["contacto_number"] or config.default_number()
-    if fields["contacto_number"] and config.numbers and config.team_of(number) is None:
-        raise v.invalid("contacto_number", f"is not one of {config.name}'s numbers")
-    if number is None and config.name != "sandbox":
-        raise v.invalid("contacto_number", f"{config.name} has no number to call from; add one")
-    async with sb.db.read() as conn:
-        agent = await repo.get_row(conn, m.agents, tenant, "id", fields["agent_id"])
-    agent_phone = (agent or {}).get("phone")
-    if fields["channel"] == "call" and not agent_phone and config.name != "sandbox":
-        raise v.invalid("agent_id", f"agent {fields['agent_id']!r} has no phone to ring")
+    async def initiate(
+        self, principal: Principal, body: Any, key: str | None, base: str
+    ) -> tuple[int, dict]:
+        """(HTTP status, answer body). Raises Refused for what changes nothing."""
+        if not principal.has("agent", "supervisor", "admin"):
+            raise Refused("forbidden", f"role {principal.role!r} may not start conversations")
+        if not isinstance(body, dict):
+            raise Refused("malformed", "the body must be an object")
+        if key is not None and (not key.strip() or len(key) > MAX_KEY or "\x00" in key):
+            raise Refused("malformed", f"Idempotency-Key must be 1-{MAX_KEY} characters")
+        fields = _fields(principal, body)
+        tenant, user = principal.tenant, principal.user
+        key = key or f"auto-{secrets.token_hex(16)}"  # no key: no deduplication
+        digest = _body_hash(fields)
 
-    now = sb.clock.now()
-    conversation_id = f"out-{secrets.token_hex(12)}"
-    async with sb.db.write() as conn:
-        count, oldest = await crepo.initiates_since(
-            conn, tenant, user, now - timedelta(seconds=RATE_WINDOW_S)
-        )
-        if count >= RATE_LIMIT:
-            wait = RATE_WINDOW_S - (now - oldest).total_seconds() if oldest else RATE_WINDOW_S
-            raise ApiError(
-                429,
-                "rate_limited",
-                f"at most {RATE_LIMIT} conversations a minute per user; retry later",
-                headers={"Retry-After": str(max(1, int(wait + 0.999)))},
+        async with self.db.read() as conn:
+            existing = await crepo.get_initiate(conn, tenant, user, key)
+        if existing is not None:
+            return await self._replay(tenant, user, key, digest)
+
+        config = await self.configs.for_channel(tenant, fields["channel"])
+        if config is None or config.name == "webchat":
+            raise v.invalid("channel", f"the tenant has no provider for {fields['channel']}")
+        number = fields["contacto_number"] or config.default_number()
+        if fields["contacto_number"] and config.numbers and config.team_of(number) is None:
+            raise v.invalid("contacto_number", f"is not one of {config.name}'s numbers")
+        if number is None and config.name != "sandbox":
+            raise v.invalid("contacto_number", f"{config.name} has no number to call from; add one")
+        async with self.db.read() as conn:
+            agent = await repo.get_row(conn, m.agents, tenant, "id", fields["agent_id"])
+        agent_phone = (agent or {}).get("phone")
+        if fields["channel"] == "call" and not agent_phone and config.name != "sandbox":
+            raise v.invalid("agent_id", f"agent {fields['agent_id']!r} has no phone to ring")
+
+        now = self.clock.now()
+        conversation_id = f"out-{secrets.token_hex(12)}"
+        async with self.db.write() as conn:
+            count, oldest = await crepo.initiates_since(
+                conn, tenant, user, now - timedelta(seconds=RATE_WINDOW_S)
             )
-        claimed = await crepo.claim_initiate(
-            conn,
-            {
-                "tenant_id": tenant,
-                "user_id": user,
-                "key": key,
-                "body_hash": digest,
-                "conversation_id": conversation_id,
-                "status_code": None,
-                "response": None,
-                "created_at": now,
-            },
-        )
-    if not claimed:  # another request with this key got there first
-        return await _replay(sb, tenant, user, key, digest)
-
-    started = False
-    try:
-        status, answer, started = await _start(
-            sb, tenant, conversation_id, fields, config, number, agent_phone, base
-        )
-    except BaseException:
-        async with sb.db.write() as conn:
-            if started:
-                await crepo.finish_initiate(
-                    conn, tenant, user, key, 502, _failed(conversation_id, "interrupted")
+            if count >= RATE_LIMIT:
+                wait = RATE_WINDOW_S - (now - oldest).total_seconds() if oldest else RATE_WINDOW_S
+                raise Refused(
+                    "rate_limited",
+                    f"at most {RATE_LIMIT} conversations a minute per user; retry later",
+                    retry_after_s=wait,
                 )
-            else:  # nothing happened: let a retry try afresh
-                await crepo.forget_initiate(conn, tenant, user, key)
-        raise
-    async with sb.db.write() as conn:
-        await crepo.finish_initiate(conn, tenant, user, key, status, answer)
-    return status, answer
+            claimed = await crepo.claim_initiate(
+                conn,
+                {
+                    "tenant_id": tenant,
+                    "user_id": user,
+                    "key": key,
+                    "body_hash": digest,
+                    "conversation_id": conversation_id,
+                    "status_code": None,
+                    "response": None,
+                    "created_at": now,
+                },
+            )
+        if not claimed:  # another request with this key got there first
+            return await self._replay(tenant, user, key, digest)
+
+        started = False
+        try:
+            status, answer, started = await self._start(
+                tenant, conversation_id, fields, config, number, agent_phone, base
+            )
+        except BaseException:
+            async with self.db.write() as conn:
+                if started:
+                    await crepo.finish_initiate(
+                        conn, tenant, user, key, 502, _failed(conversation_id, "interrupted")
+                    )
+                else:  # nothing happened: let a retry try afresh
+                    await crepo.forget_initiate(conn, tenant, user, key)
+            raise
+        async with self.db.write() as conn:
+            await crepo.finish_initiate(conn, tenant, user, key, status, answer)
+        return status, answer
+
+    async def _start(self, tenant, conversation_id, fields, config, number, agent_phone, base):
+        """Ingest `conversation.initiated`, then ask the provider. (status, answer, started)."""
+        channel = fields["channel"]
+        data = {"channel": channel, "contact": fields["contact"], "agent_id": fields["agent_id"]}
+        if number:
+            data["contacto_number"] = number
+        if fields["text"] is not None:
+            data["text"] = fields["text"]
+        event_id = f"initiate:{conversation_id}"
+        envelope = {
+            "event_id": event_id,
+            "type": "conversation.initiated",
+            "conversation_id": conversation_id,
+            "occurred_at": rfc3339(self.clock.now()),
+            "data": data,
+        }
+        (outcome,) = await self.ingest.submit(tenant, [envelope])
+        if outcome.outcome != "applied":
+            raise Refused(outcome.code or "invalid_data", outcome.message or "not applied")
+        adapter = self.providers.adapter(tenant, config, base)
+        if channel == "call":
+            async with self.db.write() as conn:
+                # Mapped before the call is placed: its first callback may beat our answer.
+                await crepo.remember_call(
+                    conn,
+                    {
+                        "tenant_id": tenant,
+                        "provider": config.name,
+                        "call_id": conversation_id,
+                        "conversation_id": conversation_id,
+                        "provider_call_id": None,
+                        "created_at": self.clock.now(),
+                    },
+                )
+            request = OutboundCall(
+                conversation_id, fields["contact"], number or "", agent_phone or ""
+            )
+            send = adapter.place_call
+        else:
+            # The first message's id in the transcript is the initiated event's id.
+            request = OutboundMessage(
+                channel, fields["contact"], number or "", fields["text"], event_id
+            )
+            send = adapter.send_message
+        try:
+            placed = await with_retries(send, request)
+        except ProviderError as error:
+            log.warning(
+                "provider failed on initiate",
+                extra={"tenant": tenant, "provider": config.name, "error": error.message},
+            )
+            failed = {
+                "event_id": f"{event_id}:failed",
+                "type": "media.no_answer",
+                "conversation_id": conversation_id,
+                "occurred_at": rfc3339(self.clock.now()),
+                "data": {"reason": "failed"},
+            }
+            await self.ingest.submit(tenant, [failed])
+            return (
+                502,
+                _failed(conversation_id, f"{config.name} could not place it: {error.message}"),
+                True,
+            )
+        if channel == "call":
+            async with self.db.write() as conn:
+                await crepo.set_provider_call_id(
+                    conn, tenant, config.name, conversation_id, placed.provider_id
+                )
+        async with self.db.read() as conn:
+            row = await repo.get_conversation_row(conn, tenant, conversation_id)
+        return 202, {"conversation_id": conversation_id, "status": row["status"]}, True
+
+    async def _replay(self, tenant: str, user: str, key: str, digest: str) -> tuple[int, dict]:
+        """The first request's answer, once it has one."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + IN_FLIGHT_WAIT_S
+        delay = 0.01
+        while True:
+            async with self.db.read() as conn:
+                row = await crepo.get_initiate(conn, tenant, user, key)
+            if row is None:
+                raise Refused(
+                    "in_progress",
+                    "a request with this Idempotency-Key failed; retry",
+                    retry_after_s=1,
+                )
+            if row["body_hash"] != digest:
+                raise Refused(
+                    "idempotency_key_reused",
+                    "this Idempotency-Key was used with another body; use a new key",
+                )
+            if row["status_code"] is not None:
+                return row["status_code"], row["response"]
+            if loop.time() >= deadline:
+                raise Refused(
+                    "in_progress",
+                    "the first request with this Idempotency-Key is still in progress; retry",
+                    retry_after_s=1,
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.2)
 
 
 def _failed(conversation_id: str, message: str) -> dict:
@@ -182,78 +296,6 @@ def _failed(conversation_id: str, message: str) -> dict:
     }
 
 
-async def _start(sb, tenant, conversation_id, fields, config, number, agent_phone, base):
-    """Ingest `conversation.initiated`, then ask the provider. (status, answer, started)."""
-    channel = fields["channel"]
-    data = {"channel": channel, "contact": fields["contact"], "agent_id": fields["agent_id"]}
-    if number:
-        data["contacto_number"] = number
-    if fields["text"] is not None:
-        data["text"] = fields["text"]
-    event_id = f"initiate:{conversation_id}"
-    envelope = {
-        "event_id": event_id,
-        "type": "conversation.initiated",
-        "conversation_id": conversation_id,
-        "occurred_at": rfc3339(sb.clock.now()),
-        "data": data,
-    }
-    (outcome,) = await sb.ingest.submit(tenant, [envelope])
-    if outcome.outcome != "applied":
-        raise ApiError(422, outcome.code or "invalid_data", outcome.message or "not applied")
-    adapter = sb.providers.adapter(tenant, config, base)
-    if channel == "call":
-        async with sb.db.write() as conn:
-            # Mapped before the call is placed: its first callback may beat our answer.
-            await crepo.remember_call(
-                conn,
-                {
-                    "tenant_id": tenant,
-                    "provider": config.name,
-                    "call_id": conversation_id,
-                    "conversation_id": conversation_id,
-                    "provider_call_id": None,
-                    "created_at": sb.clock.now(),
-                },
-            )
-        request = OutboundCall(conversation_id, fields["contact"], number or "", agent_phone or "")
-        send = adapter.place_call
-    else:
-        # The first message's id in the transcript is the initiated event's id.
-        request = OutboundMessage(
-            channel, fields["contact"], number or "", fields["text"], event_id
-        )
-        send = adapter.send_message
-    try:
-        placed = await with_retries(send, request)
-    except ProviderError as error:
-        log.warning(
-            "provider failed on initiate",
-            extra={"tenant": tenant, "provider": config.name, "error": error.message},
-        )
-        failed = {
-            "event_id": f"{event_id}:failed",
-            "type": "media.no_answer",
-            "conversation_id": conversation_id,
-            "occurred_at": rfc3339(sb.clock.now()),
-            "data": {"reason": "failed"},
-        }
-        await sb.ingest.submit(tenant, [failed])
-        return (
-            502,
-            _failed(conversation_id, f"{config.name} could not place it: {error.message}"),
-            True,
-        )
-    if channel == "call":
-        async with sb.db.write() as conn:
-            await crepo.set_provider_call_id(
-                conn, tenant, config.name, conversation_id, placed.provider_id
-            )
-    async with sb.db.read() as conn:
-        row = await repo.get_conversation_row(conn, tenant, conversation_id)
-    return 202, {"conversation_id": conversation_id, "status": row["status"]}, True
-
-
 async def with_retries(send, request):
     """Call the provider; again (with backoff) only if it could not be reached at all."""
     for attempt in range(1, PROVIDER_ATTEMPTS + 1):
@@ -264,37 +306,3 @@ async def with_retries(send, request):
                 raise
             await asyncio.sleep(RETRY_BACKOFF_S * 2 ** (attempt - 1))
     raise AssertionError("unreachable")
-
-
-async def _replay(sb, tenant: str, user: str, key: str, digest: str) -> tuple[int, dict]:
-    """The first request's answer, once it has one."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + IN_FLIGHT_WAIT_S
-    delay = 0.01
-    while True:
-        async with sb.db.read() as conn:
-            row = await crepo.get_initiate(conn, tenant, user, key)
-        if row is None:
-            raise ApiError(
-                409,
-                "in_progress",
-                "a request with this Idempotency-Key failed; retry",
-                headers={"Retry-After": "1"},
-            )
-        if row["body_hash"] != digest:
-            raise ApiError(
-                409,
-                "idempotency_key_reused",
-                "this Idempotency-Key was used with another body; use a new key",
-            )
-        if row["status_code"] is not None:
-            return row["status_code"], row["response"]
-        if loop.time() >= deadline:
-            raise ApiError(
-                409,
-                "in_progress",
-                "the first request with this Idempotency-Key is still in progress; retry",
-                headers={"Retry-After": "1"},
-            )
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 0.2)

@@ -19,7 +19,7 @@ import jwt
 
 from server.core.auth import ALGORITHM, ROLES, Principal
 from server.core.clock import SYSTEM_CLOCK, Clock
-from server.edge.http import ApiError
+from server.core.errors import Refused
 
 LINK_TTL_S = 300  # long enough to start playing; a later seek mints a fresh one
 AUDIENCE = "switchboard:recording"
@@ -108,11 +108,11 @@ def principal_of_link(
     if expires_at <= now:
         raise _refused("the recording link has expired; ask for a new one")
     if (claims["conversation"], claims["recording"]) != (conversation_id, recording_id):
-        raise ApiError(403, "forbidden", "this link is for another recording")
+        raise Refused("forbidden", "this link is for another recording")
     return Principal(claims["tenant"], claims["sub"], claims["role"], expires_at)
 
 
-def _refused(message: str) -> ApiError:
-    return ApiError(
-        401, "unauthorized", message, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}
+def _refused(message: str) -> Refused:
+    return Refused(
+        "unauthorized", message, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}
     )

@@ -1,10 +1,11 @@
-"""A tenant's providers (api.md `PUT /api/v1/providers/{provider}`, `GET
-/api/v1/providers`) and the service that turns them into channel adapters.
+"""A tenant's providers: their stored configuration (`ProviderConfigs`: which
+channels and numbers each carries, its credentials) and the channel adapters built
+from it (`Providers`).
 
 Each channel is carried by one provider: putting a provider with some channels takes
 them from whichever provider carried them before. A tenant that never put one runs on
 the defaults (the sandbox for call, SMS and WhatsApp; web chat for chat). Credentials
-are checked by channels.registry, stored sealed (server/sealing.py), and never
+are checked by channels.registry, stored sealed (server/providers/sealing.py), and never
 answered or logged (the credential classes hide secrets from repr; the answers say
 only whether they are set).
 """
@@ -17,15 +18,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from starlette.requests import Request
 
 from channels import registry
 from channels.base import CredentialsError, Provider
 from server.core import validate as v
-from server.edge.http import ApiError, read_object, require_role, respond
+from server.core.clock import Clock
+from server.core.errors import Refused
 from server.providers import repository as crepo
 from server.providers.contacts import is_e164
+from server.providers.sandbox import Sandboxes
 from server.providers.sealing import Sealer, Unreadable, is_sealed
+from server.storage.db import Database
 
 log = logging.getLogger("switchboard.providers")
 
@@ -67,23 +70,18 @@ def _config(row: dict, credentials: dict | None) -> ProviderConfig:
     )
 
 
-class Providers:
-    """The adapters of every tenant, built from the stored configuration on use, and
-    the HTTP client they share."""
+class ProviderConfigs:
+    """The tenants' stored provider configurations, read on use, and the one way to
+    change them (`put`)."""
 
-    def __init__(self, sb):
-        self.sb = sb
-        self.http = httpx.AsyncClient(timeout=HTTP_TIMEOUT)
-        self.sealer = Sealer(sb.settings.secret)
+    def __init__(self, db: Database, sealer: Sealer, clock: Clock):
+        self.db = db
+        self.sealer = sealer
+        self.clock = clock
         self._unreadable_told: set[tuple[str, str]] = set()
-        # provider name -> its API's address; tests point it at a local server.
-        self.api_bases: dict[str, str] = {}
-
-    async def close(self) -> None:
-        await self.http.aclose()
 
     async def configs(self, tenant: str) -> list[ProviderConfig]:
-        async with self.sb.db.read() as conn:
+        async with self.db.read() as conn:
             rows = await crepo.list_providers(conn, tenant)
         if not rows:
             return [ProviderConfig(name, tuple(channels)) for name, channels in DEFAULTS]
@@ -118,15 +116,88 @@ class Providers:
                 return team
         return None
 
+    async def put(self, tenant: str, name: str, body: dict) -> ProviderConfig:
+        """Configure provider `name` from a request body (422 naming the field); the
+        channels it takes are taken from whichever provider carried them."""
+        if name not in CAPABILITIES:
+            raise Refused(
+                "not_found",
+                f"no provider {name[:40]!r} (one of {', '.join(sorted(CAPABILITIES))})",
+            )
+        v.unknown_fields(body, PROVIDER_FIELDS)
+        channels = _channels(body, name)
+        numbers = _numbers(body)
+        async with self.db.write() as conn:
+            rows = {row["provider"]: row for row in await crepo.list_providers(conn, tenant)}
+            if not rows:  # the first change: the defaults become rows of their own
+                for default, default_channels in DEFAULTS:
+                    rows[default] = {
+                        "tenant_id": tenant,
+                        "provider": default,
+                        "channels": default_channels,
+                        "numbers": [],
+                        "credentials": None,
+                        "updated_at": self.clock.now(),
+                    }
+                    await crepo.put_provider(conn, rows[default])
+            current = rows.get(name)
+            if channels is v.MISSING:
+                if current is None:
+                    raise v.invalid("channels", "is required for a provider not configured yet")
+                channels = current["channels"]
+            credentials = _credentials(body, name, current)
+            if credentials is not None and not is_sealed(credentials):
+                credentials = self.sealer.seal(tenant, name, credentials)
+            row = {
+                "tenant_id": tenant,
+                "provider": name,
+                "channels": channels,
+                "numbers": current["numbers"] if numbers is v.MISSING and current else numbers,
+                "credentials": credentials,
+                "updated_at": self.clock.now(),
+            }
+            if row["numbers"] is v.MISSING:
+                row["numbers"] = []
+            for other, other_row in rows.items():
+                taken = [c for c in other_row["channels"] if c in channels]
+                if other != name and taken:
+                    kept = [c for c in other_row["channels"] if c not in channels]
+                    await crepo.set_provider_channels(conn, tenant, other, kept)
+            await crepo.put_provider(conn, row)
+        log.info("provider configured", extra={"tenant": tenant, "provider": name})
+        return _config(row, self.credentials(tenant, row))
+
+
+class Providers:
+    """The channel adapters of every tenant, built from its configuration on use, and
+    the HTTP client they share."""
+
+    def __init__(
+        self,
+        configs: ProviderConfigs,
+        sandboxes: Sandboxes,
+        public_url: str | None,
+        api_bases: dict[str, str] | None = None,
+    ):
+        self.configs = configs
+        self.sandboxes = sandboxes
+        self.public_url = public_url
+        self.http = httpx.AsyncClient(timeout=HTTP_TIMEOUT)
+        # provider name -> its API's address; tests point it at a local server.
+        self.api_bases: dict[str, str] = dict(api_bases or {})
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
     def webhook_url(self, tenant: str, provider: str, base: str) -> str:
-        root = self.sb.settings.public_url or base.rstrip("/")
+        root = self.public_url or base.rstrip("/")
         return f"{root}/webhooks/{provider}/{tenant}"
 
     def adapter(self, tenant: str, config: ProviderConfig, base: str) -> Provider:
         """The adapter for one of the tenant's providers. `base` is the server's own
         address as the request saw it (used without SWITCHBOARD_PUBLIC_URL)."""
         if config.name == "sandbox":
-            return self.sb.sandboxes.provider(tenant, config.credentials)
+            return self.sandboxes.provider(tenant, config.credentials)
         return registry.build(
             config.name,
             config.credentials or {},
@@ -134,9 +205,6 @@ class Providers:
             self.http,
             self.api_bases.get(config.name),
         )
-
-
-# --- HTTP ------------------------------------------------------------------------------------
 
 
 def provider_wire(config: ProviderConfig, webhook_url: str) -> dict[str, Any]:
@@ -147,89 +215,6 @@ def provider_wire(config: ProviderConfig, webhook_url: str) -> dict[str, Any]:
         "credentials_set": bool(config.credentials),
         "webhook_url": webhook_url,
     }
-
-
-def base_url(request: Request) -> str:
-    return str(request.base_url).rstrip("/")
-
-
-async def list_providers(request: Request):
-    sb = request.app.state.sb
-    principal = await sb.principal(request)
-    require_role(principal, "admin")
-    configs = await sb.providers.configs(principal.tenant)
-    return respond(
-        request,
-        {
-            "providers": [
-                provider_wire(
-                    c, sb.providers.webhook_url(principal.tenant, c.name, base_url(request))
-                )
-                for c in configs
-            ]
-        },
-    )
-
-
-async def put_provider(request: Request):
-    sb = request.app.state.sb
-    principal = await sb.principal(request)
-    require_role(principal, "admin")
-    name = request.path_params["provider"]
-    if name not in CAPABILITIES:
-        raise ApiError(
-            404,
-            "not_found",
-            f"no provider {name[:40]!r} (one of {', '.join(sorted(CAPABILITIES))})",
-        )
-    body = await read_object(request, sb.settings.max_body_bytes)
-    v.unknown_fields(body, PROVIDER_FIELDS)
-    channels = _channels(body, name)
-    numbers = _numbers(body)
-    tenant = principal.tenant
-    async with sb.db.write() as conn:
-        rows = {row["provider"]: row for row in await crepo.list_providers(conn, tenant)}
-        if not rows:  # the first change: the defaults become rows of their own
-            for default, default_channels in DEFAULTS:
-                rows[default] = {
-                    "tenant_id": tenant,
-                    "provider": default,
-                    "channels": default_channels,
-                    "numbers": [],
-                    "credentials": None,
-                    "updated_at": sb.clock.now(),
-                }
-                await crepo.put_provider(conn, rows[default])
-        current = rows.get(name)
-        if channels is v.MISSING:
-            if current is None:
-                raise v.invalid("channels", "is required for a provider not configured yet")
-            channels = current["channels"]
-        credentials = _credentials(body, name, current)
-        if credentials is not None and not is_sealed(credentials):
-            credentials = sb.providers.sealer.seal(tenant, name, credentials)
-        row = {
-            "tenant_id": tenant,
-            "provider": name,
-            "channels": channels,
-            "numbers": current["numbers"] if numbers is v.MISSING and current else numbers,
-            "credentials": credentials,
-            "updated_at": sb.clock.now(),
-        }
-        if row["numbers"] is v.MISSING:
-            row["numbers"] = []
-        for other, other_row in rows.items():
-            taken = [c for c in other_row["channels"] if c in channels]
-            if other != name and taken:
-                kept = [c for c in other_row["channels"] if c not in channels]
-                await crepo.set_provider_channels(conn, tenant, other, kept)
-        await crepo.put_provider(conn, row)
-    log.info("provider configured", extra={"tenant": tenant, "provider": name})
-    config = _config(row, sb.providers.credentials(tenant, row))
-    return respond(
-        request,
-        provider_wire(config, sb.providers.webhook_url(tenant, name, base_url(request))),
-    )
 
 
 def _channels(body: dict, name: str):
@@ -292,8 +277,8 @@ def _credentials(body: dict, name: str, current: dict | None) -> dict | None:
     try:
         parsed = registry.parse_credentials(name, value)
     except CredentialsError as error:  # names the field, never a value
-        raise ApiError(
-            422, "invalid_field", f"credentials: {error.message}", field="credentials"
+        raise Refused(
+            "invalid_field", f"credentials: {error.message}", field="credentials"
         ) from None
     stored = {k: val for k, val in dataclasses.asdict(parsed).items() if val is not None}
     return stored or None

@@ -1,6 +1,6 @@
 """The sandbox provider running inside the server, one per tenant: the server's clock,
 recordings written under the data directory, and what it posts delivered through the
-same path as a webhook (server/inbound.py), in order, by one worker per tenant.
+same path as a webhook (server/providers/inbound.py), in order, by one worker per tenant.
 
 Its calls live in this process's memory: a restart forgets them (it is a simulator),
 and a hangup sent to another process finds no live call there.
@@ -12,27 +12,30 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 
-from channels.base import Inbound
+from channels.base import Inbound, Provider
 from channels.sandbox import SandboxCredentials, SandboxProvider
-from server.providers.inbound import deliver
+from server.core.clock import Clock
 from server.providers.recordings import safe_name
 
 log = logging.getLogger("switchboard.sandbox")
 
 QUEUE_LIMIT = 10_000  # items posted and not yet ingested, per tenant
 
+# What a provider reports, delivered as a webhook's report is: (tenant, provider name,
+# adapter, item) -> outcomes (server/providers/inbound.py Inbound.deliver).
+Deliver = Callable[[str, str, Provider, Inbound], Awaitable[object]]
+
 
 class SandboxRunner:
-    def __init__(self, sb, tenant: str):
-        self.sb = sb
+    def __init__(self, tenant: str, clock: Clock, data_dir: Path, deliver: Deliver):
         self.tenant = tenant
+        self.deliver = deliver
         self.queue: asyncio.Queue[Inbound] = asyncio.Queue(QUEUE_LIMIT)
         self.provider = SandboxProvider(
-            self._post,
-            sb.clock,
-            random.Random(),
-            sb.settings.data_dir / "sandbox" / safe_name(tenant),
+            self._post, clock, random.Random(), data_dir / "sandbox" / safe_name(tenant)
         )
         self._worker: asyncio.Task | None = None
         self.stopped = False
@@ -54,7 +57,7 @@ class SandboxRunner:
         while True:
             item = await self.queue.get()
             try:
-                await deliver(self.sb, self.tenant, "sandbox", self.provider, item)
+                await self.deliver(self.tenant, "sandbox", self.provider, item)
             except Exception:
                 log.exception("sandbox delivery failed", extra={"tenant": self.tenant})
             finally:
@@ -69,14 +72,19 @@ class SandboxRunner:
 
 
 class Sandboxes:
-    def __init__(self, sb):
-        self.sb = sb
+    """One sandbox runner per tenant, made on first use."""
+
+    def __init__(self, clock: Clock, data_dir: Path, deliver: Deliver):
+        self.clock = clock
+        self.data_dir = data_dir
+        self.deliver = deliver
         self._runners: dict[str, SandboxRunner] = {}
 
     def runner(self, tenant: str) -> SandboxRunner:
         runner = self._runners.get(tenant)
         if runner is None:
-            runner = self._runners[tenant] = SandboxRunner(self.sb, tenant)
+            runner = SandboxRunner(tenant, self.clock, self.data_dir, self.deliver)
+            self._runners[tenant] = runner
         return runner
 
     def provider(self, tenant: str, credentials: dict | None) -> SandboxProvider:

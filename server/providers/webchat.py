@@ -30,21 +30,20 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse
-from starlette.routing import Route, WebSocketRoute
+from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket
 
 from channels.base import ChannelEvent, Inbound, Reference, rfc3339
-from server.bus import BusMessage, Gap
-from server.edge.pages import STATIC
-from server.ingest.pipeline import DatabaseUnavailable
+from server.bus import Bus, BusMessage, Gap
+from server.core.clock import Clock
+from server.ingest.pipeline import Ingest
 from server.providers import repository as crepo
 from server.providers.contacts import EMAIL
-from server.providers.inbound import deliver
+from server.providers.inbound import InboundDelivery
 from server.routing import repository as routing_repo
 from server.storage import models as m
 from server.storage import repository as repo
+from server.storage.db import Database, DatabaseUnavailable
 
 log = logging.getLogger("switchboard.webchat")
 
@@ -149,8 +148,14 @@ class WebChat:
     """The visitors connected to this process, and the bus watcher that brings them
     what changed in their conversations."""
 
-    def __init__(self, sb):
-        self.sb = sb
+    def __init__(
+        self, db: Database, bus: Bus, ingest: Ingest, inbound: InboundDelivery, clock: Clock
+    ):
+        self.db = db
+        self.bus = bus
+        self.ingest = ingest
+        self.inbound = inbound
+        self.clock = clock
         self.sockets: dict[tuple[str, str], set[VisitorSocket]] = {}
         self.message_buckets: OrderedDict[tuple[str, str], Bucket] = OrderedDict()
         self._due: set[tuple[str, str]] = set()
@@ -161,7 +166,7 @@ class WebChat:
     def _start(self) -> None:
         """On the first visitor: a process without any pays nothing."""
         if not self._tasks:
-            self._subscription = self.sb.bus.subscribe()
+            self._subscription = self.bus.subscribe()
             self._tasks = [
                 asyncio.create_task(self._watch(), name="webchat-bus"),
                 asyncio.create_task(self._refresh_forever(), name="webchat-refresh"),
@@ -240,7 +245,7 @@ class WebChat:
         """Bring every socket of one visitor up to date: the conversation to follow,
         messages it has not been sent, its status; then mark agent messages delivered."""
         tenant, contact = key
-        async with self.sb.db.read() as conn:
+        async with self.db.read() as conn:
             latest = await crepo.latest_conversation_of_contact(
                 conn, tenant, contact, "chat", open_only=False
             )
@@ -284,8 +289,8 @@ class WebChat:
                     delivered.add(item["message_id"])
             _show(socket, (row["status"], row["state"], row["agent_name"]))
         if delivered and row is not None:
-            now = rfc3339(self.sb.clock.now())
-            await self.sb.ingest.submit(
+            now = rfc3339(self.clock.now())
+            await self.ingest.submit(
                 tenant,
                 [
                     {
@@ -353,7 +358,7 @@ async def on_hello(chat: WebChat, socket: VisitorSocket, frame: dict) -> None:
     if email is not None and not EMAIL.match(email):
         raise FrameError("invalid_field", "email: is not an email address")
     team = _text_field(frame, "team", MAX_TEAM)
-    if team is not None and team not in await _teams(chat.sb, socket.tenant):
+    if team is not None and team not in await _teams(chat, socket.tenant):
         raise FrameError("invalid_field", f"team: the tenant has no team {team!r}")
     socket.contact = visitor_contact(socket.tenant, visitor)
     socket.customer = {"name": name.strip() if name else "Web visitor"}
@@ -367,20 +372,20 @@ async def on_hello(chat: WebChat, socket: VisitorSocket, frame: dict) -> None:
         raise
 
 
-async def _teams(sb, tenant: str) -> set[str]:
+async def _teams(chat: WebChat, tenant: str) -> set[str]:
     """Teams with settings, and teams named by an agent (those route with defaults)."""
-    async with sb.db.read() as conn:
+    async with chat.db.read() as conn:
         teams = set(await routing_repo.team_settings(conn, tenant))
         for agent in await repo.list_rows(conn, m.agents, tenant, m.agents.c.id):
             teams.update(agent["teams"] or ())
     return teams
 
 
-async def visitor_says(sb, socket: VisitorSocket, client_id: str, text: str) -> None:
+async def visitor_says(chat: WebChat, socket: VisitorSocket, client_id: str, text: str) -> None:
     """The visitor's message into ingest, as a provider's inbound message: to its open
     chat, or opening one. Ids come from the visitor's own message id, so a resent
     message is a duplicate. Raises FrameError when it is not taken."""
-    now = sb.clock.now()
+    now = chat.clock.now()
     message_id = f"w-{client_id}"  # the widget knows its own message in the echo
     base = f"webchat:{socket.contact}:{client_id}"
     opening_data: dict[str, Any] = {
@@ -403,37 +408,37 @@ async def visitor_says(sb, socket: VisitorSocket, client_id: str, text: str) -> 
         opening=ChannelEvent(f"{base}:created", "conversation.created", now, opening_data),
     )
     try:
-        outcomes = await deliver(sb, socket.tenant, "webchat", None, item)
+        outcomes = await chat.inbound.deliver(socket.tenant, "webchat", None, item)
     except DatabaseUnavailable:
         raise FrameError("unavailable", "the chat is unavailable for a moment; retry") from None
     last = outcomes[-1] if outcomes else None
     if last is None or last.outcome == "rejected":
         message = last.message if last is not None else "no conversation"
         raise FrameError("not_sent", f"the message was not taken: {message}")
-    sb.webchat.due((socket.tenant, socket.contact))  # the echo is the visitor's receipt
+    chat.due((socket.tenant, socket.contact))  # the echo is the visitor's receipt
 
 
-async def visitor_ends(sb, socket: VisitorSocket) -> None:
+async def visitor_ends(chat: WebChat, socket: VisitorSocket) -> None:
     """The visitor closes the chat: a hangup by the customer (`dropped` while it waits
     for an agent, the end of the talk when active)."""
     conversation_id = socket.conversation_id
     if conversation_id is None or socket.shown is None or socket.shown[0] in ENDED:
         raise FrameError("nothing_to_end", "there is no open chat to end")
-    (outcome,) = await sb.ingest.submit(
+    (outcome,) = await chat.ingest.submit(
         socket.tenant,
         [
             {
                 "event_id": f"webchat:{conversation_id}:ended",
                 "type": "media.hangup",
                 "conversation_id": conversation_id,
-                "occurred_at": rfc3339(sb.clock.now()),
+                "occurred_at": rfc3339(chat.clock.now()),
                 "data": {"source": "customer"},
             }
         ],
     )
     if outcome.outcome == "rejected":
         raise FrameError("nothing_to_end", outcome.message or "the chat cannot end now")
-    sb.webchat.due((socket.tenant, socket.contact))
+    chat.due((socket.tenant, socket.contact))
 
 
 async def on_message(chat: WebChat, socket: VisitorSocket, frame: dict) -> None:
@@ -451,14 +456,14 @@ async def on_message(chat: WebChat, socket: VisitorSocket, frame: dict) -> None:
         raise FrameError(
             "rate_limited", f"too many messages; retry in {wait:.1f} s", retry_after=round(wait, 1)
         )
-    await visitor_says(chat.sb, socket, client_id, text)
+    await visitor_says(chat, socket, client_id, text)
 
 
 async def on_end(chat: WebChat, socket: VisitorSocket, frame: dict) -> None:
     if socket.contact is None:
         raise FrameError("hello_first", "send hello first")
     _only(frame, {"type"})
-    await visitor_ends(chat.sb, socket)
+    await visitor_ends(chat, socket)
 
 
 HANDLERS = {"hello": on_hello, "message": on_message, "end": on_end}
@@ -509,12 +514,12 @@ async def _refuse(websocket: WebSocket, status: int, code: str, message: str) ->
 
 
 async def endpoint(websocket: WebSocket) -> None:
-    sb = websocket.app.state.sb
+    chat: WebChat = websocket.app.state.services.webchat
     tenant = websocket.path_params["tenant"]
     row = None
     if len(tenant) <= 64 and "\x00" not in tenant:  # no tenant id has one
         try:
-            async with sb.db.read() as conn:
+            async with chat.db.read() as conn:
                 row = await repo.get_tenant(conn, tenant)
         except Exception:
             log.warning("webchat handshake: the database is unavailable", exc_info=True)
@@ -529,7 +534,6 @@ async def endpoint(websocket: WebSocket) -> None:
         await _refuse(websocket, 403, "forbidden", "this site may not open the tenant's chat")
         return
     await websocket.accept()
-    chat: WebChat = sb.webchat
     socket = VisitorSocket(websocket, tenant)
     writer = asyncio.create_task(socket.write_forever())
     try:
@@ -547,25 +551,3 @@ async def endpoint(websocket: WebSocket) -> None:
         writer.cancel()
         with contextlib.suppress(BaseException):
             await writer
-
-
-# --- the widget and its demo page -----------------------------------------------------------
-
-
-async def widget_js(request: Request):
-    return FileResponse(
-        STATIC / "widget.js",
-        media_type="text/javascript; charset=utf-8",
-        headers={"Cache-Control": "no-cache", "Access-Control-Allow-Origin": "*"},
-    )
-
-
-async def chat_demo(request: Request):
-    return FileResponse(STATIC / "chat-demo.html", media_type="text/html; charset=utf-8")
-
-
-ROUTES = [
-    WebSocketRoute("/webchat/{tenant}", endpoint),
-    Route("/widget.js", widget_js),
-    Route("/chat-demo", chat_demo),
-]

@@ -1,1 +1,3 @@
-"""TODO"""
+"""Routing: the built-in router (one process routes a tenant at a time), agents'
+presence and connections across processes, popups, durable timers, the wallboard,
+and agents' answers to offers. Every decision goes through ingest as an event."""

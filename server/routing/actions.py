@@ -14,7 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 from server.core.auth import Principal
-from server.edge.http import ApiError
+from server.core.errors import Refused
 from server.ingest.pipeline import Ingest
 from server.routing import repository as rr
 from server.routing.router import offer_id_for
@@ -27,14 +27,14 @@ ACTION_ROLES = ("agent", "supervisor", "admin")
 
 
 class AgentActions:
-    def __init__(self, db, ingest: Ingest, clock, zone_of):
+    def __init__(self, db, ingest: Ingest, clock, zone_of, after_accept=None):
         self.db = db
         self.ingest = ingest
         self.clock = clock
         self.zone_of = zone_of
-        # (principal, row, base URL) after an applied accept: the channels connect a
-        # held caller to the agent (server/channel_routes.py sets it).
-        self.after_accept = None
+        # (principal, row, base URL) after an applied accept: the provider glue connects
+        # a held caller to the agent (ConversationActions.bridge_after_accept).
+        self.after_accept = after_accept
 
     async def _row(self, tenant: str, conversation_id: str) -> dict | None:
         async with self.db.read() as conn:
@@ -46,19 +46,19 @@ class AgentActions:
     async def _refuse(self, tenant: str, code: str, message: str, conversation_id: str):
         row = await self._row(tenant, conversation_id)
         extra = {"conversation": await self._wire(tenant, row)} if row else {}
-        raise ApiError(409, code, message, **extra)
+        raise Refused(code, message, **extra)
 
     async def _offer(self, principal: Principal, offer_id: Any) -> dict:
         if principal.role != "agent":
-            raise ApiError(403, "forbidden", "only the offered agent answers an offer")
+            raise Refused("forbidden", "only the offered agent answers an offer")
         if not isinstance(offer_id, str) or not offer_id or len(offer_id) > 200:
-            raise ApiError(422, "invalid_field", "offer_id: must be a string of 1-200 characters")
+            raise Refused("invalid_field", "offer_id: must be a string of 1-200 characters")
         if "\x00" in offer_id:  # no offer id has one; PostgreSQL cannot even compare it
-            raise ApiError(404, "not_found", f"no offer {offer_id!r}")
+            raise Refused("not_found", f"no offer {offer_id!r}")
         async with self.db.read() as conn:
             offer = await rr.get_offer(conn, principal.tenant, offer_id)
         if offer is None or offer["agent_id"] != principal.user:
-            raise ApiError(404, "not_found", f"no offer {offer_id!r} for you")
+            raise Refused("not_found", f"no offer {offer_id!r} for you")
         return offer
 
     async def _why_over(self, tenant: str, offer: dict) -> str:
@@ -110,12 +110,12 @@ class AgentActions:
 
     async def transfer(self, principal: Principal, conversation_id: Any, body: dict) -> dict:
         if principal.role not in ACTION_ROLES:
-            raise ApiError(403, "forbidden", f"role {principal.role!r} may not transfer")
+            raise Refused("forbidden", f"role {principal.role!r} may not transfer")
         if not isinstance(conversation_id, str) or not conversation_id or "\x00" in conversation_id:
-            raise ApiError(422, "invalid_field", "conversation_id: must be a non-empty string")
+            raise Refused("invalid_field", "conversation_id: must be a non-empty string")
         unknown = sorted(set(body) - {"team", "agent_id"})
         if unknown:
-            raise ApiError(422, "invalid_field", f"{unknown[0]}: unknown field", field=unknown[0])
+            raise Refused("invalid_field", f"{unknown[0]}: unknown field", field=unknown[0])
         team, agent_id = body.get("team"), body.get("agent_id")
         if (team is None) == (agent_id is None):
             raise _invalid("team", "give exactly one of team or agent_id")
@@ -131,7 +131,7 @@ class AgentActions:
             principal.role == "agent"
             and principal.user not in (row["agent_id"], row["offer_agent_id"])
         ):
-            raise ApiError(404, "not_found", f"no conversation {conversation_id!r}")
+            raise Refused("not_found", f"no conversation {conversation_id!r}")
         now = self.clock.now()
         async with self.db.read() as conn:
             teams = await rr.team_settings(conn, tenant)
@@ -168,5 +168,5 @@ class AgentActions:
         raise AssertionError("unreachable")
 
 
-def _invalid(field: str, message: str) -> ApiError:
-    return ApiError(422, "invalid_field", f"{field}: {message}", field=field)
+def _invalid(field: str, message: str) -> Refused:
+    return Refused("invalid_field", f"{field}: {message}", field=field)

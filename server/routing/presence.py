@@ -23,7 +23,7 @@ from sqlalchemy import delete
 
 from server.bus import Bus
 from server.core.clock import Clock
-from server.edge.http import ApiError
+from server.core.errors import Refused
 from server.routing import repository as rr
 from server.storage import models as m
 from server.storage import repository as repo
@@ -175,11 +175,11 @@ class Presence:
 
     async def set(self, tenant: str, agent_id: str, presence) -> dict:
         if presence not in PRESENCES:
-            raise ApiError(422, "invalid_field", f"presence: must be one of {', '.join(PRESENCES)}")
+            raise Refused("invalid_field", f"presence: must be one of {', '.join(PRESENCES)}")
         now = self.clock.now()
         async with self.db.write() as conn:
             if not await rr.set_presence(conn, tenant, agent_id, presence, now):
-                raise ApiError(404, "not_found", f"no agent {agent_id!r} in this tenant")
+                raise Refused("not_found", f"no agent {agent_id!r} in this tenant")
             if presence != "offline":
                 await disarm_grace(conn, tenant, agent_id)
         change = {"agent_id": agent_id, "presence": presence, "at": instant(now)}

@@ -9,9 +9,9 @@ from typing import Any
 from sqlalchemy import delete, func, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from server.edge.api.admin import TEAM_DEFAULTS
 from server.storage import models as m
 from server.storage.repository import _insert
+from server.tenants.settings import TEAM_DEFAULTS
 
 HELD = ("offered", "active", "wrap_up")  # an agent is busy with these
 

@@ -37,12 +37,12 @@ from time import monotonic
 from zoneinfo import ZoneInfo
 
 from server.core.clock import Clock
-from server.ingest.pipeline import DatabaseUnavailable, Ingest
+from server.ingest.pipeline import Ingest
 from server.routing import repository as rr
 from server.routing.presence import AgentBoard, AgentState
 from server.routing.router_state import Entry, TenantState, kept
 from server.storage import repository as repo
-from server.storage.db import Database
+from server.storage.db import Database, DatabaseUnavailable
 from server.storage.repository import get_tenant, lock_key
 from server.wire.rows import instant
 
@@ -90,7 +90,9 @@ def decision_id(conversation_id: str, version: int) -> str:
 
 
 class Router:
-    def __init__(self, db: Database, ingest: Ingest, clock: Clock, board: AgentBoard):
+    def __init__(
+        self, db: Database, ingest: Ingest, clock: Clock, board: AgentBoard, on_offers=None
+    ):
         self.db = db
         self.ingest = ingest
         self.clock = clock
@@ -118,7 +120,7 @@ class Router:
         self._in_flight: dict[str, set[asyncio.Task]] = {}  # tenant -> its submissions
         # Told of each pass's offers before they are submitted: (tenant, [(conversation,
         # contact, agent)]); popups read ahead for agents connected here.
-        self.on_offers = None
+        self.on_offers = on_offers
 
     def forget(self, tenant: str) -> None:
         """The tenant's settings changed: read them again."""

@@ -39,6 +39,7 @@ class Routing:
         zone_of,
         presence_grace_s: float = GRACE_S,
         heartbeat_s: float = HEARTBEAT_S,
+        after_accept=None,
     ):
         self.db = db
         self.bus = bus
@@ -49,15 +50,15 @@ class Routing:
         self.decisions = TimedIngest(db, bus, clock)
         self.board = AgentBoard(db, clock)
         self.presence = Presence(db, bus, clock, presence_grace_s)
-        self.router = Router(db, self.decisions, clock, self.board)
         self.popups = Popups(db, zone_of)
+        # Popups read while offers commit.
+        self.router = Router(db, self.decisions, clock, self.board, self.popups.prefetch)
         self.connections = AgentConnections(
             db, clock, self.presence, self.popups.agents, heartbeat_s
         )
-        self.router.on_offers = self.popups.prefetch  # popups read while offers commit
         self.wallboard = Wallboard(db, clock, zone_of, self.board)
         self.timers = TimerRunner(db, self.decisions, clock, self._grace_over)
-        self.actions = AgentActions(db, ingest, clock, zone_of)
+        self.actions = AgentActions(db, ingest, clock, zone_of, after_accept)
         self._subscription = None
         self._task: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()
@@ -93,10 +94,6 @@ class Routing:
         task = asyncio.create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    async def settings_changed(self, tenant: str) -> None:
-        """An admin changed the tenant, a team or an agent: tell every process."""
-        self.bus.post(tenant, {"rows": [], "settings": True})
 
     # --- websocket connections of agents
 

@@ -23,11 +23,11 @@ from typing import Any
 from sqlalchemy import and_, delete, select, update
 
 from server.core.clock import Clock
-from server.ingest.pipeline import DatabaseUnavailable, Ingest
+from server.ingest.pipeline import Ingest
 from server.routing import repository as rr
 from server.storage import models as m
 from server.storage import repository as repo
-from server.storage.db import Database
+from server.storage.db import Database, DatabaseUnavailable
 from server.wire.rows import instant
 
 log = logging.getLogger("switchboard.timers")

@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from server.live.filters import fold
+from server.core.text import fold
 
 
 class Database:
@@ -128,7 +128,7 @@ def _create_engine(url: str, pool_size: int) -> AsyncEngine:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
-        # View filters fold case the same way in SQL and in Python (server/filters.py).
+        # View filters fold case the same way in SQL and in Python (server/core/text.py).
         dbapi_connection.create_function("sb_fold", 1, _fold, deterministic=True)
 
     @event.listens_for(engine.sync_engine, "begin")
@@ -140,6 +140,10 @@ def _create_engine(url: str, pool_size: int) -> AsyncEngine:
 
 def _fold(value: str | None) -> str | None:
     return None if value is None else fold(value)
+
+
+class DatabaseUnavailable(Exception):
+    """The database could not be reached: the request is answered 503, nothing stored."""
 
 
 _RETRYABLE = {"40P01", "40001"}  # deadlock detected, serialization failure

@@ -1,1 +1,2 @@
-"""TODO"""
+"""Tenants: creating one, each tenant's time zone, and its settings, teams and agents
+(validated, stored, announced on the bus). Imports `bus`, `storage`, `core`."""

@@ -1,1 +1,3 @@
-"""TODO"""
+"""Conversation rows and websocket frames as clients see them: the one projection
+from a stored row to its wire form, and frame encoding (JSON, msgpack) done once per
+delta. Above `storage` only."""

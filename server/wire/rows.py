@@ -1,16 +1,21 @@
-"""Conversation rows as clients see them: domain.md's columns, times in the tenant's
-time zone."""
+"""Conversation rows as clients see them: the columns of the product's view (labels
+for a column chooser), times as RFC 3339 instants and the created date and time in
+the tenant's time zone. One projection makes them from a stored row, for every
+reader: HTTP pages, the detail, websocket snapshots and deltas, popups."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from server.storage import models as m
 from server.storage.repository import decode_channels
 
-# domain.md's view columns and their labels, in the order a column chooser lists them.
+# The view columns and their labels, in the order a column chooser lists them.
 COLUMNS: dict[str, str] = {
     "id": "Conversation ID",
     "customer_name": "Customer Name",
@@ -36,30 +41,10 @@ COLUMNS: dict[str, str] = {
     "wait_s": "Wait time",
     "handle_s": "Handle time",
 }
-
-_COPIED = (
-    "id",
-    "customer_name",
-    "agent_name",
-    "agent_id",
-    "team",
-    "direction",
-    "disposition",
-    "state",
-    "wrap_up_note",
-    "channel",
-    "contact",
-    "contacto_number",
-    "ticket_id",
-    "csat",
-    "hangup_source",
-    "status",
-    "has_recording",
-    "wait_s",
-    "handle_s",
-    "version",
-)
-_INSTANTS = ("created_at", "queued_at", "answered_at", "ended_at", "closed_at")
+# Every name of a whole wire row: the columns, the version, the lifecycle instants.
+WIRE_NAMES = (*COLUMNS, "version", "queued_at", "answered_at", "ended_at", "closed_at")
+# Wire names made from another stored column than their own.
+STORED_AS = {"created_date": "created_at", "created_time": "created_at"}
 
 
 def instant(value: datetime | None) -> str | None:
@@ -71,14 +56,73 @@ def instant(value: datetime | None) -> str | None:
     )
 
 
+def _instant(value, tz):
+    return instant(value)
+
+
+def _copied(value, tz):
+    return value
+
+
+MAKERS = {
+    "created_at": _instant,
+    "queued_at": _instant,
+    "answered_at": _instant,
+    "ended_at": _instant,
+    "closed_at": _instant,
+    "created_date": lambda value, tz: value.astimezone(tz).date().isoformat(),
+    "created_time": lambda value, tz: value.astimezone(tz).time().isoformat(timespec="seconds"),
+    "channels": lambda value, tz: decode_channels(value),
+    "has_recording": lambda value, tz: bool(value),
+}
+
+
+def shown_as(stored: str) -> tuple[str, ...]:
+    """The wire names a stored column's change shows in."""
+    return (stored, *(name for name, source in STORED_AS.items() if source == stored))
+
+
+@dataclass(frozen=True)
+class Projection:
+    """Some wire names: the stored columns they are made of, and how each is made."""
+
+    names: tuple[str, ...]  # wire names, in the order they are sent
+    stored: tuple[str, ...]  # the stored columns they need
+    makers: tuple  # per wire name: (stored column, maker(value, tz))
+
+    @property
+    def selected(self) -> tuple:
+        """The stored columns, as the table's Column objects (what a page selects)."""
+        return tuple(m.conversations.c[name] for name in self.stored)
+
+    def wire(self, row: Mapping[str, Any], tz: ZoneInfo) -> dict[str, Any]:
+        return {
+            name: make(row[stored], tz)
+            for name, (stored, make) in zip(self.names, self.makers, strict=True)
+        }
+
+
+@functools.lru_cache(maxsize=1024)
+def projection(names: tuple[str, ...]) -> Projection:
+    stored = tuple(dict.fromkeys(STORED_AS.get(name, name) for name in names))
+    makers = tuple((STORED_AS.get(name, name), MAKERS.get(name, _copied)) for name in names)
+    return Projection(names, stored, makers)
+
+
+def view_projection(columns: tuple[str, ...], sort_fields: tuple[str, ...]) -> Projection:
+    """What a view's client gets of a row: its columns, plus id, version and the sort
+    keys (shown or not) so that it can place the row."""
+    return projection(tuple(dict.fromkeys(("id", "version", *columns, *sort_fields))))
+
+
+EVERY = projection(WIRE_NAMES)
+
+
 def wire_row(row: Mapping[str, Any], tz: ZoneInfo) -> dict[str, Any]:
     """Every column of a stored conversation, plus its version and lifecycle instants."""
-    wire = {name: row[name] for name in _COPIED}
-    wire["has_recording"] = bool(row["has_recording"])
-    wire["channels"] = decode_channels(row["channels"])
-    for name in _INSTANTS:
-        wire[name] = instant(row[name])
-    local = row["created_at"].astimezone(tz)
-    wire["created_date"] = local.date().isoformat()
-    wire["created_time"] = local.time().isoformat(timespec="seconds")
-    return wire
+    return EVERY.wire(row, tz)
+
+
+def project(row: Mapping[str, Any], columns, sort_fields, tz: ZoneInfo) -> dict[str, Any]:
+    """A stored row as a client of a view sees it (view_projection)."""
+    return view_projection(tuple(columns), tuple(sort_fields)).wire(row, tz)

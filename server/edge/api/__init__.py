@@ -1,1 +1,1 @@
-"""TODO"""
+"""The HTTP API's handlers, one module per resource."""

@@ -4,31 +4,26 @@ from __future__ import annotations
 
 from starlette.requests import Request
 
-from server.edge.http import ApiError, require_role, respond
+from server.core.auth import sees_conversation
+from server.core.errors import Refused
+from server.edge.http import principal_of, respond
 from server.storage import models as m
 from server.storage import repository as repo
 from server.wire.rows import instant, wire_row
 
 
-def visible_to(principal, row) -> bool:
-    """Agents see only their own conversations: theirs, or offered to them now."""
-    if principal.role != "agent":
-        return True
-    return principal.user in (row["agent_id"], row["offer_agent_id"])
-
-
 async def get_conversation(request: Request):
-    sb = request.app.state.sb
-    principal = await sb.principal(request)
-    require_role(principal, "supervisor", "admin", "agent")
+    services = request.app.state.services
+    principal = await principal_of(request)
+    principal.require("supervisor", "admin", "agent")
     conversation_id = request.path_params["conversation_id"]
     tenant = principal.tenant
     if "\x00" in conversation_id:  # no stored id has one; PostgreSQL cannot even compare it
-        raise ApiError(404, "not_found", f"no conversation {conversation_id!r}")
-    async with sb.db.read() as conn:
+        raise Refused("not_found", f"no conversation {conversation_id!r}")
+    async with services.db.read() as conn:
         row = await repo.get_conversation_row(conn, tenant, conversation_id)
-        if row is None or not visible_to(principal, row):
-            raise ApiError(404, "not_found", f"no conversation {conversation_id!r}")
+        if row is None or not sees_conversation(principal, row):
+            raise Refused("not_found", f"no conversation {conversation_id!r}")
         customer = await repo.get_customer(conn, tenant, row["customer_id"] or row["contact"])
         transcript = await repo.rows_of(
             conn, m.messages, tenant, conversation_id, [m.messages.c.at, m.messages.c.message_id]
@@ -44,7 +39,7 @@ async def get_conversation(request: Request):
             [m.recordings.c.created_at, m.recordings.c.id],
         )
         timeline = await repo.timeline(conn, tenant, conversation_id)
-    tz = await sb.tenant_zone(tenant)
+    tz = await services.tenants.zone(tenant)
     return respond(
         request,
         {

@@ -4,27 +4,27 @@ from __future__ import annotations
 
 from starlette.requests import Request
 
-from server.edge.http import ApiError, read_body, require_role, respond
+from server.core.errors import Refused
+from server.edge.http import principal_of, read_body, respond
 
 MAX_EVENTS_PER_REQUEST = 5000
 
 
 async def post_events(request: Request):
-    sb = request.app.state.sb
-    principal = await sb.principal(request)
-    require_role(principal, "service", "admin")
-    body = await read_body(request, sb.settings.max_body_bytes)
+    services = request.app.state.services
+    principal = await principal_of(request)
+    principal.require("service", "admin")
+    body = await read_body(request, services.settings.max_body_bytes)
     if isinstance(body, dict) and isinstance(body.get("events"), list):
         envelopes = body["events"]
     elif isinstance(body, dict) and "type" in body:
         envelopes = [body]
     else:
-        raise ApiError(
-            400,
+        raise Refused(
             "malformed",
             'the body must be an event (an object with "type") or {"events": [...]}',
         )
     if len(envelopes) > MAX_EVENTS_PER_REQUEST:
-        raise ApiError(413, "too_large", f"at most {MAX_EVENTS_PER_REQUEST} events per request")
-    outcomes = await sb.ingest.submit(principal.tenant, envelopes)
+        raise Refused("too_large", f"at most {MAX_EVENTS_PER_REQUEST} events per request")
+    outcomes = await services.ingest.submit(principal.tenant, envelopes)
     return respond(request, {"results": [outcome.to_wire() for outcome in outcomes]})

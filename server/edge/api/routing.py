@@ -4,47 +4,50 @@ from __future__ import annotations
 
 from starlette.requests import Request
 
-from server.edge.http import ApiError, read_object, require_role, respond
+from server.core.errors import Refused
+from server.edge.http import principal_of, read_object, respond
 from server.wire.rows import instant
 
 
 async def _caller(request: Request, *roles: str):
-    sb = request.app.state.sb
-    principal = await sb.principal(request)
-    require_role(principal, *roles)
-    return sb, principal
+    services = request.app.state.services
+    principal = await principal_of(request)
+    principal.require(*roles)
+    return services, principal
 
 
 async def put_presence(request: Request):
-    sb, principal = await _caller(request, "agent")
-    body = await read_object(request, sb.settings.max_body_bytes)
+    services, principal = await _caller(request, "agent")
+    body = await read_object(request, services.settings.max_body_bytes)
     unknown = sorted(set(body) - {"presence"})
     if unknown:
-        raise ApiError(422, "invalid_field", f"{unknown[0]}: unknown field", field=unknown[0])
+        raise Refused("invalid_field", f"{unknown[0]}: unknown field", field=unknown[0])
     if "presence" not in body:
-        raise ApiError(422, "invalid_field", "presence: is required", field="presence")
-    result = await sb.routing.presence.set(principal.tenant, principal.user, body["presence"])
+        raise Refused("invalid_field", "presence: is required", field="presence")
+    result = await services.routing.presence.set(principal.tenant, principal.user, body["presence"])
     return respond(request, result)
 
 
 async def accept_offer(request: Request):
-    sb, principal = await _caller(request, "agent")
-    row = await sb.routing.actions.accept(
+    services, principal = await _caller(request, "agent")
+    row = await services.routing.actions.accept(
         principal, request.path_params["offer_id"], str(request.base_url).rstrip("/")
     )
     return respond(request, {"conversation": row})
 
 
 async def reject_offer(request: Request):
-    sb, principal = await _caller(request, "agent")
-    row = await sb.routing.actions.reject(principal, request.path_params["offer_id"])
+    services, principal = await _caller(request, "agent")
+    row = await services.routing.actions.reject(principal, request.path_params["offer_id"])
     return respond(request, {"conversation": row})
 
 
 async def transfer(request: Request):
-    sb, principal = await _caller(request, "agent", "supervisor", "admin")
-    body = await read_object(request, sb.settings.max_body_bytes)
-    row = await sb.routing.actions.transfer(principal, request.path_params["conversation_id"], body)
+    services, principal = await _caller(request, "agent", "supervisor", "admin")
+    body = await read_object(request, services.settings.max_body_bytes)
+    row = await services.routing.actions.transfer(
+        principal, request.path_params["conversation_id"], body
+    )
     return respond(request, {"conversation": row})
 
 
@@ -52,17 +55,17 @@ def wallboard_filter(values, name: str) -> frozenset[str] | None:
     if values is None:
         return None
     if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
-        raise ApiError(422, "invalid_field", f"{name}: must be a list of strings", field=name)
+        raise Refused("invalid_field", f"{name}: must be a list of strings", field=name)
     return frozenset(values)
 
 
 async def get_wallboard(request: Request):
-    sb, principal = await _caller(request, "wallboard", "supervisor", "admin")
+    services, principal = await _caller(request, "wallboard", "supervisor", "admin")
     teams = request.query_params.getlist("team") or None
     channels = request.query_params.getlist("channel") or None
-    metrics = await sb.routing.wallboard.metrics(
+    metrics = await services.routing.wallboard.metrics(
         principal.tenant,
         frozenset(teams) if teams else None,
         frozenset(channels) if channels else None,
     )
-    return respond(request, {"at": instant(sb.clock.now()), "metrics": metrics})
+    return respond(request, {"at": instant(services.clock.now()), "metrics": metrics})

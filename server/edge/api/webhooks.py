@@ -1,7 +1,7 @@
 """`GET/POST /webhooks/{provider}/{tenant}`: provider callbacks (api.md), no token.
 
 Challenge (a GET handshake), verify the signature (401 missing, 403 bad), parse (400
-for a payload the adapter cannot read), deliver every item through server/inbound.py
+for a payload the adapter cannot read), deliver every item through server/providers/inbound.py
 to ingest, and answer the provider's own markup. A replay carries the same event ids,
 so it is a `duplicate`; that and a `stale` still answer 2xx, or the provider retries.
 """
@@ -14,9 +14,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from channels.base import PayloadError, ProviderError, SignatureError, WebhookRequest
-from server.edge.http import ApiError
-from server.providers.inbound import deliver
-from server.providers.registry import CAPABILITIES, base_url
+from server.core.errors import Refused
+from server.edge.http import base_url
+from server.providers.registry import CAPABILITIES
 from server.storage import repository as repo
 
 log = logging.getLogger("switchboard.webhooks")
@@ -25,23 +25,25 @@ WEBHOOK_PROVIDERS = frozenset(CAPABILITIES) - {"webchat"}  # web chat is our own
 
 
 async def webhook(request: Request):
-    sb = request.app.state.sb
+    services = request.app.state.services
     provider = request.path_params["provider"]
     tenant = request.path_params["tenant"]
     if provider not in WEBHOOK_PROVIDERS:
-        raise ApiError(404, "not_found", f"no provider {provider[:40]!r}")
+        raise Refused("not_found", f"no provider {provider[:40]!r}")
     if "\x00" in tenant or len(tenant) > 64:
-        raise ApiError(404, "not_found", "no such tenant")
-    async with sb.db.read() as conn:
+        raise Refused("not_found", "no such tenant")
+    async with services.db.read() as conn:
         known = await repo.get_tenant(conn, tenant) is not None
     if not known:
-        raise ApiError(404, "not_found", "no such tenant")
-    config = await sb.providers.config(tenant, provider)
+        raise Refused("not_found", "no such tenant")
+    config = await services.provider_configs.config(tenant, provider)
     if config is None:
-        raise ApiError(404, "not_found", f"{provider} is not configured for this tenant")
-    body = await _raw_body(request, sb.settings.max_body_bytes)
-    signed = WebhookRequest(request.method, _called_url(request, sb), dict(request.headers), body)
-    adapter = sb.providers.adapter(tenant, config, base_url(request))
+        raise Refused("not_found", f"{provider} is not configured for this tenant")
+    body = await _raw_body(request, services.settings.max_body_bytes)
+    signed = WebhookRequest(
+        request.method, _called_url(request, services), dict(request.headers), body
+    )
+    adapter = services.providers.adapter(tenant, config, base_url(request))
     try:
         handshake = adapter.challenge(signed)
         if handshake is not None:
@@ -49,28 +51,28 @@ async def webhook(request: Request):
         adapter.verify(signed)
     except SignatureError as error:
         log.info("webhook signature refused", extra={"tenant": tenant, "provider": provider})
-        raise ApiError(error.status, error.code, error.message) from None
+        raise Refused(error.code, error.message) from None
     try:
-        result = adapter.parse(signed, sb.clock.now())
+        result = adapter.parse(signed, services.clock.now())
     except PayloadError as error:
-        raise ApiError(400, error.code, error.message) from None
+        raise Refused(error.code, error.message) from None
     for item in result.items:
         try:
-            await deliver(sb, tenant, provider, adapter, item)
+            await services.inbound.deliver(tenant, provider, adapter, item)
         except ProviderError as error:  # the recording could not be fetched: retry later
             log.warning(
                 "recording download failed",
                 extra={"tenant": tenant, "provider": provider, "error": error.message},
             )
-            raise ApiError(502, "provider_error", error.message) from None
+            raise Refused("provider_error", error.message) from None
     reply = result.reply
     return Response(reply.body, reply.status, media_type=reply.content_type)
 
 
-def _called_url(request: Request, sb) -> str:
+def _called_url(request: Request, services) -> str:
     """The URL the provider called, as it signed it: behind a proxy the Host header
     is not the public address, so SWITCHBOARD_PUBLIC_URL is used when set."""
-    public = sb.settings.public_url
+    public = services.settings.public_url
     if not public:
         return str(request.url)
     query = request.url.query
@@ -80,11 +82,11 @@ def _called_url(request: Request, sb) -> str:
 async def _raw_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, "too_large", f"the body is larger than {limit} bytes")
+        raise Refused("too_large", f"the body is larger than {limit} bytes")
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise ApiError(413, "too_large", f"the body is larger than {limit} bytes")
+            raise Refused("too_large", f"the body is larger than {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)

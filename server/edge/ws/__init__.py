@@ -1,1 +1,2 @@
-"""TODO"""
+"""The websocket endpoints: `/ws` (views, popups, wallboards, agents' actions) and the
+handlers of its frames."""

@@ -3,19 +3,19 @@ transfer, subscribe_wallboard. Registered into server/ws.py's dispatch."""
 
 from __future__ import annotations
 
+from server.core.errors import Refused
 from server.edge.api.routing import wallboard_filter
-from server.edge.http import ApiError
 from server.routing.wallboard import WallboardSubscription
 
 
 def _require(connection, *roles: str) -> None:
     if connection.principal.role not in roles:
-        raise ApiError(403, "forbidden", f"role {connection.principal.role!r} may not do this")
+        raise Refused("forbidden", f"role {connection.principal.role!r} may not do this")
 
 
 async def on_subscribe_popups(connection, frame: dict, ref) -> None:
     _require(connection, "agent")
-    await connection.sb.routing.opened(connection)  # idempotent: agents are in on connect
+    await connection.services.routing.opened(connection)  # idempotent: agents are in on connect
     connection.reply({"type": "ok", "ref": ref})
 
 
@@ -23,19 +23,21 @@ async def on_accept(connection, frame: dict, ref) -> None:
     _require(connection, "agent")
     base = connection.base_url.replace("ws", "http", 1).rstrip("/")  # ws:// -> http://
     await _answer(
-        connection, ref, connection.sb.routing.actions.accept, frame.get("offer_id"), base
+        connection, ref, connection.services.routing.actions.accept, frame.get("offer_id"), base
     )
 
 
 async def on_reject(connection, frame: dict, ref) -> None:
     _require(connection, "agent")
-    await _answer(connection, ref, connection.sb.routing.actions.reject, frame.get("offer_id"))
+    await _answer(
+        connection, ref, connection.services.routing.actions.reject, frame.get("offer_id")
+    )
 
 
 async def _answer(connection, ref, action, *args) -> None:
     try:
         row = await action(connection.principal, *args)
-    except ApiError as error:
+    except Refused as error:
         frame = {"type": "error", "ref": ref, "code": error.code, "message": error.message}
         if "conversation" in error.extra:
             frame["conversation"] = error.extra["conversation"]
@@ -47,7 +49,7 @@ async def _answer(connection, ref, action, *args) -> None:
 async def on_presence(connection, frame: dict, ref) -> None:
     _require(connection, "agent")
     principal = connection.principal
-    result = await connection.sb.routing.presence.set(
+    result = await connection.services.routing.presence.set(
         principal.tenant, principal.user, frame.get("presence")
     )
     connection.reply({"type": "ok", "ref": ref, **result})
@@ -56,7 +58,11 @@ async def on_presence(connection, frame: dict, ref) -> None:
 async def on_transfer(connection, frame: dict, ref) -> None:
     body = {key: frame[key] for key in ("team", "agent_id") if key in frame}
     await _answer(
-        connection, ref, connection.sb.routing.actions.transfer, frame.get("conversation_id"), body
+        connection,
+        ref,
+        connection.services.routing.actions.transfer,
+        frame.get("conversation_id"),
+        body,
     )
 
 
@@ -68,7 +74,7 @@ async def on_subscribe_wallboard(connection, frame: dict, ref) -> None:
         wallboard_filter(frame.get("teams"), "teams"),
         wallboard_filter(frame.get("channels"), "channels"),
     )
-    wallboard = connection.sb.routing.wallboard
+    wallboard = connection.services.routing.wallboard
     await wallboard.send(sub, ref)
     wallboard.subscribe(sub)
 

@@ -30,13 +30,15 @@ from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 from server.core.auth import InvalidToken, Principal, verify_token
-from server.edge.api import actions as api_actions
-from server.edge.http import ApiError
+from server.core.errors import Refused
+from server.edge.ws import actions as ws_actions
 from server.edge.ws import agent as ws_agent
-from server.live import views
+from server.live import saved_views
+from server.live.definitions import DEFINITION_FIELDS, agent_scope, definition_of, parse_definition
 from server.live.filters import ViewQuery
 from server.live.windows import Subscription
 from server.wire.frames import JSON, MSGPACK, encode
+from server.wire.rows import project
 
 log = logging.getLogger("switchboard.ws")
 
@@ -192,19 +194,25 @@ class Connection:
         "format",
         "principal",
         "queries",
-        "sb",
         "send_asgi",
+        "services",
         "subscriptions",
     )
 
     def __init__(
-        self, send_asgi, principal: Principal, format: str, sb, raw: RawSocket | None, base_url: str
+        self,
+        send_asgi,
+        principal: Principal,
+        format: str,
+        services,
+        raw: RawSocket | None,
+        base_url: str,
     ):
         self.send_asgi = send_asgi  # the server's ASGI send, for what RawSocket cannot do
         self.base_url = base_url  # where the client reached us: callback URLs of initiate
         self.principal = principal
         self.format = format
-        self.sb = sb
+        self.services = services
         self.subscriptions: dict[str, Subscription] = {}
         self.queries: dict[str, tuple[str, ViewQuery, Any]] = {}
         self._raw = raw
@@ -311,7 +319,7 @@ class Connection:
         sub = self.subscriptions.pop(sub_id, None)
         self.queries.pop(sub_id, None)
         if sub is not None:
-            self.sb.live.unsubscribe(sub)
+            self.services.live.unsubscribe(sub)
 
     def end_all(self) -> None:
         for sub_id in list(self.subscriptions):
@@ -362,7 +370,7 @@ class Connection:
             return
         try:
             await handler(self, frame, ref)
-        except ApiError as error:
+        except Refused as error:
             self.reply({"type": "error", "ref": ref, "code": error.code, "message": error.message})
 
 
@@ -380,40 +388,38 @@ def _is_unicode(value: Any) -> bool:
 
 def _require(connection: Connection, *roles: str) -> None:
     if connection.principal.role not in roles:
-        raise ApiError(403, "forbidden", f"role {connection.principal.role!r} may not do this")
+        raise Refused("forbidden", f"role {connection.principal.role!r} may not do this")
 
 
 def _limit(frame: dict, default: int, minimum: int) -> int:
     limit = frame.get("limit", default)
     if isinstance(limit, bool) or not isinstance(limit, int) or not minimum <= limit <= MAX_LIMIT:
-        raise ApiError(
-            422, "invalid_field", f"limit: must be an integer from {minimum} to {MAX_LIMIT}"
-        )
+        raise Refused("invalid_field", f"limit: must be an integer from {minimum} to {MAX_LIMIT}")
     return limit
 
 
 async def on_subscribe(connection: Connection, frame: dict, ref) -> None:
     _require(connection, *VIEW_ROLES)
-    sb, principal = connection.sb, connection.principal
-    tz = await sb.tenant_zone(principal.tenant)
+    services, principal = connection.services, connection.principal
+    tz = await services.tenants.zone(principal.tenant)
     view = frame.get("view")
     if isinstance(view, str):
-        async with sb.db.read() as conn:
-            row = await views.load_view(conn, principal, view)
-        definition = views.definition_of(row)
+        async with services.db.read() as conn:
+            row = await saved_views.load_view(conn, principal, view)
+        definition = definition_of(row)
     elif isinstance(view, dict):
-        extra = sorted(set(view) - views.DEFINITION_FIELDS - {"name", "visibility", "id"})
+        extra = sorted(set(view) - DEFINITION_FIELDS - {"name", "visibility", "id"})
         if extra:
-            raise ApiError(422, "invalid_view", f"{extra[0]}: unknown field")
-        definition = views.parse_definition(view, tz)
+            raise Refused("invalid_view", f"{extra[0]}: unknown field")
+        definition = parse_definition(view, tz)
     else:
-        raise ApiError(
-            422, "invalid_field", "view: must be a saved view's id or an inline definition object"
+        raise Refused(
+            "invalid_field", "view: must be a saved view's id or an inline definition object"
         )
     limit = _limit(frame, DEFAULT_LIMIT, 0)
-    query = definition.compile(tz, views.agent_scope(principal))
-    sub = sb.live.new_subscription(connection, principal.tenant, definition.columns)
-    rows, total = await sb.live.subscribe(sub, definition.key, query, limit)
+    query = definition.compile(tz, agent_scope(principal))
+    sub = services.live.new_subscription(connection, principal.tenant, definition.columns)
+    rows, total = await services.live.subscribe(sub, definition.key, query, limit)
     connection.subscriptions[sub.id] = sub
     connection.queries[sub.id] = (definition.key, query, tz)
     connection.reply(
@@ -423,7 +429,7 @@ async def on_subscribe(connection: Connection, frame: dict, ref) -> None:
             "sub": sub.id,
             "view": view,
             "columns": list(definition.columns),
-            "rows": [views.project(row, definition.columns, query, tz) for row in rows],
+            "rows": [project(row, definition.columns, query.sort_fields, tz) for row in rows],
             "total": total,
             "seq": 0,
         }
@@ -440,21 +446,21 @@ def _subscription_id(frame: dict):
 async def on_fetch(connection: Connection, frame: dict, ref) -> None:
     sub = connection.subscriptions.get(_subscription_id(frame))
     if sub is None:
-        raise ApiError(404, "unknown_subscription", f"no subscription {frame.get('sub')!r}")
+        raise Refused("unknown_subscription", f"no subscription {frame.get('sub')!r}")
     limit = _limit(frame, DEFAULT_LIMIT, 1)
     _, query, tz = connection.queries[sub.id]
-    page, catch_up = await connection.sb.live.fetch(sub, limit)
+    page, catch_up = await connection.services.live.fetch(sub, limit)
     connection.reply(
         {
             "type": "page",
             "ref": ref,
             "sub": sub.id,
             "seq": sub.seq,
-            "rows": [views.project(row, sub.columns, query, tz) for row in page],
+            "rows": [project(row, sub.columns, query.sort_fields, tz) for row in page],
         }
     )
     if catch_up is not None:
-        connection.sb.live.send_delta(
+        connection.services.live.send_delta(
             [sub], catch_up["upserts"], catch_up["removes"], catch_up["total"], query, tz
         )
 
@@ -462,7 +468,7 @@ async def on_fetch(connection: Connection, frame: dict, ref) -> None:
 async def on_unsubscribe(connection: Connection, frame: dict, ref) -> None:
     sub_id = _subscription_id(frame)
     if sub_id not in connection.subscriptions:
-        raise ApiError(404, "unknown_subscription", f"no subscription {sub_id!r}")
+        raise Refused("unknown_subscription", f"no subscription {sub_id!r}")
     connection._end_subscription(sub_id)
     if ref is not None:
         connection.reply({"type": "ok", "ref": ref})
@@ -479,7 +485,7 @@ HANDLERS = {
     "ping": on_ping,
     **ws_agent.HANDLERS,  # routing: popups, offers, presence, transfer, wallboard
 }
-HANDLERS.update(api_actions.WS_HANDLERS)  # channel actions: initiate, send_message, hangup
+HANDLERS.update(ws_actions.HANDLERS)  # a conversation's actions: initiate, send_message, hangup
 
 
 # --- the endpoint ------------------------------------------------------------------------------
@@ -507,8 +513,8 @@ def _token(websocket: WebSocket) -> str | None:
 
 async def _accept(websocket: WebSocket) -> tuple[Principal, str] | None:
     """Judge the handshake; accept it (principal and format) or refuse it (None)."""
-    sb = websocket.app.state.sb
-    settings = sb.settings
+    services = websocket.app.state.services
+    settings = services.settings
     if not _origin_allowed(websocket, settings.allowed_origins, settings.public_url):
         await websocket.send_denial_response(
             JSONResponse({"error": {"code": "forbidden", "message": "origin not allowed"}}, 403)
@@ -518,10 +524,10 @@ async def _accept(websocket: WebSocket) -> tuple[Principal, str] | None:
     try:
         if token is None:
             raise InvalidToken("a token is required (Authorization: Bearer, or ?token=)")
-        principal = verify_token(settings.secret, token, sb.clock)
-        await sb.tenant_zone(principal.tenant)
-    except (InvalidToken, ApiError) as exc:
-        status = exc.status if isinstance(exc, ApiError) else 401
+        principal = verify_token(settings.secret, token, services.clock)
+        await services.tenants.zone(principal.tenant)
+    except (InvalidToken, Refused) as exc:
+        status = exc.status if isinstance(exc, Refused) else 401
         await websocket.send_denial_response(
             JSONResponse(
                 {
@@ -548,16 +554,16 @@ async def endpoint(scope, receive, send) -> None:
     if accepted is None:
         return
     principal, format = accepted
-    sb = scope["app"].state.sb
+    services = scope["app"].state.services
     base_url = sys.intern(str(websocket.base_url))  # one string for all its connections
     del websocket
     raw = RawSocket.of(send, text=format == JSON)
     if raw is not None:
         raw.release_handshake(scope)
-    connection = Connection(send, principal, format, sb, raw, base_url)
-    await sb.routing.opened(connection)  # an agent's popups and presence
+    connection = Connection(send, principal, format, services, raw, base_url)
+    await services.routing.opened(connection)  # an agent's popups and presence
     expiry = asyncio.get_running_loop().call_later(
-        max(0.0, (principal.expires_at - sb.clock.now()).total_seconds()),
+        max(0.0, (principal.expires_at - services.clock.now()).total_seconds()),
         connection.close,
         CLOSE_TOKEN_EXPIRED,
         "token expired",
@@ -583,5 +589,5 @@ async def endpoint(scope, receive, send) -> None:
         expiry.cancel()
         connection.end_all()
         with contextlib.suppress(Exception):
-            await sb.routing.closed(connection)
+            await services.routing.closed(connection)
         await connection.finish()

@@ -1,0 +1,138 @@
+"""View definitions: what a view is (filters, columns, sort), validated once when it
+is saved or subscribed to inline (422 `invalid_view`/`invalid_field` naming what is
+wrong), and compiled into a ViewQuery (server/live/filters.py) for the caller's scope.
+
+A view is `{"id", "name", "filters", "columns", "sort", "visibility"}`. Private views
+belong to the user who made them; `tenant` views are shared with the tenant (every
+supervisor may read them, and agents too, seeing only their own conversations in
+them). Only the owner or an admin changes or deletes a view.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from server.core.errors import Refused
+from server.core.text import storable
+from server.live.filters import ViewQuery, compile_view
+from server.wire.rows import COLUMNS
+
+DEFAULT_COLUMNS = (
+    "id",
+    "customer_name",
+    "created_date",
+    "created_time",
+    "agent_name",
+    "team",
+    "channel",
+    "status",
+    "state",
+)
+DEFINITION_FIELDS = {"filters", "columns", "sort"}
+VIEW_FIELDS = {"name", "visibility", *DEFINITION_FIELDS}
+VISIBILITIES = ("private", "tenant")
+MAX_NAME = 200
+
+
+@dataclass(frozen=True)
+class Definition:
+    """What a subscription needs of a view: filters, sort and the columns shown."""
+
+    filters: list
+    columns: tuple[str, ...]
+    sort: list
+
+    @property
+    def key(self) -> str:
+        """Views with the same filters and sort hold the same rows, whatever columns."""
+        return json.dumps([self.filters, self.sort], sort_keys=True, separators=(",", ":"))
+
+    def compile(self, tz, agent: str | None = None) -> ViewQuery:
+        return compile_view(self.filters, self.sort, tz, agent)
+
+
+def parse_definition(body: dict, tz) -> Definition:
+    """Validate filters, columns and sort (422 naming what is wrong)."""
+    filters = body.get("filters") or []
+    sort = body.get("sort") or []
+    compile_view(filters, sort, tz)  # validates; raises Refused 422
+    columns = body.get("columns")
+    if columns is None:
+        columns = list(DEFAULT_COLUMNS)
+    if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
+        raise Refused("invalid_view", "columns: must be a list of column names", field="columns")
+    for column in columns:
+        if column not in COLUMNS:
+            raise Refused(
+                "invalid_view",
+                f"columns: unknown column {column!r}; columns: {', '.join(COLUMNS)}",
+                field="columns",
+            )
+    ordered = ["id", *dict.fromkeys(c for c in columns if c != "id")]  # id always first
+    return Definition(list(filters), tuple(ordered), list(sort))
+
+
+def view_wire(row: dict) -> dict:
+    return {
+        "id": row["id"],
+        "name": row["name"],
+        "visibility": row["visibility"],
+        "owner": row["owner"],
+        "filters": row["filters"],
+        "columns": row["columns"],
+        "sort": row["sort"],
+    }
+
+
+def definition_of(row: dict) -> Definition:
+    return Definition(row["filters"], tuple(row["columns"]), row["sort"])
+
+
+def agent_scope(principal) -> str | None:
+    return principal.user if principal.role == "agent" else None
+
+
+def new_view_values(body: dict, tz) -> dict:
+    """The stored columns of a new view, validated as POST /api/v1/views does (422)."""
+    return _validated(body, tz, given=body)
+
+
+def edited_view_values(row: dict, body: dict, tz) -> dict:
+    """The stored columns after a PATCH of `body` over the view `row` (422)."""
+    return _validated({**_editable(row), **body}, tz, given=body)
+
+
+def _validated(body: dict, tz, given: dict) -> dict:
+    """`body`'s view, valid as a whole; `given`: what the request itself sent (only
+    its fields can be unknown)."""
+    extra = sorted(set(given) - VIEW_FIELDS)
+    if extra:
+        raise Refused("invalid_view", f"{extra[0]}: unknown field", field=extra[0])
+    name = body.get("name")
+    if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME or not storable(name):
+        raise Refused(
+            "invalid_view",
+            f"name: must be a non-empty string of at most {MAX_NAME} characters, without NUL",
+            field="name",
+        )
+    visibility = body.get("visibility", "private")
+    if visibility not in VISIBILITIES:
+        raise Refused("invalid_view", "visibility: must be private or tenant", field="visibility")
+    definition = parse_definition(body, tz)
+    return {
+        "name": name,
+        "visibility": visibility,
+        "filters": definition.filters,
+        "columns": list(definition.columns),
+        "sort": definition.sort,
+    }
+
+
+def _editable(row: dict) -> dict:
+    return {name: row[name] for name in VIEW_FIELDS}
+
+
+def require_owner(principal, row: dict) -> None:
+    if row["owner"] != principal.user and principal.role != "admin":
+        raise Refused("forbidden", "only the view's owner or an admin may change it")
