@@ -45,9 +45,8 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-async def read_body(request: Request, limit: int) -> Any:
-    """The decoded body; 413 before reading more than `limit` bytes, 400 when it is not
-    JSON (or msgpack, by Content-Type)."""
+async def read_bytes(request: Request, limit: int) -> bytes:
+    """The raw body; 413 before reading more than `limit` bytes."""
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():
@@ -60,7 +59,13 @@ async def read_body(request: Request, limit: int) -> Any:
         if size > limit:
             raise Refused("too_large", f"the body is larger than {limit} bytes")
         chunks.append(chunk)
-    raw = b"".join(chunks)
+    return b"".join(chunks)
+
+
+async def read_body(request: Request, limit: int) -> Any:
+    """The decoded body; 413 before reading more than `limit` bytes, 400 when it is not
+    JSON (or msgpack, by Content-Type)."""
+    raw = await read_bytes(request, limit)
     if MSGPACK in request.headers.get("content-type", ""):
         try:
             return msgpack.unpackb(raw, timestamp=3, strict_map_key=False)

@@ -282,7 +282,7 @@ views = Table(
 )
 
 
-# --- channels (issue 8): providers, provider call references, initiate requests ---------
+# --- channels: providers, provider call references, initiate requests ---------
 # Migration 0005_channels.
 
 # One provider account of a tenant (api.md PUT /api/v1/providers/{provider}). Each
@@ -348,7 +348,7 @@ initiate_requests = Table(
     Index("ix_initiate_requests_user", "tenant_id", "user_id", "created_at"),
 )
 
-# --- routing (issue 7: migration 0006) -----------------------------------------------------
+# --- routing (migration 0006) ----------------------------------------------------------------
 
 # Durable timers: offer expiry, queue timeout, wrap-up timeout, reply timeout and the
 # presence grace. `key` names what the timer is for (one per purpose and conversation

@@ -15,7 +15,7 @@ from starlette.responses import Response
 
 from channels.base import PayloadError, ProviderError, SignatureError, WebhookRequest
 from server.core.errors import Refused
-from server.edge.http import base_url
+from server.edge.http import base_url, read_bytes
 from server.providers.registry import CAPABILITIES
 from server.storage import repository as repo
 
@@ -39,7 +39,7 @@ async def webhook(request: Request):
     config = await services.provider_configs.config(tenant, provider)
     if config is None:
         raise Refused("not_found", f"{provider} is not configured for this tenant")
-    body = await _raw_body(request, services.settings.max_body_bytes)
+    body = await read_bytes(request, services.settings.max_body_bytes)
     signed = WebhookRequest(
         request.method, _called_url(request, services), dict(request.headers), body
     )
@@ -77,16 +77,3 @@ def _called_url(request: Request, services) -> str:
         return str(request.url)
     query = request.url.query
     return public + request.url.path + (f"?{query}" if query else "")
-
-
-async def _raw_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise Refused("too_large", f"the body is larger than {limit} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise Refused("too_large", f"the body is larger than {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
