@@ -1,5 +1,5 @@
 """Hypothesis: a view's SQL form and its in-memory form give the same rows in the same
-order, on SQLite and on PostgreSQL (issue 4, item 2).
+order, on SQLite and on PostgreSQL.
 
 For random stored conversations and random views (0-4 filters over every field and
 operator, random sort, sometimes an agent scope), checks that

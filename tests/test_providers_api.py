@@ -134,7 +134,7 @@ async def credentials_set(api, tenant: str = "acme") -> bool:
 
 async def opened_credentials(api, tenant: str = "acme") -> dict | None:
     """The twilio credentials the server opens for its adapter."""
-    (config,) = [c for c in await api.services.provider_configs.configs(tenant) if c.name == "twilio"]
+    config = await api.services.provider_configs.config(tenant, "twilio")
     return config.credentials
 
 

@@ -65,7 +65,7 @@ ACCESS: dict[tuple[str, str], frozenset] = {
     ("POST", "/api/v1/offers/{offer_id}/reject"): frozenset({"agent"}),
     ("POST", "/api/v1/conversations/{conversation_id}/transfer"): READERS,
     ("GET", "/api/v1/wallboard"): frozenset({"wallboard", "supervisor", "admin"}),
-    # The pages (issue 9): the HTML needs no token; what they ask of the server does.
+    # The pages: the HTML needs no token; what they ask of the server does.
     **{
         ("GET", page): PUBLIC
         for page in (
