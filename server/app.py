@@ -28,14 +28,14 @@ from server.edge.api import events as api_events
 from server.edge.api import routing as api_routing
 from server.edge.http import ApiError, authenticate, error_body, error_response, respond
 from server.edge.ws import connection as ws
-from server.ingest.pipeline import DatabaseUnavailable
+from server.ingest.pipeline import DatabaseUnavailable, Ingest
 from server.live import views
 from server.live.catchup import CatchUp
 from server.live.windows import LiveViews
 from server.openapi.document import openapi_document
 from server.providers import webchat
 from server.routing.service import Routing
-from server.routing.timers import TimedIngest
+from server.routing.timers import TimerArming
 from server.storage import repository as repo
 from server.storage.db import Database, is_unavailable
 
@@ -50,7 +50,9 @@ class Switchboard:
         self.clock = clock
         self.db = Database(settings.database_url)
         self.bus = bus_from_url(settings.bus_url, settings.bus_prefix)
-        self.ingest = TimedIngest(self.db, self.bus, clock)  # ingest that arms durable timers
+        # Every ingest records, with the rows it commits, the offers and timers they call for.
+        arming = TimerArming(self.db)
+        self.ingest = Ingest(self.db, self.bus, clock, alongside=(arming,))
         self.live = LiveViews(self.db, self.bus, clock, self.tenant_zone, settings.push_interval_s)
         self.catchup = CatchUp(self.db, self.live, self.bus)
         self.routing = Routing(
@@ -61,6 +63,7 @@ class Switchboard:
             self.tenant_zone,
             settings.presence_grace_s,
             settings.presence_heartbeat_s,
+            arming=arming,
         )
         self._zones: dict[str, ZoneInfo] = {}
         channel_routes.attach(self)  # providers, the sandbox, recordings (issue 8)

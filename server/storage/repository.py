@@ -162,8 +162,9 @@ class IngestRows:
     statuses: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     tickets: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     recordings: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-    # What the changed rows call for (server/timers.py): durable timers armed (one row
-    # per key) and disarmed (tenant_id, key; never a key armed here), offers made.
+    # What ingest's Alongside recorders add (server/routing/timers.py): durable timers
+    # armed (one row per key) and disarmed (tenant_id, key; never a key armed here),
+    # offers made.
     timers: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     disarmed_timers: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     offers: list[dict[str, Any]] = dataclasses.field(default_factory=list)
