@@ -1,52 +1,62 @@
 """What the router keeps in memory for a tenant it routes: the conversations it may
 decide on (arrivals, queues) and the load they put on agents.
 
+Owns: which conversations the router keeps (the routable ones, and those holding an
+agent, in the machine's groups), their order (arrivals by creation, queues by
+`queued_at`), queue lengths and agents' loads. Each is kept as the machine's
+`Conversation`, so that the router decides by applying candidate events to it.
+
 Held only by the process that owns the tenant's routing (router.py) and built from
 the database when it takes the tenant; then it follows the conversation rows on the
-bus and the router's own applied decisions. Every change is an image of a whole row
-with its version, applied only when newer than the one known, so news that arrives
-twice or out of order (the router's own commit, then its bus message; several
-publishers) changes nothing the second time.
+bus and the router's own decisions (the conversations the machine made of them, kept
+tentatively until their commit). Every change is a whole conversation with its
+version, applied only when newer than the one known, so news that arrives twice or
+out of order (the router's own commit, then its bus message; several publishers)
+changes nothing the second time.
 """
 
 from __future__ import annotations
 
 import bisect
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from server.routing import repository as rr
 from server.routing.presence import EPOCH
+from server.routing.repository import KEPT
+from server.storage.repository import conversation_from_row
+from state_machine import WAITING_STATUSES, Conversation, Status
 
-# Statuses the router decides on or that put load on an agent; `new` only incoming.
-KEPT = ("new", "queued", "offered", "active", "wrap_up")
 GONE_KEPT = 50_000  # versions of rows that left, remembered against late news
 
 
 @dataclass(slots=True)
 class Entry:
-    id: str
-    version: int
-    status: str
-    team: str | None
-    channel: str
-    contact: str
-    created_at: datetime
-    queued_at: datetime | None
-    updated_at: datetime
+    conversation: Conversation
+    updated_at: datetime  # when its row was written (or the router decided on it)
     holder: tuple[str, str] | None  # (agent, call or chat) it keeps busy
 
     @property
-    def kind(self) -> str:
-        return rr.load_kind(self.channel)
+    def id(self) -> str:
+        return self.conversation.id
+
+    @property
+    def version(self) -> int:
+        return self.conversation.version
 
 
-def kept(row: dict) -> bool:
-    status = row["status"]
-    if status == "new":
-        return row["direction"] == "incoming"
+def keeps(status: str, direction: str) -> bool:
+    """Whether the router keeps a conversation in `status` going in `direction`."""
+    if status == Status.NEW:
+        return direction == "incoming"
     return status in KEPT
+
+
+def kept(row: Mapping[str, Any]) -> bool:
+    return keeps(row["status"], row["direction"])
 
 
 class TenantState:
@@ -55,92 +65,89 @@ class TenantState:
         self.gone: OrderedDict[str, int] = OrderedDict()  # id -> last version, bounded
         self.arrivals: list[tuple[datetime, str]] = []  # new, oldest first
         self.queues: dict[str, list[tuple[datetime, str]]] = {}  # team -> queued, oldest first
-        self.lengths: dict[str, int] = {}  # team -> queued or offered
+        self.lengths: dict[str, int] = {}  # team -> how many waiting (queued or offered)
         self.loads: dict[str, dict[str, int]] = {}  # agent -> {"call": n, "chat": n}
-        self.tally: dict[str, list[int]] = {s: [0, 0] for s in KEPT}  # status -> count, sum(v)
         # Rows the router has decided on whose submission is still in flight (their
-        # entries are the images the decisions will make): no pass decides on them.
+        # entries are what the machine made of the decisions): no pass decides on them.
         self.tentative: set[str] = set()
         self.waited = False  # a pass passed over a tentative row: pass again after it
 
-    def apply(self, row: dict, force: bool = False) -> None:
-        """A row's image (bus news, a database read, or the router's decision); `force`:
-        even if not newer (the database's row, replacing a decision it refused)."""
-        cid, version = row["id"], row["version"]
+    def apply(self, row: Mapping[str, Any], force: bool = False) -> None:
+        """A stored row (bus news or a database read); `force`: even if not newer (the
+        database's row, replacing a decision it refused)."""
+        if self._newer(row["id"], row["version"], force):
+            if kept(row):
+                self._add(Entry(conversation_from_row(row), row["updated_at"], rr.holder(row)))
+            else:
+                self._leave(row["id"], row["version"])
+
+    def decided(self, conversation: Conversation, at: datetime) -> None:
+        """What the machine makes of one of the router's decisions, before its commit."""
+        cid = conversation.id
+        if self._newer(cid, conversation.version, False):
+            c = conversation
+            if keeps(c.status, c.direction):
+                holder = rr.held_by(c.status, c.offer_agent_id, c.agent_id, c.channel)
+                self._add(Entry(c, at, holder))
+            else:
+                self._leave(cid, conversation.version)
+
+    def queue(self, team: str) -> list[Conversation]:
+        return [self.entries[cid].conversation for _, cid in self.queues.get(team, ())]
+
+    def oldest_arrivals(self, limit: int) -> list[Conversation]:
+        return [self.entries[cid].conversation for _, cid in self.arrivals[:limit]]
+
+    def _newer(self, cid: str, version: int, force: bool) -> bool:
+        """Whether `version` of `cid` is news; if so its known entry is taken out."""
         known = self.entries.get(cid)
         if known is not None:
-            if known.version >= version and not force:
-                return
+            if known.conversation.version >= version and not force:
+                return False
             self._remove(known)
         elif self.gone.get(cid, -1) >= version and not force:
-            return
-        if kept(row):
-            self.gone.pop(cid, None)
-            self._add(
-                Entry(
-                    cid,
-                    version,
-                    row["status"],
-                    row["team"],
-                    row["channel"],
-                    row["contact"],
-                    row["created_at"],
-                    row["queued_at"],
-                    row["updated_at"],
-                    rr.holder(row),
-                )
-            )
-        else:
-            self.gone[cid] = version
-            self.gone.move_to_end(cid)
-            if len(self.gone) > GONE_KEPT:
-                self.gone.popitem(last=False)
+            return False
+        return True
 
-    def queue(self, team: str) -> list[Entry]:
-        return [self.entries[cid] for _, cid in self.queues.get(team, ())]
-
-    def oldest_arrivals(self, limit: int) -> list[Entry]:
-        return [self.entries[cid] for _, cid in self.arrivals[:limit]]
-
-    def digest(self) -> dict[str, tuple[int, int]]:
-        """Per status, how many rows and the sum of their versions (compared with the
-        database's, routing_repo.router_digest)."""
-        return {status: (count, total) for status, (count, total) in self.tally.items() if count}
+    def _leave(self, cid: str, version: int) -> None:
+        self.gone[cid] = version
+        self.gone.move_to_end(cid)
+        if len(self.gone) > GONE_KEPT:
+            self.gone.popitem(last=False)
 
     def _add(self, entry: Entry) -> None:
-        self.entries[entry.id] = entry
-        tally = self.tally[entry.status]
-        tally[0] += 1
-        tally[1] += entry.version
-        if entry.status == "new":
-            bisect.insort(self.arrivals, (entry.created_at, entry.id))
-        elif entry.status == "queued":
-            bisect.insort(self.queues.setdefault(entry.team, []), _queue_key(entry))
-        if entry.status in ("queued", "offered"):
-            self.lengths[entry.team] = self.lengths.get(entry.team, 0) + 1
+        conversation = entry.conversation
+        self.gone.pop(conversation.id, None)
+        self.entries[conversation.id] = entry
+        status = conversation.status
+        if status == Status.NEW:
+            bisect.insort(self.arrivals, (conversation.created_at, conversation.id))
+        elif status == Status.QUEUED:
+            bisect.insort(self.queues.setdefault(conversation.team, []), _queue_key(conversation))
+        if status in WAITING_STATUSES:
+            self.lengths[conversation.team] = self.lengths.get(conversation.team, 0) + 1
         if entry.holder is not None:
             agent, kind = entry.holder
             load = self.loads.setdefault(agent, {"call": 0, "chat": 0})
             load[kind] += 1
 
     def _remove(self, entry: Entry) -> None:
-        del self.entries[entry.id]
-        tally = self.tally[entry.status]
-        tally[0] -= 1
-        tally[1] -= entry.version
-        if entry.status == "new":
-            _discard(self.arrivals, (entry.created_at, entry.id))
-        elif entry.status == "queued":
-            _discard(self.queues[entry.team], _queue_key(entry))
-        if entry.status in ("queued", "offered"):
-            self.lengths[entry.team] -= 1
+        conversation = entry.conversation
+        del self.entries[conversation.id]
+        status = conversation.status
+        if status == Status.NEW:
+            _discard(self.arrivals, (conversation.created_at, conversation.id))
+        elif status == Status.QUEUED:
+            _discard(self.queues[conversation.team], _queue_key(conversation))
+        if status in WAITING_STATUSES:
+            self.lengths[conversation.team] -= 1
         if entry.holder is not None:
             agent, kind = entry.holder
             self.loads[agent][kind] -= 1
 
 
-def _queue_key(entry: Entry) -> tuple[datetime, str]:
-    return (entry.queued_at or EPOCH, entry.id)
+def _queue_key(conversation: Conversation) -> tuple[datetime, str]:
+    return (conversation.queued_at or EPOCH, conversation.id)
 
 
 def _discard(keys: list, key) -> None:
