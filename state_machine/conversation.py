@@ -1,4 +1,6 @@
-"""The conversation as the machine sees it, and the effects a transition asks for."""
+"""The conversation as the machine sees it, the effects a transition asks for, and the
+groups of statuses and states the server asks about (which are live, waiting, holding
+an agent, answered...), so that no server module lists them itself."""
 
 from __future__ import annotations
 

@@ -1,6 +1,10 @@
 """The routing services of one process, fed by one bus subscription: agents' board,
 presence, the router, popups, the wallboard, durable timers and agents' actions.
 
+Owns: building them and feeding them the bus; the decisions' own writer (an `Ingest`
+recording with the same `TimerArming` as the process's, whose cache settings news
+clears).
+
 Besides conversation rows, routing puts two kinds of news on the bus, both with an
 empty `rows` list so that live views pass over them: `presence` (an agent's presence
 changed) and `settings` (a tenant's teams or agents changed: reload what depends on
