@@ -46,7 +46,7 @@ from server.core.clock import Clock
 from server.ingest.pipeline import DatabaseUnavailable, Ingest
 from server.routing import repository as rr
 from server.routing.presence import AgentBoard, AgentState
-from server.routing.router_state import TenantState, kept
+from server.routing.router_state import Entry, TenantState, kept
 from server.storage import repository as repo
 from server.storage.db import Database
 from server.storage.repository import get_tenant, lock_key
@@ -469,16 +469,16 @@ class Router:
             decided.append(applied)
             return applied.conversation
 
-        fresh: dict[str, list[Conversation]] = {}  # still routable after this pass, by team
+        fresh: dict[str, list[Entry]] = {}  # still routable after this pass, by team
         lengths = dict(state.lengths)
         arrivals = state.oldest_arrivals(MAX_ARRIVALS)
-        if any(c.id in state.tentative for c in arrivals):
+        if any(e.id in state.tentative for e in arrivals):
             state.waited = True
-            arrivals = [c for c in arrivals if c.id not in state.tentative]
+            arrivals = [e for e in arrivals if e.id not in state.tentative]
         if arrivals:
             logged_in = {t for a in agents.values() if a.presence != "offline" for t in a.teams}
-        for conversation in arrivals:
-            team = conversation.team
+        for entry in arrivals:
+            team = entry.team
             if team is None:
                 decision = ("routing.assignment_failed", {"reason": "no_team"})
             else:
@@ -491,11 +491,11 @@ class Router:
                     decision = ("routing.enqueue_failed", {"team": team, "reason": "queue_full"})
                 else:
                     decision = ("routing.enqueued", {"team": team})
-            after = decide(conversation, *decision)
+            after = decide(entry.conversation, *decision)
             if after is not None and after.status in WAITING_STATUSES:
                 lengths[after.team] = lengths.get(after.team, 0) + 1
             if after is not None and after.status in ROUTABLE_STATUSES:
-                fresh.setdefault(after.team, []).append(after)
+                fresh.setdefault(after.team, []).append(Entry.of(after, now))
         # Agents with room, as copies: a pass's offers add to their load. (Passes come
         # one per presence change in a burst: the agents without room cost a test.)
         free = {}
@@ -527,11 +527,11 @@ class Router:
             setting = teams.get(team) or rr.TEAM_DEFAULTS
             expires = instant(now + timedelta(seconds=setting["offer_timeout_s"]))
             full: set[str] = set()  # kinds nobody left can take
-            for conversation in _waiting(state, team, fresh.get(team, ())):
-                if conversation.id in state.tentative:
+            for entry in _waiting(state, team, fresh.get(team, ())):
+                if entry.id in state.tentative:
                     state.waited = True  # decided on by a submission in flight
                     continue
-                kind = rr.load_kind(conversation.channel)
+                kind = rr.load_kind(entry.channel)
                 if kind in full:
                     continue
                 agent = _idle_longest(order, kind)
@@ -540,9 +540,9 @@ class Router:
                     if len(full) == 2:
                         break
                     continue
-                offer_id = offer_id_for(tenant, conversation.id, conversation.version)
+                offer_id = offer_id_for(tenant, entry.id, entry.version)
                 data = {"agent_id": agent.id, "offer_id": offer_id, "expires_at": expires}
-                if decide(conversation, "routing.offered", data) is None:
+                if decide(entry.conversation, "routing.offered", data) is None:
                     order.append(agent)  # not offered: still free, at the back
                     continue
                 agent.load[kind] += 1
@@ -554,10 +554,10 @@ class Router:
         return events, decided, len(arrivals)
 
 
-def _waiting(state: TenantState, team: str, fresh: list[Conversation]):
+def _waiting(state: TenantState, team: str, fresh: list[Entry]):
     """A team's queue, oldest first, then the conversations enqueued in this pass."""
     for _, cid in state.queues.get(team, ()):
-        yield state.entries[cid].conversation
+        yield state.entries[cid]
     yield from fresh
 
 
