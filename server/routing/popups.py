@@ -9,13 +9,12 @@ Every process hears every committed change on the bus; the one holding an agent'
 connections sends that agent's frames. An offer started means `popup` (customer, the
 contact's recent conversations and tickets, `expires_at`, from the row as committed);
 an offer ended means `popup_closed` with the machine's reason (`accepted`,
-`rejected`, `expired`, a bridged call's `agent_busy`, `agent_no_answer` or
-`agent_failed`, or `cancelled` when a drop, a timeout or a transfer ended it). An
-offer started and ended within one commit shows nothing. Each agent's frames are built
-in the order the changes came (one lane per agent), so an offer's popup always goes
-before its popup_closed; agents' lanes do not wait for each other. A popup_closed
-needs no read; the popups' reads run without a transaction (one round trip each, no
-BEGIN and ROLLBACK).
+`rejected`, `expired`, or `cancelled` when a drop, a timeout or a transfer ended it).
+An offer started and ended within one commit shows nothing. Each agent's frames are
+built in the order the changes came (one lane per agent), so an offer's popup always
+goes before its popup_closed; agents' lanes do not wait for each other. A
+popup_closed needs no read; the popups' reads run without a transaction (one round
+trip each, no BEGIN and ROLLBACK).
 
 The router of this process announces the offers it is about to submit (`prefetch`):
 for an agent connected here, the popup's history and tickets are read while the offer
