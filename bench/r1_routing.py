@@ -1,6 +1,6 @@
 """R1, routing: decisions per second and offer latency (the commit of the event that
 made an offer possible -> the popup at the agent's websocket) with 500 agents and
-5,000 queued conversations, one server process on PostgreSQL (issue 7).
+5,000 queued conversations, one server process on PostgreSQL.
 
 Per run, a fresh database and server (`routing: builtin`), one team, N agents logged
 in but `away`, Q conversations posted and queued by the router. Each agent holds a

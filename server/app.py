@@ -34,7 +34,7 @@ from server.providers.sandbox import Sandboxes
 from server.providers.sealing import Sealer
 from server.providers.webchat import WebChat
 from server.routing.service import Routing
-from server.routing.timers import TimedIngest
+from server.routing.timers import TimerArming
 from server.storage.db import Database
 from server.tenants.settings import TenantSettings
 from server.tenants.zones import TenantZones
@@ -89,7 +89,9 @@ def build_services(
     db = Database(settings.database_url)
     bus = bus_from_url(settings.bus_url, settings.bus_prefix)
     tenants = TenantZones(db)
-    ingest = TimedIngest(db, bus, clock)  # ingest that arms durable timers
+    # Every ingest records, with the rows it commits, the offers and timers they call for.
+    arming = TimerArming(db)
+    ingest = Ingest(db, bus, clock, alongside=(arming,))
     live = LiveViews(db, bus, clock, tenants.zone, settings.push_interval_s)
     recordings = FileRecordingStore(Path(settings.data_dir) / "recordings")
     provider_configs = ProviderConfigs(db, Sealer(settings.secret), clock)
@@ -124,6 +126,7 @@ def build_services(
             tenants.zone,
             settings.presence_grace_s,
             settings.presence_heartbeat_s,
+            arming=arming,
             after_accept=conversation_actions.bridge_after_accept,
         ),
         webchat=WebChat(db, bus, ingest, inbound, clock),

@@ -8,7 +8,13 @@ raises `Stale` or `Rejected` naming the status and the event.
 
 from .conversation import (
     ANSWERED_STATES,
+    ENDED_STATUSES,
+    HANDLING_STATUSES,
+    HOLDING_STATUSES,
+    ROUTABLE_STATUSES,
     UNANSWERED_STATES,
+    UNROUTED_STATUSES,
+    WAITING_STATUSES,
     Conversation,
     MessageStatusChanged,
     OfferEnded,
@@ -24,8 +30,14 @@ from .machine import Applied, Rejected, Stale, TransitionError, apply
 
 __all__ = [
     "ANSWERED_STATES",
+    "ENDED_STATUSES",
     "EVENT_TYPES",
+    "HANDLING_STATUSES",
+    "HOLDING_STATUSES",
+    "ROUTABLE_STATUSES",
     "UNANSWERED_STATES",
+    "UNROUTED_STATUSES",
+    "WAITING_STATUSES",
     "Applied",
     "Conversation",
     "Customer",

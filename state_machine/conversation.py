@@ -1,4 +1,6 @@
-"""The conversation as the machine sees it, and the effects a transition asks for."""
+"""The conversation as the machine sees it, the effects a transition asks for, and the
+groups of statuses and states the server asks about (which are live, waiting, holding
+an agent, answered...), so that no server module lists them itself."""
 
 from __future__ import annotations
 
@@ -28,8 +30,24 @@ class State(StrEnum):
     QUEUE_TIMEOUT = "queue_timeout"
 
 
+# --- groups: what the server asks of a status or a state, answered here as data ------
+
 ANSWERED_STATES = frozenset({State.CUSTOMER_ANSWERED})
 UNANSWERED_STATES = frozenset(State) - ANSWERED_STATES
+
+# Waiting for a routing decision: an arrival not routed yet, or queued for an agent.
+ROUTABLE_STATUSES = frozenset({Status.NEW, Status.QUEUED})
+# In a team's queue, waiting for an agent: queued, or offered to one. Counts in the
+# queue's length and its waits; the queue's time-out runs in these.
+WAITING_STATUSES = frozenset({Status.QUEUED, Status.OFFERED})
+# Not connected to an agent yet: a customer who leaves now was dropped.
+UNROUTED_STATUSES = ROUTABLE_STATUSES | WAITING_STATUSES
+# The agent with the customer, then doing its wrap-up: handle time counts.
+HANDLING_STATUSES = frozenset({Status.ACTIVE, Status.WRAP_UP})
+# Keeping an agent busy: offered to it (`offer_agent_id`), or handled by it (`agent_id`).
+HOLDING_STATUSES = frozenset({Status.OFFERED}) | HANDLING_STATUSES
+# The contact is over (`ended_at` is set): in wrap-up, or closed.
+ENDED_STATUSES = frozenset({Status.WRAP_UP, Status.CLOSED})
 
 
 @dataclass(frozen=True, kw_only=True)

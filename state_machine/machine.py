@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from .conversation import Conversation, OfferEnded, Status, seconds_between
+from .conversation import ENDED_STATUSES, Conversation, OfferEnded, Status, seconds_between
 from .events import Event
 from .table import CREATING, FALLBACK, HANDLING, OFFER_ANSWERS, REPEATS_THE_PAST, SAME, TABLE, Row
 
@@ -124,7 +124,7 @@ def _run(conversation: Conversation | None, event: Event, row: Row) -> Applied:
     changes["version"] = conversation.version + 1
     changes["last_occurred_at"] = max(conversation.last_occurred_at, at)
 
-    ending = status in (Status.WRAP_UP, Status.CLOSED) and conversation.status != status
+    ending = status in ENDED_STATUSES and conversation.status != status
     if ending:
         answered_at = changes.get("answered_at", conversation.answered_at)
         if answered_at is None and conversation.wait_s is None:

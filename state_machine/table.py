@@ -15,6 +15,11 @@ from typing import Any
 
 from . import events as ev
 from .conversation import (
+    ENDED_STATUSES,
+    HANDLING_STATUSES,
+    ROUTABLE_STATUSES,
+    UNROUTED_STATUSES,
+    WAITING_STATUSES,
     Conversation,
     MessageStatusChanged,
     OfferEnded,
@@ -34,7 +39,9 @@ Guard = Callable[[Conversation, Any], bool]
 S = Status
 NOT_CLOSED = frozenset(Status) - {S.CLOSED}
 ANY = frozenset(Status)
-UNROUTED = frozenset({S.NEW, S.QUEUED, S.OFFERED})
+ROUTABLE = ROUTABLE_STATUSES
+WAITING = WAITING_STATUSES
+UNROUTED = UNROUTED_STATUSES
 SAME = "same"  # the row keeps the status
 FALLBACK = "fallback"  # a declined offer goes back where it came from (offer_fallback)
 
@@ -260,12 +267,12 @@ TABLE: tuple[Row, ...] = (
     Row("routing.out_of_hours", {S.NEW}, S.CLOSED, state_with_team(State.OUT_OF_BUSINESS_HOURS)),
     Row("routing.enqueued", {S.NEW}, S.QUEUED, enqueued),
     Row("routing.enqueue_failed", {S.NEW}, S.CLOSED, state_with_team(State.ENQUEUE_FAILED)),
-    Row("routing.assignment_failed", {S.NEW, S.QUEUED}, S.CLOSED,
+    Row("routing.assignment_failed", ROUTABLE, S.CLOSED,
         state(State.AGENT_ASSIGNMENT_FAILED)),
-    Row("routing.offered", {S.NEW, S.QUEUED}, S.OFFERED, offered),
+    Row("routing.offered", ROUTABLE, S.OFFERED, offered),
     Row("routing.offer_declined", {S.OFFERED}, FALLBACK, declined, guard=current_offer),
     Row("agent.accepted", {S.OFFERED}, S.ACTIVE, accepted, guard=current_offer),
-    Row("routing.queue_timeout", {S.QUEUED, S.OFFERED}, S.CLOSED, state(State.QUEUE_TIMEOUT)),
+    Row("routing.queue_timeout", WAITING, S.CLOSED, state(State.QUEUE_TIMEOUT)),
     Row("media.customer_dropped", UNROUTED, S.CLOSED, dropped),
     Row("media.hangup", UNROUTED, S.CLOSED, dropped, guard=source_is("customer")),
     Row("media.hangup", UNROUTED, S.CLOSED, hangup, guard=source_is("system")),
@@ -295,7 +302,7 @@ TABLE: tuple[Row, ...] = (
 # incoming contact never rang; an outgoing one was never routed before its answer).
 AFTER_NEW = frozenset({S.QUEUED, S.OFFERED, S.ACTIVE, S.WRAP_UP, S.CLOSED})
 ANSWERED = frozenset({S.ACTIVE, S.WRAP_UP, S.CLOSED})
-ENDED = frozenset({S.WRAP_UP, S.CLOSED})
+ENDED = ENDED_STATUSES
 FINAL = frozenset({S.CLOSED})
 REPEATS_THE_PAST: dict[str, dict[str, frozenset[Status]]] = {
     "incoming": {
@@ -327,7 +334,7 @@ REPEATS_THE_PAST: dict[str, dict[str, frozenset[Status]]] = {
 }
 
 # Time counted in handle_s: the agent with the customer, then doing its wrap-up.
-HANDLING = frozenset({S.ACTIVE, S.WRAP_UP})
+HANDLING = HANDLING_STATUSES
 
 # Events that answer an offer: one about another offer than the current is stale.
 OFFER_ANSWERS = frozenset({"routing.offer_declined", "agent.accepted"})

@@ -1,18 +1,114 @@
 """The architecture holds: what docs/architecture.md and server/__init__.py say about
-where things live is checked here (and by import-linter's contracts in
-pyproject.toml)."""
+where things live, checked on the source (and by import-linter's contracts in
+pyproject.toml).
+
+* The state machine decides: statuses and outcome states are the machine's `Status`
+  and `State`, and the server names them through those enums and the machine's
+  groups of them, never as bare strings.
+* HTTP is known only at the edge: services raise `Refused` with a code, and the one
+  table of server/edge/errors.py gives each code its status.
+"""
 
 from __future__ import annotations
 
 import ast
+import tokenize
 from pathlib import Path
 
 from channels.base import CredentialsError, PayloadError, ProviderError, SignatureError
 from server.edge.errors import STATUS
+from state_machine import State, Status
 
-SERVER = Path(__file__).resolve().parent.parent / "server"
+ROOT = Path(__file__).resolve().parent.parent
+SERVER = ROOT / "server"
 # The web chat's socket endpoint moves next to /ws with the one websocket core.
 NOT_YET_AT_THE_EDGE = {"providers/webchat.py"}
+MIGRATIONS = SERVER / "storage" / "migrations" / "versions"  # SQL as it was then
+
+MACHINE_WORDS = frozenset(member.value for member in (*Status, *State))
+
+# Files that write the wire schema out, and the words they may spell: there these
+# words are names on the wire that coincide with a status, not statuses.
+WIRE_SCHEMA: dict[str, frozenset[str]] = {
+    # The OpenAPI document of the wallboard frame: `offered`, `active` and `wrap_up`
+    # are metric names (api.md: how many conversations are in that status now; the
+    # wallboard counts them with the machine's groups, routing/wallboard.py LIVE).
+    "server/openapi/routing.py": frozenset({"offered", "active", "wrap_up"}),
+}
+
+# Temporary: files that still spell statuses or states, outside the packages swept so
+# far. Remove a file from here once it names them through Status and State.
+NOT_YET_SWEPT: frozenset[str] = frozenset(
+    {
+        "server/providers/webchat.py",
+    }
+)
+
+
+def machine_words_in(path: Path) -> list[tuple[int, str]]:
+    """(line, word) of every string literal in `path` equal to a status or a state."""
+    found = []
+    with path.open("rb") as source:
+        tokens = tokenize.tokenize(source.readline)
+        for token in tokens:
+            if token.type != tokenize.STRING:
+                continue
+            try:
+                value = ast.literal_eval(token.string)
+            except (ValueError, SyntaxError):  # an f-string: not a literal
+                continue
+            if isinstance(value, str) and value in MACHINE_WORDS:
+                found.append((token.start[0], value))
+    return found
+
+
+def server_sources() -> list[Path]:
+    return sorted(p for p in SERVER.rglob("*.py") if MIGRATIONS not in p.parents)
+
+
+def test_the_server_spells_no_status_or_state():
+    offending = {}
+    for path in server_sources():
+        name = path.relative_to(ROOT).as_posix()
+        if name in NOT_YET_SWEPT:
+            continue
+        allowed = WIRE_SCHEMA.get(name, frozenset())
+        words = [(line, word) for line, word in machine_words_in(path) if word not in allowed]
+        if words:
+            offending[name] = words
+    assert not offending, (
+        "status or state spelled as a string (use state_machine.Status, State or the "
+        f"machine's groups of them): {offending}"
+    )
+
+
+def test_the_allow_lists_name_files_that_need_them():
+    """An entry that no longer excuses anything is stale: take it out."""
+    for name in NOT_YET_SWEPT:
+        path = ROOT / name
+        assert path.is_file(), f"{name} is not a file: take it out of NOT_YET_SWEPT"
+        assert machine_words_in(path), f"{name} is swept: take it out of NOT_YET_SWEPT"
+    for name, allowed in WIRE_SCHEMA.items():
+        spelled = {word for _, word in machine_words_in(ROOT / name)}
+        assert spelled == allowed, f"{name} spells {sorted(spelled)}, allowed {sorted(allowed)}"
+
+
+def test_the_check_finds_string_literals_only(tmp_path):
+    """The check reads tokens: a status in a string is found in any quoting; names,
+    comments, f-strings and other words are not."""
+    sample = tmp_path / "sample.py"
+    sample.write_text(
+        "# a closed door\n"
+        "status = 'queued'\n"
+        'x = {"state": """dropped""", "presence": "available"}\n'
+        "y = f'{status}' + 'newer' + b'closed'.decode()\n"
+        "closed = Status.CLOSED\n",
+        encoding="utf-8",
+    )
+    assert machine_words_in(sample) == [(2, "queued"), (3, "dropped")]
+
+
+# --- refusals and HTTP ---------------------------------------------------------------
 
 
 def _refusal_codes() -> dict[str, str]:

@@ -634,6 +634,46 @@ async def test_a_batch_publishes_one_message_with_the_changed_rows(api):
         subscription.close()
 
 
+async def test_the_bus_message_tells_the_offers_started_and_ended(api):
+    """Beside each row, the machine's offer effects of the batch, in order (popups
+    follow them); a row whose offers did not change carries none."""
+    subscription = await subscribed(api)
+    try:
+        expires = "2099-01-01T00:00:00.000Z"
+        results = await api.post_events([
+            api.event("conversation.created", "of-1", at(0), channel="call",
+                      contact="+34911000130", customer={"name": "Of"}),
+            api.event("routing.enqueued", "of-1", at(1), team="sales"),
+            api.event("routing.offered", "of-1", at(2), agent_id="a1", offer_id="o1",
+                      expires_at=expires),
+            api.event("conversation.created", "of-2", at(0), channel="call",
+                      contact="+34911000131", customer={"name": "Not offered"}),
+        ])  # fmt: skip
+        assert {r["outcome"] for r in results} == {"applied"}, results
+        news = await next_news(subscription)
+        items = {item["row"]["id"]: item for item in news.payload["rows"]}
+        [started] = items["of-1"]["offers"]
+        assert (started["offer_id"], started["agent_id"]) == ("o1", "a1")
+        assert started["expires_at"] == datetime(2099, 1, 1, tzinfo=UTC)
+        assert "reason" not in started
+        assert "offers" not in items["of-2"]
+        results = await api.post_events([
+            api.event("routing.offer_declined", "of-1", at(3), agent_id="a1", offer_id="o1",
+                      reason="rejected"),
+            api.event("routing.offered", "of-1", at(4), agent_id="a2", offer_id="o2",
+                      expires_at=expires),
+            api.event("media.customer_dropped", "of-1", at(5)),
+        ])  # fmt: skip
+        assert {r["outcome"] for r in results} == {"applied"}, results
+        news = await next_news(subscription)
+        [item] = news.payload["rows"]
+        assert [
+            (offer["offer_id"], offer["agent_id"], offer.get("reason")) for offer in item["offers"]
+        ] == [("o1", "a1", "rejected"), ("o2", "a2", None), ("o2", "a2", "cancelled")]
+    finally:
+        subscription.close()
+
+
 FAILURES = [
     ("runtime", RuntimeError("disk on fire"), 500),
     ("db-error", OperationalError("INSERT INTO tickets", {}, Exception("disk I/O error")), 500),

@@ -107,6 +107,74 @@ async def test_popups_accept_reject_expire_and_presence_grace(backend, tmp_path)
         await wait_for(offline, 10)
 
 
+async def test_popups_follow_the_offers_the_machine_started_and_ended(backend, tmp_path):
+    """External routing, the test makes the offers: an offer made and accepted in one
+    request shows the agent nothing; a popup_closed gives the machine's reason."""
+    async with live_server(backend, tmp_path / "data") as server:
+        api = server.api
+        popups = server.sb.routing.popups
+        async with server.ws("agent", "q1") as agent:
+            await wait_for(lambda: popups.connected(api.tenant, "q1"))
+            expires = "2099-01-01T00:00:00Z"
+            queued = []
+            for cid, contact in (("both-1", "+34911770001"), ("later-1", "+34911770002")):
+                queued += [
+                    api.event(
+                        "conversation.created",
+                        cid,
+                        now_iso(),
+                        channel="call",
+                        contact=contact,
+                        customer={"name": cid},
+                    ),
+                    api.event("routing.enqueued", cid, now_iso(), team="desk"),
+                ]
+            results = await api.post_events(queued)
+            assert {r["outcome"] for r in results} == {"applied"}, results
+            results = await api.post_events(
+                [
+                    api.event(
+                        "routing.offered",
+                        "both-1",
+                        now_iso(),
+                        agent_id="q1",
+                        offer_id="of-both",
+                        expires_at=expires,
+                    ),
+                    api.event("agent.accepted", "both-1", now_iso(), agent_id="q1",
+                              offer_id="of-both"),
+                ]
+            )  # fmt: skip
+            assert {r["outcome"] for r in results} == {"applied"}, results
+            for step in (
+                api.event(
+                    "routing.offered",
+                    "later-1",
+                    now_iso(),
+                    agent_id="q1",
+                    offer_id="of-later",
+                    expires_at=expires,
+                ),
+                api.event(
+                    "routing.offer_declined",
+                    "later-1",
+                    now_iso(),
+                    agent_id="q1",
+                    offer_id="of-later",
+                    reason="rejected",
+                ),
+            ):
+                [result] = await api.post_events([step])
+                assert result["outcome"] == "applied", result
+            await agent.wait(lambda f: f["type"] == "popup_closed")
+            # One lane per agent: anything of the first offer would have come first.
+            assert [
+                (f["type"], f["offer_id"], f.get("reason"))
+                for f in agent.frames
+                if f["type"] in ("popup", "popup_closed")
+            ] == [("popup", "of-later", None), ("popup_closed", "of-later", "rejected")]
+
+
 async def test_wallboard_is_pushed_and_served(backend, tmp_path):
     async with live_server(backend, tmp_path / "data") as server:
         api = server.api

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from server.app import build_services
 from server.core.settings import Settings
+from server.storage.repository import conversation_from_row, get_conversation_row
 from tests.app_support import SECRET
 from tests.routing_support import (
     arrive,
@@ -37,6 +38,13 @@ async def test_passes_use_memory_and_a_change_never_announced_is_found(api, tmp_
     await wait_row(api, second, status="offered")
     assert {(await current_offer(api, c))["agent_id"] for c in (first, second)} == {"m1", "m2"}
     assert router.rebuilds == rebuilds  # decided from memory, not from a fresh read
+    # What the router kept of its decisions is what the machine made of them in ingest:
+    # the stored conversation, column for column.
+    memory = router._states[api.tenant]
+    async with api.sb.db.read() as conn:
+        for cid in (first, second):
+            stored = conversation_from_row(await get_conversation_row(conn, api.tenant, cid))
+            assert memory.entries[cid].conversation == stored
     # Another process on its own in-process bus: nothing it commits is announced here.
     other = build_services(
         Settings(

@@ -16,9 +16,13 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from state_machine import (
+    ENDED_STATUSES,
     EVENT_TYPES,
+    HANDLING_STATUSES,
     Applied,
     Conversation,
+    OfferEnded,
+    OfferStarted,
     Rejected,
     Stale,
     State,
@@ -104,12 +108,15 @@ def check_invariants(before: Conversation | None, after: Conversation) -> None:
     assert (after.offer_id is not None) == (after.status is Status.OFFERED)
     assert (after.offer_agent_id is not None) == (after.status is Status.OFFERED)
     assert (after.answered_at is not None) == (after.state is State.CUSTOMER_ANSWERED)
-    if after.status in (Status.WRAP_UP, Status.CLOSED):
-        assert after.ended_at is not None and after.wait_s is not None
+    if after.status in ENDED_STATUSES:
+        assert after.wait_s is not None
     if after.status is Status.CLOSED:
         assert after.closed_at is not None
-    if after.status in (Status.ACTIVE, Status.WRAP_UP):
+    if after.status in HANDLING_STATUSES:
         assert after.agent_id is not None  # connected to an agent, or was
+    # The groups the server reads statuses by (state_machine.conversation).
+    assert (after.handling_since is not None) == (after.status in HANDLING_STATUSES)
+    assert (after.ended_at is not None) == (after.status in ENDED_STATUSES)
     for seconds in (after.wait_s, after.handle_s):
         assert seconds is None or seconds >= 0
     assert after.channel == ("omnichannel" if len(after.channels) > 1 else after.channels[0])
@@ -127,6 +134,26 @@ def check_invariants(before: Conversation | None, after: Conversation) -> None:
         assert after.status is Status.CLOSED
     assert set(before.channels) <= set(after.channels)
     assert after.has_recording or not before.has_recording
+
+
+def check_offer_effects(before: Conversation | None, applied: Applied) -> None:
+    """The offer effects tell every change of the current offer (timers and popups
+    follow them): the offer left behind ends once, naming its agent; an offer made
+    starts, and is then the current one."""
+    after = applied.conversation
+    ended = [e for e in applied.effects if isinstance(e, OfferEnded)]
+    started = [e for e in applied.effects if isinstance(e, OfferStarted)]
+    old = None if before is None else before.offer_id
+    if old is not None and after.offer_id != old:
+        assert [(e.offer_id, e.agent_id) for e in ended] == [(old, before.offer_agent_id)]
+    else:
+        assert ended == []
+    assert len(started) <= 1
+    if started:
+        assert (after.offer_id, after.offer_agent_id) == (started[0].offer_id, started[0].agent_id)
+        assert after.offer_expires_at == started[0].expires_at
+    elif after.offer_id != old:
+        assert after.offer_id is None
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -173,6 +200,7 @@ def test_random_event_sequences_keep_the_invariants(data):
         else:
             assert isinstance(applied, Applied)
             check_invariants(conversation, applied.conversation)
+            check_offer_effects(conversation, applied)
             greatest = max(greatest or ev.occurred_at, ev.occurred_at)
             assert applied.conversation.last_occurred_at == greatest
             conversation = applied.conversation

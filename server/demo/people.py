@@ -30,13 +30,13 @@ from server.providers.webchat import (
 )
 from server.storage import models as m
 from server.storage import repository as repo
+from state_machine import HANDLING_STATUSES, UNROUTED_STATUSES, Status
 
 log = logging.getLogger("switchboard.demo")
 
 TENANT = "demo"
 BASE_URL = "http://localhost"  # callback URLs: the sandbox needs none
 FOREVER = datetime(9999, 1, 1, tzinfo=UTC)
-WAITING = ("new", "queued", "offered")
 DISPOSITIONS = ("resolved", "sale", "callback", "escalated", "information")
 AGENT_LINES = (
     "Let me check that for you.",
@@ -190,7 +190,7 @@ class SimulatedAgent:
                     select(table.c.id, table.c.channel, table.c.status, table.c.version).where(
                         table.c.tenant_id == TENANT,
                         table.c.agent_id == self.principal.user,
-                        table.c.status.in_(("active", "wrap_up")),
+                        table.c.status.in_(HANDLING_STATUSES),
                     )
                 )
             ).all()
@@ -208,7 +208,7 @@ class SimulatedAgent:
                     wrap_s=self.rng.uniform(3, 12),
                     submits=self.rng.random() < 0.9,
                 )
-            if row.status == "active":
+            if row.status == Status.ACTIVE:
                 if row.channel == "call":
                     if (now - talk.since).total_seconds() > talk.talk_s:
                         await self.services.conversation_actions.hang_up(
@@ -332,7 +332,7 @@ class SimulatedVisitor(VisitorSocket):
                         heard += 1
                 if self.status in ENDED:
                     return
-                if self.status in WAITING:
+                if self.status in UNROUTED_STATUSES:
                     waited += 1
                     if self.gives_up_after is not None and waited >= self.gives_up_after:
                         await visitor_ends(services.webchat, self)

@@ -28,6 +28,7 @@ from server.storage import models as m
 from server.storage import repository as repo
 from server.tenants.settings import settings_news
 from server.tenants.setup import TenantExists, create_tenant
+from state_machine import WAITING_STATUSES, Status
 
 log = logging.getLogger("switchboard.demo")
 
@@ -100,7 +101,7 @@ VIEWS = {
     "v_demo_queue": {
         "name": "Waiting now",
         "visibility": "tenant",
-        "filters": [{"field": "status", "op": "in", "value": ["queued", "offered"]}],
+        "filters": [{"field": "status", "op": "in", "value": sorted(WAITING_STATUSES)}],
         "columns": ["id", "customer_name", "created_time", "channel", "team", "status", "contact"],
     },
     "v_demo_unanswered_whatsapp": {
@@ -309,7 +310,7 @@ class Demo:
         table = m.conversations
         async with self.services.db.read() as conn:
             query = select(func.count()).where(
-                table.c.tenant_id == TENANT, table.c.status != "closed"
+                table.c.tenant_id == TENANT, table.c.status != Status.CLOSED
             )
             return (await conn.execute(query)).scalar_one()
 

@@ -6,6 +6,13 @@ ids already seen, run every event through the machine in order, write the rows, 
 event log and what the effects record, commit, and publish one bus message with the
 changed rows and their new versions. Nothing is half-applied: an error anywhere rolls
 the whole request back.
+
+Owns: the order of that work, the rows and the event log, what the machine's effects
+record (transcript, message statuses, tickets, recordings), and the bus message. What
+else a change calls for in the same transaction is recorded by the `Alongside`
+recorders it is built with (the composition root gives it the routing's offers and
+timers); each sees every applied event of the batch with the conversation before and
+after it.
 """
 
 from __future__ import annotations
@@ -15,8 +22,10 @@ import contextlib
 import logging
 import math
 from collections import Counter, deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime
+from typing import Any, Protocol
 
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
@@ -28,9 +37,13 @@ from server.storage import models as m
 from server.storage import repository as repo
 from server.storage.db import Database, DatabaseUnavailable, is_retryable, is_unavailable
 from state_machine import (
+    Applied,
     Conversation,
+    Event,
     InvalidEvent,
     MessageStatusChanged,
+    OfferEnded,
+    OfferStarted,
     RecordingAdded,
     TicketLinked,
     TranscriptAppended,
@@ -70,15 +83,37 @@ class Outcome:
         return wire
 
 
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One applied event: the conversation before it (None: the event created it) and
+    what the machine made of it."""
+
+    event: Event
+    before: Conversation | None
+    applied: Applied
+
+    @property
+    def after(self) -> Conversation:
+        return self.applied.conversation
+
+    @property
+    def effects(self) -> tuple:
+        return self.applied.effects
+
+
 @dataclass
 class _Batch:
     """What one transaction changes, gathered before anything is written."""
 
     tenant: str
-    now: Any
+    now: datetime
     current: dict[str, Conversation | None]
     changed: dict[str, Conversation] = field(default_factory=dict)
+    # Every applied event, in order: what the Alongside recorders are given.
+    changes: list[Change] = field(default_factory=list)
     rows: repo.IngestRows = field(default_factory=repo.IngestRows)
+    # Per conversation, its offers started and ended, in order (the bus message's).
+    offers: dict[str, list[dict]] = field(default_factory=dict)
     # One row per key, the last one (see repo.IngestRows); messages keep the first,
     # as the log's ON CONFLICT DO NOTHING does.
     customers: dict[str, dict] = field(default_factory=dict)
@@ -104,11 +139,34 @@ def _settle(request: _Request, result=None, exception: BaseException | None = No
         request.done.set_result(result)
 
 
+class Alongside(Protocol):
+    """Records what a batch's applied events call for beyond the rows, in the same
+    transaction: `changes` is every applied event of the batch, in order; rows added to
+    `rows` are written in the batch's one write statement; `conn` is the batch's
+    connection (its locks held), for anything else. Raising rolls the batch back."""
+
+    async def record(
+        self,
+        tenant: str,
+        now: datetime,
+        changes: list[Change],
+        rows: repo.IngestRows,
+        conn: repo.IngestConnection,
+    ) -> None: ...
+
+
 class Ingest:
-    def __init__(self, db: Database, bus: Bus, clock: Clock = SYSTEM_CLOCK):
+    def __init__(
+        self,
+        db: Database,
+        bus: Bus,
+        clock: Clock = SYSTEM_CLOCK,
+        alongside: Iterable[Alongside] = (),
+    ):
         self.db = db
         self.bus = bus
         self.clock = clock
+        self.alongside = tuple(alongside)
         self._waiting: deque[_Request] = deque()
         self._wake = asyncio.Event()
         # One task takes the groups, in arrival order. A group's database work overlaps
@@ -285,18 +343,12 @@ class Ingest:
             written.statuses = list(batch.statuses.values())
             written.tickets = list(batch.tickets.values())
             written.recordings = list(batch.recordings.values())
-            if published:
-                await self._rows_alongside(tenant, published["rows"], now, written)
+            if batch.changes:
+                for recorder in self.alongside:
+                    await recorder.record(tenant, now, batch.changes, written, conn)
             handed.set()  # the next group may start while this one is written
             await repo.write_ingest_rows(conn, written)
         return outcomes, published
-
-    async def _rows_alongside(
-        self, tenant: str, items: list[dict], now, rows: repo.IngestRows
-    ) -> None:
-        """What the changed rows (`items`, as published) call for beyond themselves,
-        added to `rows` to be written with them: nothing here; server/timers.py arms
-        durable timers and records offers."""
 
     def _judge(
         self, batch: _Batch, envelope: Any, event: Any, data: dict | None, seen: set[str]
@@ -340,6 +392,7 @@ class Ingest:
         new = applied.conversation
         batch.current[conversation_id] = new
         batch.changed[conversation_id] = new
+        batch.changes.append(Change(event, current, applied))
         outcome = Outcome(event.event_id, "applied", conversation_id, new.version)
         batch.rows.events.append(self._event_row(batch, event, data, outcome))
         self._record_effects(batch, event, new, applied.effects)
@@ -392,6 +445,22 @@ class Ingest:
                     "url": effect.url,
                     "linked_at": event.occurred_at,
                 }
+            elif isinstance(effect, OfferStarted):
+                batch.offers.setdefault(cid, []).append(
+                    {
+                        "offer_id": effect.offer_id,
+                        "agent_id": effect.agent_id,
+                        "expires_at": effect.expires_at,
+                    }
+                )
+            elif isinstance(effect, OfferEnded):
+                batch.offers.setdefault(cid, []).append(
+                    {
+                        "offer_id": effect.offer_id,
+                        "agent_id": effect.agent_id,
+                        "reason": effect.reason,
+                    }
+                )
             elif isinstance(effect, RecordingAdded):
                 batch.recordings.setdefault(
                     (cid, effect.recording_id),
@@ -416,7 +485,11 @@ class Ingest:
         """Put the changed rows into batch.rows; return the bus message announcing them:
         each row's new image and, for a row that existed, the old values of what
         changed (so that every process can tell a row entering a view from one
-        leaving it). `named`: the agents whose names `state` holds (when they exist)."""
+        leaving it), and, when the batch started or ended offers of the row, `offers`:
+        each offer started ({offer_id, agent_id, expires_at}) or ended ({offer_id,
+        agent_id, reason}), in order (the machine's OfferStarted and OfferEnded, which
+        popups follow). `named`: the agents whose names `state` holds (when they
+        exist)."""
         stored, names = state.rows, state.agent_names
         wanted = {
             c.agent_id
@@ -456,7 +529,11 @@ class Ingest:
             # prev_seq: when the old version was committed, so that a reader that never
             # heard of it can tell whether it may have been lost (server/live.py).
             prev_seq = None if old is None else old["change_seq"]
-            published.append({"row": row, "before": before, "prev_seq": prev_seq})
+            item = {"row": row, "before": before, "prev_seq": prev_seq}
+            offers = batch.offers.get(conversation.id)
+            if offers:
+                item["offers"] = offers
+            published.append(item)
         return {"seq": change_seq, "token": token, "rows": published}
 
     def _event_row(self, batch: _Batch, event, data: dict, outcome: Outcome) -> dict:

@@ -34,6 +34,7 @@ from sqlalchemy.sql import ColumnElement
 from server.core.errors import Refused
 from server.core.text import FINAL_SIGMA, SIGMA, fold, storable
 from server.storage.repository import decode_channels
+from state_machine import State, Status
 
 # --- fields ----------------------------------------------------------------------------
 
@@ -49,17 +50,9 @@ TEXT, ENUM, CHANNELS, INSTANT, DATE, NUMBER, BOOLEAN = (
 
 ENUM_VALUES = {
     "direction": ("incoming", "outgoing"),
-    "state": (
-        "customer_answered",
-        "dropped",
-        "agent_assignment_failed",
-        "customer_did_not_respond",
-        "enqueue_failed",
-        "out_of_business_hours",
-        "queue_timeout",
-    ),
+    "state": tuple(state.value for state in State),  # the machine's, in its order
     "channel": ("call", "chat", "sms", "whatsapp", "omnichannel"),
-    "status": ("new", "queued", "offered", "dialing", "ringing", "active", "wrap_up", "closed"),
+    "status": tuple(status.value for status in Status),
     "hangup_source": ("customer", "agent", "system"),
 }
 CHANNEL_VALUES = ("call", "chat", "sms", "whatsapp")

@@ -29,6 +29,7 @@ from server.storage import models as m
 from server.storage import repository as repo
 from server.storage.db import Database
 from server.wire.rows import instant, wire_row
+from state_machine import Status
 
 log = logging.getLogger("switchboard.actions")
 
@@ -96,7 +97,7 @@ class ConversationActions:
         tenant = principal.tenant
         channels = repo.decode_channels(row["channels"])
         channel = next((c for c in reversed(channels) if c in TEXT_CHANNELS), None)
-        if channel is None or row["status"] == "closed":
+        if channel is None or row["status"] == Status.CLOSED:
             raise await self._refused(
                 tenant,
                 conversation_id,

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.storage import models as m
 from server.storage.repository import _insert, encode_channels, upsert
+from state_machine import Status
 
 # --- providers -----------------------------------------------------------------------------
 
@@ -107,7 +108,7 @@ async def latest_conversation_of_contact(
     if channel is not None:
         query = query.where(table.c.channels.like(f"%{encode_channels([channel])}%"))
     if open_only:
-        query = query.where(table.c.status != "closed")
+        query = query.where(table.c.status != Status.CLOSED)
     query = query.order_by(table.c.created_at.desc(), table.c.id.desc()).limit(1)
     row = (await conn.execute(query)).first()
     return dict(row._mapping) if row else None
@@ -146,7 +147,7 @@ async def claim_opening(
     claimed_is_closed = exists().where(
         m.conversations.c.tenant_id == tenant,
         m.conversations.c.id == claimed,
-        m.conversations.c.status == "closed",
+        m.conversations.c.status == Status.CLOSED,
     )
 
     def kept_unless_closed(column):

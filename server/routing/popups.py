@@ -1,15 +1,20 @@
 """Popups: the agents connected to this process, and the `popup` / `popup_closed`
 frames their offers call for.
 
+Owns: the agents' connections here and the frames their offers call for; when an
+offer starts and ends, and how, is the machine's (its `OfferStarted` and `OfferEnded`
+effects, which ingest puts on the bus message beside the row).
+
 Every process hears every committed change on the bus; the one holding an agent's
-connections sends that agent's frames. A conversation whose row gets a new offer means
-`popup` (customer, the contact's recent conversations and tickets, `expires_at`); an
-offer that leaves the row means `popup_closed` with how it ended (`accepted`,
+connections sends that agent's frames. An offer started means `popup` (customer, the
+contact's recent conversations and tickets, `expires_at`, from the row as committed);
+an offer ended means `popup_closed` with the machine's reason (`accepted`,
 `rejected`, `expired`, or `cancelled` when a drop, a timeout or a transfer ended it).
-Each agent's frames are built in the order the changes came (one lane per agent), so
-an offer's popup always goes before its popup_closed; agents' lanes do not wait for
-each other. A frame that needs no read (an accept, a cancel) takes no connection;
-the reads run without a transaction (one round trip each, no BEGIN and ROLLBACK).
+An offer started and ended within one commit shows nothing. Each agent's frames are
+built in the order the changes came (one lane per agent), so an offer's popup always
+goes before its popup_closed; agents' lanes do not wait for each other. A
+popup_closed needs no read; the popups' reads run without a transaction (one round
+trip each, no BEGIN and ROLLBACK).
 
 The router of this process announces the offers it is about to submit (`prefetch`):
 for an agent connected here, the popup's history and tickets are read while the offer
@@ -146,17 +151,25 @@ class Popups:
         if self._prefetched:
             self._drop_prefetched(tenant, items)
         for item in items:
-            new = item["row"]
-            before = item["before"]
-            old_offer = before.get("offer_id", new["offer_id"]) if before else None
-            if old_offer and old_offer != new["offer_id"]:
-                agent = before.get("offer_agent_id", new["offer_agent_id"])
-                if (tenant, agent) in self.sockets:
-                    self._put(("closed", (tenant, agent), new, old_offer))
-            if new["offer_id"] and new["offer_id"] != old_offer:
-                key = (tenant, new["offer_agent_id"])
-                if key in self.sockets:
-                    self._put(("popup", key, new))
+            offers = item.get("offers")
+            if not offers:
+                continue
+            jobs: list[tuple | None] = []
+            shown: dict[str, int] = {}  # offer started in this commit -> its popup's job
+            for offer in offers:
+                offer_id, key = offer["offer_id"], (tenant, offer["agent_id"])
+                if "reason" in offer:  # ended
+                    at = shown.pop(offer_id, None)
+                    if at is not None:  # started in this very commit: show neither
+                        jobs[at] = None
+                    elif key in self.sockets:
+                        jobs.append(("ended", key, offer_id, offer["reason"]))
+                elif key in self.sockets:  # started: the row has it as its current offer
+                    shown[offer_id] = len(jobs)
+                    jobs.append(("popup", key, item["row"]))
+            for job in jobs:
+                if job is not None:
+                    self._put(job)
 
     def _drop_prefetched(self, tenant: str, items: list[dict]) -> None:
         """A change of a contact's conversations other than the prefetched offer itself
@@ -167,12 +180,11 @@ class Popups:
             if not ids:
                 continue
             for conversation_id in list(ids):
-                its_offer = (  # the row of the offer itself, with no ticket linked
+                its_offer = (  # the offer itself started, with no ticket linked
                     row["id"] == conversation_id
-                    and row["offer_id"]
                     and before is not None
-                    and "offer_id" in before
                     and "ticket_id" not in before
+                    and any("expires_at" in offer for offer in item.get("offers", ()))
                 )
                 if not its_offer:
                     self._forget_prefetched((tenant, conversation_id))[2].cancel()
@@ -218,10 +230,10 @@ class Popups:
 
     async def _run(self, job: tuple) -> None:
         kind, (tenant, agent) = job[0], job[1]
-        reason = _how_it_ended(job[2], agent) if kind == "closed" else None
-        if reason is not None:  # the row says how the offer ended: no read
+        if kind == "ended":  # the machine said how the offer ended: no read
+            frame = _closed_frame(job[2], job[3])
             for connection in list(self.sockets.get((tenant, agent), ())):
-                connection.reply(_closed_frame(job[3], reason))
+                connection.reply(frame)
             return
         if kind != "pending" and (tenant, agent) not in self.sockets:
             return  # gone meanwhile: nothing to build
@@ -251,14 +263,7 @@ class Popups:
         targets = list(self.sockets.get((tenant, agent), ()))
         if not targets:
             return
-        if kind == "popup":
-            frame = await self.popup_frame(conn, tenant, job[2])
-        else:
-            new, offer_id = job[2], job[3]
-            reason = _how_it_ended(new, agent)
-            if reason is None:  # declined: the event says how
-                reason = await rr.offer_end(conn, tenant, new["id"], offer_id)
-            frame = _closed_frame(offer_id, reason)
+        frame = await self.popup_frame(conn, tenant, job[2])
         for connection in targets:
             connection.reply(frame)
 
@@ -308,16 +313,5 @@ def _retrieve(task: asyncio.Task) -> None:
         task.exception()
 
 
-def _closed_frame(offer_id: str, reason: str | None) -> dict:
-    return {"type": "popup_closed", "offer_id": offer_id, "reason": reason or "cancelled"}
-
-
-def _how_it_ended(row: dict, agent: str) -> str | None:
-    """What the row after an offer says of its end: `accepted` (active with the offered
-    agent), `cancelled` (closed, or offered elsewhere), or None (declined: rejected or
-    expired, which only the event tells)."""
-    if row["status"] == "active" and row["agent_id"] == agent:
-        return "accepted"
-    if row["status"] in ("closed", "offered"):
-        return "cancelled"
-    return None
+def _closed_frame(offer_id: str, reason: str) -> dict:
+    return {"type": "popup_closed", "offer_id": offer_id, "reason": reason}

@@ -1,5 +1,6 @@
 """Data access for routing: timers, offers, agents' presence and load, what the router
-reads, popups' content. Like repository.py, nothing here commits."""
+reads, popups' content. Like repository.py, nothing here commits. Which statuses mean
+what comes from the machine's groups (state_machine)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from server.storage import models as m
 from server.storage.repository import _insert
 from server.tenants.settings import TEAM_DEFAULTS
+from state_machine import HANDLING_STATUSES, HOLDING_STATUSES, ROUTABLE_STATUSES, Status
 
-HELD = ("offered", "active", "wrap_up")  # an agent is busy with these
+# What the router keeps (router_state.py): the conversations it decides on and those
+# that put load on an agent; `new` only incoming.
+KEPT = ROUTABLE_STATUSES | HOLDING_STATUSES
 
 
 async def timer_settings(conn: AsyncConnection, tenant: str) -> dict[str, Any]:
@@ -94,12 +98,12 @@ async def agent_loads(conn: AsyncConnection, tenant: str) -> dict[str, dict[str,
     loads: dict[str, dict[str, int]] = {}
     offered = (
         select(c.c.offer_agent_id, c.c.channel, func.count())
-        .where(c.c.tenant_id == tenant, c.c.status == "offered")
+        .where(c.c.tenant_id == tenant, c.c.status == Status.OFFERED)
         .group_by(c.c.offer_agent_id, c.c.channel)
     )
     handled = (
         select(c.c.agent_id, c.c.channel, func.count())
-        .where(c.c.tenant_id == tenant, c.c.status.in_(("active", "wrap_up")))
+        .where(c.c.tenant_id == tenant, c.c.status.in_(_values(HANDLING_STATUSES)))
         .group_by(c.c.agent_id, c.c.channel)
     )
     for statement in (offered, handled):
@@ -115,17 +119,28 @@ def load_kind(channel: str) -> str:
     return "call" if channel == "call" else "chat"
 
 
-def holder(row: dict | None) -> tuple[str, str] | None:
-    """(agent, call or chat) that a conversation keeps busy, if any."""
-    if row is None:
-        return None
-    if row["status"] == "offered":
-        agent = row["offer_agent_id"]
-    elif row["status"] in ("active", "wrap_up"):
-        agent = row["agent_id"]
+def held_by(status: str, offer_agent_id, agent_id, channel: str) -> tuple[str, str] | None:
+    """(agent, call or chat) that a conversation in `status` keeps busy, if any: the
+    agent offered it, or the one handling it."""
+    if status == Status.OFFERED:
+        agent = offer_agent_id
+    elif status in HANDLING_STATUSES:
+        agent = agent_id
     else:
         return None
-    return (agent, load_kind(row["channel"])) if agent else None
+    return (agent, load_kind(channel)) if agent else None
+
+
+def holder(row: dict | None) -> tuple[str, str] | None:
+    """held_by, for a row."""
+    if row is None:
+        return None
+    return held_by(row["status"], row["offer_agent_id"], row["agent_id"], row["channel"])
+
+
+def _values(statuses) -> list[str]:
+    """A group's statuses as SQL values, in a fixed order (one cached statement)."""
+    return sorted(status.value for status in statuses)
 
 
 async def set_presence(conn: AsyncConnection, tenant: str, agent_id: str, presence: str, at):
@@ -140,39 +155,23 @@ async def set_presence(conn: AsyncConnection, tenant: str, agent_id: str, presen
 # --- what the router reads ----------------------------------------------------------------
 
 
-ROUTER_COLUMNS = (
-    "id",
-    "version",
-    "status",
-    "team",
-    "channel",
-    "direction",
-    "contact",
-    "created_at",
-    "queued_at",
-    "updated_at",
-    "offer_agent_id",
-    "agent_id",
-)
-
-
 def _routable(c):
-    return c.status.in_(("queued", "offered", "active", "wrap_up")) | (
-        (c.status == "new") & (c.direction == "incoming")
+    """The rows the router keeps (router_state.keeps), as SQL."""
+    return c.status.in_(_values(KEPT - {Status.NEW})) | (
+        (c.status == Status.NEW) & (c.direction == "incoming")
     )
 
 
 async def router_rows(conn: AsyncConnection, tenant: str, ids: Iterable[str] | None = None):
-    """What the router keeps of the tenant's conversations it may decide on or that
-    load an agent (router_state.py); or of the named ones, whatever their status."""
+    """The tenant's conversations the router keeps (router_state.py), whole: the
+    machine decides on them; or the named ones, whatever their status."""
     c = m.conversations
-    columns = [c.c[name] for name in ROUTER_COLUMNS]
     where = c.c.tenant_id == tenant
     if ids is None:
         where &= _routable(c.c)
     else:
         where &= c.c.id.in_(list(ids))
-    rows = await conn.execute(select(*columns).where(where))
+    rows = await conn.execute(select(c).where(where))
     return [dict(row._mapping) for row in rows]
 
 
@@ -199,7 +198,7 @@ async def tenants_waiting(conn: AsyncConnection) -> list[str]:
         select(t.c.id).where(
             t.c.routing == "builtin",
             select(c.c.id)
-            .where(c.c.tenant_id == t.c.id, c.c.status.in_(("new", "queued")))
+            .where(c.c.tenant_id == t.c.id, c.c.status.in_(_values(ROUTABLE_STATUSES)))
             .exists(),
         )
     )
@@ -360,7 +359,7 @@ async def offered_to(conn: AsyncConnection, tenant: str, agent_id: str) -> list[
     c = m.conversations
     rows = await conn.execute(
         select(m.conversations).where(
-            c.c.tenant_id == tenant, c.c.status == "offered", c.c.offer_agent_id == agent_id
+            c.c.tenant_id == tenant, c.c.status == Status.OFFERED, c.c.offer_agent_id == agent_id
         )
     )
     return [dict(row._mapping) for row in rows]

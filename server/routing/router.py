@@ -1,13 +1,19 @@
 """The built-in router: decides what happens to each inbound conversation of a tenant
 with `routing: builtin`, and says so with `routing.*` events through ingest.
 
+Owns: the routing policy (which decision, which agent, when to pass) and owning a
+tenant's routing; what a decision does to a conversation is the machine's. Each
+candidate event is applied with `state_machine.apply` to the conversation in memory:
+what the machine returns is kept tentatively until the commit, an event it refuses is
+not made, and the offers it starts (`OfferStarted`) are the ones popups read ahead.
+
 One process routes a tenant at a time (PostgreSQL: a session-level advisory lock on
 a connection the router keeps; SQLite: a lease row in its single-writer database).
-That process keeps what it decides on in memory (router_state.py: arrivals, queues,
-agents' load; presence, teams and idle times from the AgentBoard), built from the
-database when it takes the tenant and then kept by the bus and its own applied
-decisions, so a pass reads nothing: it decides, and submits its decisions to ingest
-in one request. A pass:
+That process keeps what it decides on in memory (router_state.py: the conversations
+arrived and queued, agents' load; presence, teams and idle times from the
+AgentBoard), built from the database when it takes the tenant and then kept by the
+bus and its own applied decisions, so a pass reads nothing: it decides, and submits
+its decisions to ingest in one request. A pass:
 
 1. each conversation that arrived (`new`): its team closed now (business hours in the
    tenant's time zone, holidays) -> `out_of_hours`; nobody of the team logged in (not
@@ -45,6 +51,17 @@ from server.storage import repository as repo
 from server.storage.db import Database, DatabaseUnavailable
 from server.storage.repository import get_tenant, lock_key
 from server.wire.rows import instant
+from state_machine import (
+    ROUTABLE_STATUSES,
+    WAITING_STATUSES,
+    Applied,
+    Conversation,
+    InvalidEvent,
+    OfferStarted,
+    TransitionError,
+    apply,
+    parse_event,
+)
 
 log = logging.getLogger("switchboard.router")
 
@@ -369,40 +386,44 @@ class Router:
         if self._states.get(tenant) is not state or tenant in self._stale:
             return True  # rebuilt or lost meanwhile: decide again
         now = self.clock.now()
-        events, images, arrivals = self._decide(tenant, settings, state, teams, agents, now)
+        events, decided, arrivals = self._decide(tenant, settings, state, teams, agents, now)
         if not events:
             return False
-        for image in images:
-            state.apply(image)
-            state.tentative.add(image["id"])
+        for applied in decided:
+            state.decided(applied.conversation, now)
+            state.tentative.add(applied.conversation.id)
         if self.on_offers is not None:
             offers = [
-                (image["id"], image["contact"], image["offer_agent_id"])
-                for image in images
-                if image["status"] == "offered"
+                (applied.conversation.id, applied.conversation.contact, effect.agent_id)
+                for applied in decided
+                for effect in applied.effects
+                if isinstance(effect, OfferStarted)
             ]
             if offers:
                 self.on_offers(tenant, offers)
+        images = [applied.conversation for applied in decided]
         task = asyncio.create_task(self._submit(tenant, state, events, images))
         flight.add(task)
         task.add_done_callback(flight.discard)
         return arrivals == MAX_ARRIVALS
 
-    async def _submit(self, tenant: str, state: TenantState, events, images) -> None:
-        """Submit a pass's decisions; what ingest did not apply as decided is read back
-        from the database (the memory lagged a commit)."""
+    async def _submit(
+        self, tenant: str, state: TenantState, events: list[dict], images: list[Conversation]
+    ) -> None:
+        """Submit a pass's decisions; what ingest did not apply as the machine applied
+        it in memory is read back from the database (the memory lagged a commit)."""
         try:
             outcomes = await self.ingest.submit(tenant, events)
         except Exception as error:
             if not isinstance(error, DatabaseUnavailable):
                 log.error("routing submission failed", exc_info=True, extra={"tenant": tenant})
-            state.tentative.difference_update(image["id"] for image in images)
+            state.tentative.difference_update(image.id for image in images)
             self._stale.add(tenant)  # the next pass starts again from the truth
             return
         wrong = {
-            image["id"]
+            image.id
             for image, outcome in zip(images, outcomes, strict=True)
-            if outcome.outcome != "applied" or outcome.version != image["version"]
+            if outcome.outcome != "applied" or outcome.version != image.version
         }
         self.decisions += sum(1 for outcome in outcomes if outcome.outcome == "applied")
         try:
@@ -415,19 +436,42 @@ class Router:
             log.warning("could not read refused decisions back", exc_info=True)
             self._stale.add(tenant)
         finally:
-            state.tentative.difference_update(image["id"] for image in images)
+            state.tentative.difference_update(image.id for image in images)
         if wrong or state.waited:  # decide again on what was refused or waited
             state.waited = False
             self.trigger(tenant)
 
     def _decide(self, tenant, settings, state, teams, agents, now):
-        """The pass's events, each with the row image it makes if applied. Reads
+        """The pass's events, each with what the machine makes of it applied to the
+        conversation in memory (an event the machine refuses is not made). Reads
         nothing: the memory, the board and the settings say everything."""
         zone = ZoneInfo(settings["timezone"])
         at = instant(now)
         events: list[dict] = []
-        images: list[dict] = []
-        fresh: dict[str, list[tuple[Entry, int]]] = {}  # enqueued in this pass, by team
+        decided: list[Applied] = []
+
+        def decide(conversation: Conversation, type_: str, data: dict) -> Conversation | None:
+            event = {
+                "event_id": decision_id(conversation.id, conversation.version),
+                "type": type_,
+                "conversation_id": conversation.id,
+                "occurred_at": at,
+                "data": data,
+            }
+            try:
+                applied = apply(conversation, parse_event(event))
+            except (InvalidEvent, TransitionError) as refused:
+                log.warning(
+                    "the machine refused a routing decision: %s",
+                    refused.message,
+                    extra={"tenant": tenant, "conversation": conversation.id},
+                )
+                return None
+            events.append(event)
+            decided.append(applied)
+            return applied.conversation
+
+        fresh: dict[str, list[Entry]] = {}  # still routable after this pass, by team
         lengths = dict(state.lengths)
         arrivals = state.oldest_arrivals(MAX_ARRIVALS)
         if any(e.id in state.tentative for e in arrivals):
@@ -437,30 +481,23 @@ class Router:
             logged_in = {t for a in agents.values() if a.presence != "offline" for t in a.teams}
         for entry in arrivals:
             team = entry.team
-            event = {"event_id": decision_id(entry.id, entry.version)}
-            event.update(conversation_id=entry.id, occurred_at=at)
-            image = _image(entry, now, entry.version + 1, status="closed")
             if team is None:
-                event.update(type="routing.assignment_failed", data={"reason": "no_team"})
+                decision = ("routing.assignment_failed", {"reason": "no_team"})
             else:
                 setting = teams.get(team) or rr.TEAM_DEFAULTS
                 if not is_open(setting["business_hours"], now, zone):
-                    event.update(type="routing.out_of_hours", data={"team": team})
+                    decision = ("routing.out_of_hours", {"team": team})
                 elif team not in logged_in:
-                    event.update(
-                        type="routing.assignment_failed", data={"reason": "no_agent_logged_in"}
-                    )
+                    decision = ("routing.assignment_failed", {"reason": "no_agent_logged_in"})
                 elif lengths.get(team, 0) >= setting["queue_capacity"]:
-                    event.update(
-                        type="routing.enqueue_failed", data={"team": team, "reason": "queue_full"}
-                    )
+                    decision = ("routing.enqueue_failed", {"team": team, "reason": "queue_full"})
                 else:
-                    event.update(type="routing.enqueued", data={"team": team})
-                    image = _image(entry, now, entry.version + 1, status="queued", queued_at=now)
-                    lengths[team] = lengths.get(team, 0) + 1
-                    fresh.setdefault(team, []).append((entry, entry.version + 1))
-            events.append(event)
-            images.append(image)
+                    decision = ("routing.enqueued", {"team": team})
+            after = decide(entry.conversation, *decision)
+            if after is not None and after.status in WAITING_STATUSES:
+                lengths[after.team] = lengths.get(after.team, 0) + 1
+            if after is not None and after.status in ROUTABLE_STATUSES:
+                fresh.setdefault(after.team, []).append(Entry.of(after, now))
         # Agents with room, as copies: a pass's offers add to their load. (Passes come
         # one per presence change in a burst: the agents without room cost a test.)
         free = {}
@@ -481,7 +518,7 @@ class Router:
                 dict(load),
             )
         if not free:
-            return events, images, len(arrivals)
+            return events, decided, len(arrivals)
         for team in sorted({t for a in free.values() for t in a.teams}):
             order = sorted(
                 (a for a in free.values() if team in a.teams and _has_room(a)),
@@ -492,11 +529,11 @@ class Router:
             setting = teams.get(team) or rr.TEAM_DEFAULTS
             expires = instant(now + timedelta(seconds=setting["offer_timeout_s"]))
             full: set[str] = set()  # kinds nobody left can take
-            for entry, version in _waiting(state, team, fresh.get(team, ())):
+            for entry in _waiting(state, team, fresh.get(team, ())):
                 if entry.id in state.tentative:
                     state.waited = True  # decided on by a submission in flight
                     continue
-                kind = entry.kind
+                kind = rr.load_kind(entry.channel)
                 if kind in full:
                     continue
                 agent = _idle_longest(order, kind)
@@ -505,40 +542,24 @@ class Router:
                     if len(full) == 2:
                         break
                     continue
+                offer_id = offer_id_for(tenant, entry.id, entry.version)
+                data = {"agent_id": agent.id, "offer_id": offer_id, "expires_at": expires}
+                if decide(entry.conversation, "routing.offered", data) is None:
+                    order.append(agent)  # not offered: still free, at the back
+                    continue
                 agent.load[kind] += 1
                 agent.idle_since = now  # the next offer goes to the next agent
                 if _has_room(agent):
                     order.append(agent)
-                offer_id = offer_id_for(tenant, entry.id, version)
-                events.append(
-                    {
-                        "event_id": decision_id(entry.id, version),
-                        "type": "routing.offered",
-                        "conversation_id": entry.id,
-                        "occurred_at": at,
-                        "data": {"agent_id": agent.id, "offer_id": offer_id, "expires_at": expires},
-                    }
-                )
-                images.append(
-                    _image(
-                        entry,
-                        now,
-                        version + 1,
-                        status="offered",
-                        queued_at=entry.queued_at or now,
-                        offer_agent_id=agent.id,
-                    )
-                )
                 if not order:
                     break
-        return events, images, len(arrivals)
+        return events, decided, len(arrivals)
 
 
-def _waiting(state: TenantState, team: str, fresh):
+def _waiting(state: TenantState, team: str, fresh: list[Entry]):
     """A team's queue, oldest first, then the conversations enqueued in this pass."""
     for _, cid in state.queues.get(team, ()):
-        entry = state.entries[cid]
-        yield entry, entry.version
+        yield state.entries[cid]
     yield from fresh
 
 
@@ -552,25 +573,6 @@ def _idle_longest(order: list[AgentState], kind: str) -> AgentState | None:
         if agent.can_take(kind):
             return order.pop(at)
     return None
-
-
-def _image(entry: Entry, now: datetime, version: int, **changes) -> dict:
-    """The row as a decision about `entry` leaves it, at `version`."""
-    return {
-        "id": entry.id,
-        "version": version,
-        "status": entry.status,
-        "team": entry.team,
-        "channel": entry.channel,
-        "contact": entry.contact,
-        "direction": "incoming",
-        "created_at": entry.created_at,
-        "queued_at": entry.queued_at,
-        "updated_at": now,
-        "offer_agent_id": None,
-        "agent_id": None,
-        **changes,
-    }
 
 
 def _same(state: TenantState, rows: list[dict], horizon: datetime) -> bool:

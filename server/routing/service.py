@@ -1,6 +1,10 @@
 """The routing services of one process, fed by one bus subscription: agents' board,
 presence, the router, popups, the wallboard, durable timers and agents' actions.
 
+Owns: building them and feeding them the bus; the decisions' own writer (an `Ingest`
+recording with the same `TimerArming` as the process's, whose cache settings news
+clears).
+
 Besides conversation rows, routing puts two kinds of news on the bus, both with an
 empty `rows` list so that live views pass over them: `presence` (an agent's presence
 changed) and `settings` (a tenant's teams or agents changed: reload what depends on
@@ -22,9 +26,10 @@ from server.routing.agent_connections import HEARTBEAT_S, AgentConnections
 from server.routing.popups import Popups
 from server.routing.presence import GRACE_S, AgentBoard, Presence
 from server.routing.router import Router
-from server.routing.timers import TimedIngest, TimerRunner
+from server.routing.timers import TimerArming, TimerRunner
 from server.routing.wallboard import Wallboard
 from server.storage.db import Database
+from state_machine import ROUTABLE_STATUSES
 
 log = logging.getLogger("switchboard.routing")
 
@@ -39,15 +44,21 @@ class Routing:
         zone_of,
         presence_grace_s: float = GRACE_S,
         heartbeat_s: float = HEARTBEAT_S,
+        *,
+        arming: TimerArming,
         after_accept=None,
     ):
+        """`arming`: the timers' recorder that `ingest` was built with; the decisions'
+        writer records with it too, and settings news clears its cache. `after_accept`:
+        told of each applied accept (the provider glue bridges a held caller)."""
         self.db = db
         self.bus = bus
         self.ingest = ingest
+        self.arming = arming
         # The router's and the timers' events have a writer of their own: an offer never
         # waits behind a group of requests' events being committed (on PostgreSQL the
         # two transactions run side by side; the conversations' locks order them).
-        self.decisions = TimedIngest(db, bus, clock)
+        self.decisions = Ingest(db, bus, clock, alongside=(arming,))
         self.board = AgentBoard(db, clock)
         self.presence = Presence(db, bus, clock, presence_grace_s)
         self.popups = Popups(db, zone_of)
@@ -176,9 +187,7 @@ class Routing:
             self._reloading.discard(tenant)
 
     def _forget_settings(self, tenant: str) -> None:
-        for ingest in (self.ingest, self.decisions):
-            if isinstance(ingest, TimedIngest):
-                ingest.forget(tenant)
+        self.arming.forget(tenant)
 
     async def _reload_settings(self, tenant: str) -> None:
         self.router.forget(tenant)
@@ -190,4 +199,4 @@ class Routing:
 
 def _routable(item: dict) -> bool:
     row = item["row"]
-    return row["status"] in ("new", "queued") and row["direction"] == "incoming"
+    return row["status"] in ROUTABLE_STATUSES and row["direction"] == "incoming"

@@ -1,14 +1,19 @@
 """Durable timers: offer expiry, queue timeout, wrap-up timeout, the reply timeout of
 outgoing messages and the presence grace, kept as rows of `timers` with a due time.
 
-Timers are armed and disarmed in the same transaction as the change that calls for
-them (`TimedIngest`, a hook on ingest's row writer), so a commit and its timers never
-part. Any process fires them: it claims due rows for a lease (PostgreSQL: `FOR
-UPDATE SKIP LOCKED`, so two processes never claim one row; SQLite: inside its single
-write transaction), hands their events to ingest, and deletes them. Each timer's event
-has a fixed `event_id`, so a timer fired again (a process died after ingest committed
-but before the delete, and the lease ran out) is a `duplicate`, never a second change.
-A timer that came due while every process was down fires at the next start.
+Owns: when each timer is armed and disarmed, and firing them. Timers are armed and
+disarmed in the same transaction as the change that calls for them (`TimerArming`, a
+recorder the composition root gives every ingest), so a commit and its timers never
+part: an offer's expiry follows the machine's effects (armed on `OfferStarted`,
+disarmed on `OfferEnded`, with the offer recorded for late answers), the queue,
+wrap-up and reply timeouts follow the status before and after each applied event,
+read through the machine's groups. Any process fires them: it claims due rows for a
+lease (PostgreSQL: `FOR UPDATE SKIP LOCKED`, so two processes never claim one row;
+SQLite: inside its single write transaction), hands their events to ingest, and
+deletes them. Each timer's event has a fixed `event_id`, so a timer fired again (a
+process died after ingest committed but before the delete, and the lease ran out) is a
+`duplicate`, never a second change. A timer that came due while every process was down
+fires at the next start.
 """
 
 from __future__ import annotations
@@ -23,12 +28,13 @@ from typing import Any
 from sqlalchemy import and_, delete, select, update
 
 from server.core.clock import Clock
-from server.ingest.pipeline import Ingest
+from server.ingest.pipeline import Change, Ingest
 from server.routing import repository as rr
 from server.storage import models as m
 from server.storage import repository as repo
 from server.storage.db import Database, DatabaseUnavailable
 from server.wire.rows import instant
+from state_machine import WAITING_STATUSES, OfferEnded, OfferStarted, Status
 
 log = logging.getLogger("switchboard.timers")
 
@@ -36,7 +42,6 @@ POLL_S = 0.25  # timers armed by other processes are seen within this
 CLAIM_S = 15.0  # a claimed timer whose process died fires again after this
 BATCH = 200
 TEXT_CHANNELS = frozenset({"chat", "sms", "whatsapp", "omnichannel"})
-LIVE_QUEUE = ("queued", "offered")
 
 
 def timer_event(kind: str, key: str, conversation_id: str, type_: str, due, data: dict) -> dict:
@@ -64,121 +69,110 @@ def offer_expiry_event(conversation_id: str, offer_id: str, agent_id: str, due) 
     }
 
 
-class TimedIngest(Ingest):
-    """Ingest, plus the timers and offers that the written rows call for, in the same
-    transaction."""
+class TimerArming:
+    """Records alongside ingest's rows (pipeline.Alongside) the offers made and the
+    timers the applied events arm and disarm. One per process, given to each of its
+    ingests; `forget` drops a tenant's cached settings when the bus says they changed."""
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, db: Database):
+        self.db = db
         # tenant -> its timer settings; forgotten when the bus says settings changed
         self.settings: dict[str, dict] = {}
 
     def forget(self, tenant: str) -> None:
         self.settings.pop(tenant, None)
 
-    async def _rows_alongside(
-        self, tenant: str, items: list[dict], now, rows: repo.IngestRows
+    async def record(
+        self, tenant: str, now: datetime, changes: list[Change], rows: repo.IngestRows, conn
     ) -> None:
         settings = self.settings.get(tenant)
-        if settings is None:
-            async with self.db.read() as conn:
-                settings = self.settings[tenant] = await rr.timer_settings(conn, tenant)
-        arm_timers(tenant, items, now, settings, rows)
+        if settings is None:  # outside the batch's transaction: not behind its locks
+            async with self.db.read() as read:
+                settings = self.settings[tenant] = await rr.timer_settings(read, tenant)
+        arm_timers(tenant, changes, now, settings, rows)
 
 
 def arm_timers(
-    tenant: str, items: list[dict], now: datetime, settings, rows: repo.IngestRows
+    tenant: str, changes: list[Change], now: datetime, settings, rows: repo.IngestRows
 ) -> None:
-    """Put into `rows` the timers and offers that the changed rows (`items`, as
-    published) call for; written with them in one statement (repository.py)."""
-    arm: dict[str, dict] = {}
-    disarm: set[str] = set()
+    """Put into `rows` the timers and offers that the applied events (`changes`, in
+    order) call for; written with the batch's rows in one statement (repository.py).
+    A key armed and disarmed within the batch ends as its last change leaves it."""
+    timers: dict[str, dict | None] = {}  # key -> the armed row, or None: disarmed
     offers: list[dict] = []
-    for item in items:
-        new = item["row"]
-        old = None if item["before"] is None else {**new, **item["before"]}
-        cid = new["id"]
-        was = old["status"] if old else None
-        builtin = settings["routing"] == "builtin"
+    builtin = settings["routing"] == "builtin"  # an external router times its own
+    for change in changes:
+        before, after = change.before, change.after
+        cid = after.id
         # An offer: its expiry, and a record that outlives it (late accepts).
-        if old and old["offer_id"] and old["offer_id"] != new["offer_id"]:
-            disarm.add(f"offer:{old['offer_id']}")
-        if new["offer_id"] and (not old or old["offer_id"] != new["offer_id"]):
-            offers.append(
-                {
-                    "tenant_id": tenant,
-                    "offer_id": new["offer_id"],
-                    "conversation_id": cid,
-                    "agent_id": new["offer_agent_id"],
-                    "expires_at": new["offer_expires_at"],
-                    "created_at": now,
-                }
-            )
-            if builtin:  # an external router expires its own offers
-                key = f"offer:{new['offer_id']}"
-                event = offer_expiry_event(
-                    cid, new["offer_id"], new["offer_agent_id"], new["offer_expires_at"]
+        for effect in change.effects:
+            if isinstance(effect, OfferEnded):
+                timers[f"offer:{effect.offer_id}"] = None
+            elif isinstance(effect, OfferStarted):
+                offers.append(
+                    {
+                        "tenant_id": tenant,
+                        "offer_id": effect.offer_id,
+                        "conversation_id": cid,
+                        "agent_id": effect.agent_id,
+                        "expires_at": effect.expires_at,
+                        "created_at": now,
+                    }
                 )
-                arm[key] = _row(tenant, key, "offer_expiry", cid, new["offer_expires_at"], event)
-        # The queue: from each (re)queueing until it leaves queued/offered.
+                if builtin:
+                    key = f"offer:{effect.offer_id}"
+                    event = offer_expiry_event(
+                        cid, effect.offer_id, effect.agent_id, effect.expires_at
+                    )
+                    timers[key] = _row(tenant, key, "offer_expiry", cid, effect.expires_at, event)
+        was = None if before is None else before.status
+        # The queue: from each (re)queueing until it leaves the queue.
         queue_key = f"queue:{cid}"
-        if new["status"] in LIVE_QUEUE and new["queued_at"] and builtin:
-            if not old or old["queued_at"] != new["queued_at"]:
-                team = settings["teams"].get(new["team"], rr.TEAM_DEFAULTS)
-                due = new["queued_at"] + timedelta(seconds=team["queue_timeout_s"])
-                arm[queue_key] = _row(
-                    tenant,
-                    queue_key,
-                    "queue_timeout",
-                    cid,
-                    due,
-                    timer_event("queue", queue_key, cid, "routing.queue_timeout", due, {}),
-                )
-        elif was in LIVE_QUEUE:
-            disarm.add(queue_key)
+        if after.status in WAITING_STATUSES and after.queued_at and builtin:
+            if before is None or before.queued_at != after.queued_at:
+                team = settings["teams"].get(after.team, rr.TEAM_DEFAULTS)
+                due = after.queued_at + timedelta(seconds=team["queue_timeout_s"])
+                event = timer_event("queue", queue_key, cid, "routing.queue_timeout", due, {})
+                timers[queue_key] = _row(tenant, queue_key, "queue_expiry", cid, due, event)
+        elif was in WAITING_STATUSES:
+            timers[queue_key] = None
         # Wrap-up and reply timeouts count from when the change was stored (a late
         # or replayed event does not start a timer that is already over).
         wrap_key = f"wrapup:{cid}"
-        if new["status"] == "wrap_up" and was != "wrap_up":
-            team = settings["teams"].get(new["team"]) if new["team"] else None
+        if after.status is Status.WRAP_UP and was is not Status.WRAP_UP:
+            team = settings["teams"].get(after.team) if after.team else None
             seconds = (team or {}).get("wrap_up_timeout_s") or settings["wrap_up_timeout_s"]
             due = now + timedelta(seconds=seconds)
-            arm[wrap_key] = _row(
-                tenant,
-                wrap_key,
-                "wrap_up_timeout",
-                cid,
-                due,
-                timer_event("wrapup", wrap_key, cid, "wrapup.timeout", due, {}),
-            )
-        elif was == "wrap_up" and new["status"] != "wrap_up":
-            disarm.add(wrap_key)
+            event = timer_event("wrapup", wrap_key, cid, "wrapup.timeout", due, {})
+            timers[wrap_key] = _row(tenant, wrap_key, "wrap_up_timeout", cid, due, event)
+        elif was is Status.WRAP_UP and after.status is not Status.WRAP_UP:
+            timers[wrap_key] = None
         reply_key = f"reply:{cid}"
         if (
-            old is None
-            and new["status"] == "dialing"
-            and new["direction"] == "outgoing"
-            and new["channel"] in TEXT_CHANNELS
+            before is None
+            and after.status is Status.DIALING
+            and after.direction == "outgoing"
+            and after.channel in TEXT_CHANNELS
         ):
             due = now + timedelta(seconds=settings["reply_timeout_s"])
-            arm[reply_key] = _row(
-                tenant,
-                reply_key,
-                "reply_timeout",
-                cid,
-                due,
-                timer_event(
-                    "reply", reply_key, cid, "media.no_answer", due, {"reason": "no_reply"}
-                ),
+            event = timer_event(
+                "reply", reply_key, cid, "media.no_answer", due, {"reason": "no_reply"}
             )
-        elif was == "dialing" and new["status"] != "dialing":
-            disarm.add(reply_key)
-    rows.disarmed_timers.extend({"tenant_id": tenant, "key": key} for key in disarm - set(arm))
-    rows.timers.extend(arm.values())
+            timers[reply_key] = _row(tenant, reply_key, "reply_timeout", cid, due, event)
+        elif was is Status.DIALING and after.status is not Status.DIALING:
+            timers[reply_key] = None
+    for key, row in timers.items():
+        if row is None:
+            rows.disarmed_timers.append({"tenant_id": tenant, "key": key})
+        else:
+            rows.timers.append(row)
     rows.offers.extend(offers)
 
 
 def _row(tenant: str, key: str, kind: str, cid: str | None, due, event: dict) -> dict:
+    """A timer row. `kind` names the timer for people reading the table (offer_expiry,
+    queue_expiry, wrap_up_timeout, reply_timeout; presence.py's presence_grace); only
+    presence_grace is told apart when it fires."""
     return {
         "tenant_id": tenant,
         "key": key,

@@ -1,6 +1,9 @@
 """The wallboard: api.md's metrics per team and channel and in total, for the tenant's
 current day (conversations created since its midnight) and what is live now.
 
+Owns: the metrics and keeping them; which statuses are live, waiting or handled and
+which states are answered comes from the machine's groups (state_machine).
+
 Kept incrementally: every conversation contributes additive counters to its (team,
 channel) bucket, and each change on the bus subtracts what the old image contributed
 and adds what the new one does. Additions commute, so news from several publishers in
@@ -32,28 +35,36 @@ from server.storage import models as m
 from server.storage import repository as repo
 from server.storage.db import Database
 from server.wire.rows import instant
+from state_machine import (
+    ANSWERED_STATES,
+    HANDLING_STATUSES,
+    UNANSWERED_STATES,
+    WAITING_STATUSES,
+    State,
+    Status,
+)
 
 log = logging.getLogger("switchboard.wallboard")
 
 PUSH_S = 0.1
 TICK_S = 5.0
 DEFAULT_SERVICE_LEVEL_S = 20
-UNANSWERED = (
-    "dropped",
-    "agent_assignment_failed",
-    "customer_did_not_respond",
-    "enqueue_failed",
-    "out_of_business_hours",
-    "queue_timeout",
-)
-LIVE = {"queued": "waiting", "offered": "offered", "active": "active", "wrap_up": "wrap_up"}
+# The unanswered states, in the machine's order: the keys of `unanswered`.
+UNANSWERED = tuple(state for state in State if state in UNANSWERED_STATES)
+ABANDONED = f"u_{State.DROPPED}"  # abandon rate: dropped / (answered + dropped)
+# What is live now: how many are in each of these statuses, under the status's name,
+# except queued ones, counted as `waiting`.
+LIVE = {
+    status: "waiting" if status is Status.QUEUED else status.value
+    for status in Status
+    if status in WAITING_STATUSES | HANDLING_STATUSES
+}
+# The service level's denominator: the conversations that reached a queue and left it
+# answered, dropped or timed out.
+LEFT_A_QUEUE = ANSWERED_STATES | {State.DROPPED, State.QUEUE_TIMEOUT}
 SUMS = (
-    "waiting",
-    "offered",
-    "active",
-    "wrap_up",
+    *LIVE.values(),
     "answered",
-    "dropped",
     "sl_hits",
     "sl_total",
     "wait_sum",
@@ -88,25 +99,20 @@ def contribution(row: dict, day_start: datetime, threshold: float) -> Tally:
     status = row["status"]
     if status in LIVE:
         tally.sums[LIVE[status]] += 1
-    if status in ("queued", "offered"):
+    if status in WAITING_STATUSES:
         tally.waiting_since[row["queued_at"] or row["created_at"]] += 1
     if row["created_at"] < day_start:
         return tally
     state = row["state"]
     s = tally.sums
-    if state == "customer_answered":
+    answered = state in ANSWERED_STATES
+    if answered:
         s["answered"] += 1
-    elif state in UNANSWERED:
+    elif state in UNANSWERED_STATES:
         s[f"u_{state}"] += 1
-        if state == "dropped":
-            s["dropped"] += 1
-    if row["queued_at"] is not None and state in ("customer_answered", "dropped", "queue_timeout"):
+    if row["queued_at"] is not None and state in LEFT_A_QUEUE:
         s["sl_total"] += 1
-        if (
-            state == "customer_answered"
-            and row["wait_s"] is not None
-            and row["wait_s"] <= threshold
-        ):
+        if answered and row["wait_s"] is not None and row["wait_s"] <= threshold:
             s["sl_hits"] += 1
     if row["wait_s"] is not None:
         s["wait_sum"] += row["wait_s"]
@@ -118,6 +124,11 @@ def contribution(row: dict, day_start: datetime, threshold: float) -> Tally:
         s["csat_sum"] += row["csat"]
         s["csat_n"] += 1
     return tally
+
+
+def _values(group) -> list[str]:
+    """A group of statuses or states as SQL values, in a fixed order."""
+    return sorted(member.value for member in group)
 
 
 @dataclass
@@ -132,7 +143,7 @@ async def recompute(conn, tenant: str, day_start: datetime) -> dict[tuple[str, s
     c, t = m.conversations, m.teams
     team = func.coalesce(c.c.team, literal(""))
     threshold = func.coalesce(t.c.service_level_s, DEFAULT_SERVICE_LEVEL_S)
-    answered = c.c.state == "customer_answered"
+    answered = c.c.state.in_(_values(ANSWERED_STATES))
     from_queue = c.c.queued_at.is_not(None)
 
     def count(condition):
@@ -150,23 +161,20 @@ async def recompute(conn, tenant: str, day_start: datetime) -> dict[tuple[str, s
             func.coalesce(c.c.queued_at, c.c.created_at),
             func.count(),
         )
-        .where(c.c.tenant_id == tenant, c.c.status.in_(tuple(LIVE)))
+        .where(c.c.tenant_id == tenant, c.c.status.in_(_values(LIVE)))
         .group_by(team, c.c.channel, c.c.status, func.coalesce(c.c.queued_at, c.c.created_at))
     )
     for team_name, channel, status, since, n in await conn.execute(live):
         tally = buckets.setdefault((team_name, channel), Tally())
         tally.sums[LIVE[status]] += n
-        if status in ("queued", "offered"):
+        if status in WAITING_STATUSES:
             tally.waiting_since[since] += n
     day = (
         select(
             team,
             c.c.channel,
             count(answered),
-            count(c.c.state == "dropped"),
-            count(
-                and_(from_queue, c.c.state.in_(("customer_answered", "dropped", "queue_timeout")))
-            ),
+            count(and_(from_queue, c.c.state.in_(_values(LEFT_A_QUEUE)))),
             count(and_(from_queue, answered, c.c.wait_s <= threshold)),
             total(c.c.wait_s),
             func.count(c.c.wait_s),
@@ -182,7 +190,6 @@ async def recompute(conn, tenant: str, day_start: datetime) -> dict[tuple[str, s
     )
     names = (
         "answered",
-        "dropped",
         "sl_total",
         "sl_hits",
         "wait_sum",
@@ -212,14 +219,11 @@ def render(tallies: list[Tally], agents: dict[str, int] | None, now: datetime) -
         return round(a / b, 4) if b else None
 
     metrics = {
-        "waiting": s["waiting"],
+        **{name: s[name] for name in LIVE.values()},  # waiting, offered, active, wrap_up
         "longest_wait_s": round(max(0.0, (now - oldest).total_seconds()), 3) if oldest else 0,
-        "offered": s["offered"],
-        "active": s["active"],
-        "wrap_up": s["wrap_up"],
         "answered": s["answered"],
         "unanswered": {state: s[f"u_{state}"] for state in UNANSWERED},
-        "abandon_rate": ratio(s["dropped"], s["answered"] + s["dropped"]),
+        "abandon_rate": ratio(s[ABANDONED], s["answered"] + s[ABANDONED]),
         "service_level": ratio(s["sl_hits"], s["sl_total"]),
         "avg_wait_s": ratio(s["wait_sum"], s["wait_n"]),
         "avg_handle_s": ratio(s["handle_sum"], s["handle_n"]),
