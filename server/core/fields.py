@@ -127,15 +127,20 @@ class Ref(Value):
 
 
 class Integer(Field):
-    def __init__(self, minimum: int = 0, maximum: int = 10**9, **options: Any):
+    """An integer from `minimum` to `maximum` (None: no bound, for what the server sends)."""
+
+    def __init__(self, minimum: int = 0, maximum: int | None = 10**9, **options: Any):
         super().__init__(**options)
         self.minimum = minimum
         self.maximum = maximum
 
     def check(self, value: Any, where: str) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise Invalid(where, f"must be an integer from {self.minimum} to {self.maximum}")
-        if not self.minimum <= value <= self.maximum:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or value < self.minimum
+            or (self.maximum is not None and value > self.maximum)
+        ):
             raise Invalid(where, f"must be an integer from {self.minimum} to {self.maximum}")
         return value
 
@@ -148,7 +153,10 @@ class Integer(Field):
         return self.read(int(text), where)
 
     def describe(self) -> dict:
-        return {"type": "integer", "minimum": self.minimum, "maximum": self.maximum}
+        schema = {"type": "integer", "minimum": self.minimum}
+        if self.maximum is not None:
+            schema["maximum"] = self.maximum
+        return schema
 
 
 class Boolean(Field):

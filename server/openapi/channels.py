@@ -90,6 +90,9 @@ PROVIDER_FAILED = _error(
 CONFLICT = _error(
     "invalid_transition (with the current `conversation`), idempotency_key_reused, in_progress"
 )
+NOT_NOW = _error(
+    "invalid_transition: not in the conversation's status (with the current `conversation`)"
+)
 
 
 def paths() -> dict[str, dict]:
@@ -157,7 +160,7 @@ def paths() -> dict[str, dict]:
                 roles="agent (its own conversation)",
                 body=request_body(ref("MessageRequest"), "The reply."),
                 parameters=[conversation],
-                more={409: CONFLICT, 502: PROVIDER_FAILED},
+                more={409: NOT_NOW, 502: PROVIDER_FAILED},
             )
         },
         "/api/v1/conversations/{conversation_id}/hangup": {
@@ -168,7 +171,7 @@ def paths() -> dict[str, dict]:
                 (404,),
                 roles="agent (its own conversation)",
                 parameters=[conversation],
-                more={409: CONFLICT},
+                more={409: NOT_NOW},
             )
         },
         "/api/v1/conversations/{conversation_id}/recordings/{recording_id}": {
@@ -242,7 +245,7 @@ def paths() -> dict[str, dict]:
                 parameters=[
                     {
                         **path_parameter("provider", "The provider's name."),
-                        "schema": enum(["sandbox", "twilio", "plivo", "whatsapp_cloud"]),
+                        "schema": enum([p for p in providers.CAPABILITIES if p != "webchat"]),
                     },
                     path_parameter("tenant", "The tenant's id."),
                 ],

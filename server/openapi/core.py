@@ -589,7 +589,7 @@ def paths() -> dict[str, dict]:
         "/openapi.json": {
             "get": operation(
                 "openapi",
-                "This document",
+                "The OpenAPI document of this API",
                 (200, "OpenAPI", returns({"type": "object"}, False)),
                 public=True,
                 tag="health",

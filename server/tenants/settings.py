@@ -46,12 +46,16 @@ TENANT_BODY = Object(
         description="Seconds an outgoing message waits for the customer's reply before the "
         "conversation ends (customer_did_not_respond).",
     ),
-    merge_channels=Boolean(),
+    merge_channels=Boolean(
+        description="A contact's message or call on another channel joins its open conversation."
+    ),
     widget_origins=TextList(description="The sites allowed to embed the chat widget."),
     description="Only the fields given change.",
 )
 TEAM_BODY = Object(
-    business_hours=BusinessHours(),
+    business_hours=BusinessHours(
+        description="Outside them a conversation ends out_of_business_hours."
+    ),
     queue_capacity=Integer(0, 100_000, description="Conversations waiting at most."),
     queue_timeout_s=Integer(1, DAY_S, description="Seconds a conversation waits at most."),
     offer_timeout_s=Integer(1, 3600, description="Seconds an agent has to answer an offer."),
@@ -63,7 +67,7 @@ TEAM_BODY = Object(
 )
 AGENT_BODY = Object(
     name=NAME,
-    teams=TextList(),
+    teams=TextList(description="The teams whose conversations it is offered."),
     chat_capacity=Integer(1, 50, description="Chats at once."),
     phone=Text(64, nullable=True, description="Where the provider rings the agent for calls."),
     description="Creates the agent (`name` is then required), or changes the fields given.",

@@ -39,8 +39,7 @@ SUBPROTOCOL_FRAMES = {
 }
 MAX_FRAME_BYTES = 64 * 1024  # a frame larger closes the socket (1009)
 CLOSE_CODES = {
-    1008: "Policy violation: reserved for a client that keeps on past its limits "
-    "(the visitors' chat socket declares it; /ws does not send it yet).",
+    1008: "Policy violation: reserved for a client that keeps on past its limits; not sent yet.",
     1009: f"A frame larger than {MAX_FRAME_BYTES // 1024} KiB.",
     1011: "An unexpected error in the server.",
     1012: "The server is restarting: connect again.",
@@ -107,16 +106,11 @@ class Frame(Object):
 
 # --- keys that recur -----------------------------------------------------------------------
 
-REF = Value(
-    {"type": ["string", "number", "null"]},
-    description="Any string or number: echoed by the frame that answers (a ref that is "
-    "neither is dropped).",
-)
+REF = Value({"type": ["string", "number", "null"]}, description="Echoed by the answer.")
 SUB = String(description="The subscription's id, from its snapshot.")
-SEQ = Integer(0, description="Goes up by one per delta of the subscription.")
 CONVERSATION_ID = Text(200, description="The conversation's id.")
 OFFER_ID = Text(200, description="The offer's id, from its popup.")
-TOTAL = Integer(0, description="Rows in the whole view.")
+TOTAL = Integer(0, None, description="Rows in the whole view.")
 ROWS = List(
     Ref("ViewRow"),
     description="In the view's order; each carries `id`, `version` and the view's sort "
@@ -224,7 +218,7 @@ CLIENT_FRAMES: dict[str, Frame] = {
         Frame(
             "send_message",
             "Reply on a text channel, as POST /api/v1/conversations/{id}/messages.",
-            roles="the conversation's agent",
+            roles="agent (its own conversation)",
             answer="ok or error (provider_failed: with `message_id`)",
             result="MessageSent",
             body="MessageRequest",
@@ -235,7 +229,7 @@ CLIENT_FRAMES: dict[str, Frame] = {
         Frame(
             "hangup",
             "End the call or chat, as POST /api/v1/conversations/{id}/hangup.",
-            roles="the conversation's agent",
+            roles="agent (its own conversation)",
             answer="ok or error",
             result="ActionResult",
             ref=REF,
@@ -279,7 +273,7 @@ SERVER_FRAMES: dict[str, Frame] = {
             "delta",
             "What changed in the window: rows that entered it or changed, ids that left.",
             sub=SUB,
-            seq=Integer(1, description="One more than the subscription's last delta."),
+            seq=Integer(1, None, description="One more than the subscription's last delta."),
             upsert=List(
                 Ref("ViewRow"),
                 description="A row new to the window comes whole; a changed one with `id`, "
@@ -294,7 +288,7 @@ SERVER_FRAMES: dict[str, Frame] = {
             "The rows after the window, which now belong to it.",
             ref=REF,
             sub=SUB,
-            seq=Integer(0, description="Unchanged: a page is not a delta."),
+            seq=Integer(0, None, description="Unchanged: a page is not a delta."),
             rows=ROWS,
             required=("sub", "seq", "rows"),
         ),
@@ -332,7 +326,7 @@ SERVER_FRAMES: dict[str, Frame] = {
             "wallboard",
             "The wallboard's metrics, as GET /api/v1/wallboard answers them.",
             ref=REF,
-            seq=Integer(1, description="Goes up by one per wallboard frame."),
+            seq=Integer(1, None, description="Goes up by one per wallboard frame."),
             at=Instant(),
             metrics=Ref("WallboardBreakdown"),
             required=("seq", "at", "metrics"),
