@@ -141,6 +141,8 @@ class Integer(Field):
             or value < self.minimum
             or (self.maximum is not None and value > self.maximum)
         ):
+            if self.maximum is None:
+                raise Invalid(where, f"must be an integer of at least {self.minimum}")
             raise Invalid(where, f"must be an integer from {self.minimum} to {self.maximum}")
         return value
 
