@@ -504,6 +504,10 @@ def objects(document: dict) -> list[str]:
             lines += event_envelope(schemas)
         elif "properties" in schema:
             lines += fields_table(schema) or ["No fields."]
+        elif any("properties" in branch for branch in schema.get("oneOf", ())):
+            for branch in schema["oneOf"]:  # each a table of its own
+                lines += [f"{branch.get('title', 'Or')}:", "", *fields_table(branch), ""]
+            lines.pop()
         else:
             lines.append(kind(schema) + ".")
         lines.append("")

@@ -360,7 +360,7 @@ def _filter_schema(kind: str) -> dict:
             },
         },
         ["field", "op"],
-        title=f"A condition on a {kind} field",
+        title=f"A condition on a field of kind {kind}",
     )
 
 
