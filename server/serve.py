@@ -1,4 +1,5 @@
-"""`switchboard serve`: uvicorn on uvloop with the settings of performance.md."""
+"""`switchboard serve`: uvicorn on uvloop, with the settings measured in
+docs/websocket-server.md."""
 
 from __future__ import annotations
 
@@ -7,8 +8,7 @@ import uvicorn
 from server.app import create_app
 from server.core import logs, metrics
 from server.core.settings import Settings
-
-WS_MAX_FRAME_BYTES = 64 * 1024
+from server.wire.protocol import MAX_FRAME_BYTES as WS_MAX_FRAME_BYTES
 
 
 def serve(settings: Settings, host: str, port: int, demo: bool) -> int:
@@ -37,8 +37,8 @@ def serve(settings: Settings, host: str, port: int, demo: bool) -> int:
 
 
 def uvicorn_config(app, host: str, port: int, loop: str = "uvloop") -> uvicorn.Config:
-    """uvicorn as performance.md asks: uvloop and httptools, the websockets sans-I/O
-    implementation, no per-message compression, a 64 KiB inbound frame limit."""
+    """uvicorn with uvloop and httptools, the websockets sans-I/O implementation, no
+    per-message compression, and the protocol's inbound frame limit (64 KiB)."""
     return uvicorn.Config(
         app,
         host=host,

@@ -1,4 +1,4 @@
-"""Saved views over HTTP (api.md "View definition" and /api/v1/views), on both
+"""Saved views over HTTP (/api/v1/views, docs/api.md), on both
 backends: create, list, get, patch and delete with private and tenant visibility and
 ownership; validation that names the field; `id` always a column; roles; tenant
 isolation; and GET /api/v1/views/{id}/rows paged with a keyset cursor, in the same
@@ -387,7 +387,7 @@ async def test_rows_page_with_a_keyset_cursor_like_the_websocket_snapshot(backen
                 path, params={"limit": 7, "cursor": bad}, headers=headers
             )
             assert error_of(response, 400)["code"] == "invalid_cursor", bad
-        for limit in ("0", "-1", "abc", "1001"):
+        for limit in ("0", "-1", "abc", "1001", "\u00b2", "9" * 5000):
             response = await api.client.get(path, params={"limit": limit}, headers=headers)
             assert error_of(response, 422)["field"] == "limit", limit
 

@@ -1,4 +1,6 @@
-"""Configuration from the environment, each with an embedded default (api.md)."""
+"""Configuration from the environment, each variable with an embedded default, so that
+a fresh machine needs none. ENVIRONMENT lists them with their defaults and what they
+are for (docs/api.md is written from it)."""
 
 from __future__ import annotations
 
@@ -6,6 +8,81 @@ import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Variable:
+    name: str
+    default: str  # as the server reads it when the variable is unset ("": none)
+    about: str
+
+
+ENVIRONMENT = {
+    variable.name: variable
+    for variable in (
+        Variable(
+            "DATABASE_URL",
+            "sqlite+aiosqlite:///{data_dir}/switchboard.db",
+            "The database: a SQLite file in the data directory by default; "
+            "`postgresql+asyncpg://...` for PostgreSQL.",
+        ),
+        Variable(
+            "REDIS_URL",
+            "memory://",
+            "The bus that tells every process of committed changes: in-process by default; "
+            "`redis://...` to fan out across processes and machines.",
+        ),
+        Variable(
+            "SWITCHBOARD_SECRET",
+            "",
+            "Signs tokens and seals provider credentials at rest. Unset: one is generated "
+            "once and kept in the data directory (changing it means putting the providers' "
+            "credentials again).",
+        ),
+        Variable("SWITCHBOARD_DATA_DIR", "data", "Where the SQLite file and the secret live."),
+        Variable(
+            "SWITCHBOARD_ALLOWED_ORIGINS",
+            "",
+            "Comma-separated origins, besides the server's own, whose pages may open /ws.",
+        ),
+        Variable(
+            "SWITCHBOARD_PUBLIC_URL",
+            "",
+            "The address providers call back: webhook URLs are built from it, and "
+            "signatures that cover the URL are checked against it.",
+        ),
+        Variable(
+            "SWITCHBOARD_BUS_PREFIX",
+            "switchboard:",
+            "The prefix of every Redis channel and key, so that deployments or tests can "
+            "share one Redis.",
+        ),
+        Variable(
+            "SWITCHBOARD_MAX_BODY_BYTES",
+            str(4 * 1024 * 1024),
+            "The largest request body taken (413 beyond).",
+        ),
+        Variable(
+            "SWITCHBOARD_PUSH_INTERVAL_MS",
+            "20",
+            "The shortest time between two deltas of a live view (docs/websocket-server.md).",
+        ),
+        Variable(
+            "SWITCHBOARD_PRESENCE_GRACE_MS",
+            "15000",
+            "An agent without connections goes offline after this (docs/routing.md).",
+        ),
+        Variable(
+            "SWITCHBOARD_PRESENCE_HEARTBEAT_MS",
+            "5000",
+            "How often each process refreshes its agents' connections (at least 10).",
+        ),
+    )
+}
+
+
+def default(name: str) -> str:
+    return ENVIRONMENT[name].default
 
 
 @dataclass(frozen=True)
@@ -17,33 +94,37 @@ class Settings:
     secret: str = field(repr=False)
     allowed_origins: tuple[str, ...] = ()
     public_url: str | None = None
-    max_body_bytes: int = 4 * 1024 * 1024
-    push_interval_s: float = 0.02  # the shortest time between two live flushes
-    presence_grace_s: float = 15.0  # an agent without connections goes offline after this
-    presence_heartbeat_s: float = 5.0  # processes refresh their agents' connection rows
+    max_body_bytes: int = int(default("SWITCHBOARD_MAX_BODY_BYTES"))
+    # the shortest time between two live flushes
+    push_interval_s: float = float(default("SWITCHBOARD_PUSH_INTERVAL_MS")) / 1000
+    # an agent without connections goes offline after this
+    presence_grace_s: float = float(default("SWITCHBOARD_PRESENCE_GRACE_MS")) / 1000
+    # processes refresh their agents' connection rows
+    presence_heartbeat_s: float = float(default("SWITCHBOARD_PRESENCE_HEARTBEAT_MS")) / 1000
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> Settings:
         env = dict(os.environ if env is None else env)
-        data_dir = Path(env.get("SWITCHBOARD_DATA_DIR") or "data").resolve()
+        data_dir = Path(env.get("SWITCHBOARD_DATA_DIR") or default("SWITCHBOARD_DATA_DIR"))
+        data_dir = data_dir.resolve()
         values = dict(
             data_dir=data_dir,
             database_url=env.get("DATABASE_URL")
-            or f"sqlite+aiosqlite:///{data_dir}/switchboard.db",
-            bus_url=env.get("REDIS_URL") or "memory://",
-            bus_prefix=env.get("SWITCHBOARD_BUS_PREFIX", "switchboard:"),
+            or default("DATABASE_URL").format(data_dir=data_dir),
+            bus_url=env.get("REDIS_URL") or default("REDIS_URL"),
+            bus_prefix=env.get("SWITCHBOARD_BUS_PREFIX", default("SWITCHBOARD_BUS_PREFIX")),
             allowed_origins=tuple(
                 origin.strip().rstrip("/")
                 for origin in env.get("SWITCHBOARD_ALLOWED_ORIGINS", "").split(",")
                 if origin.strip()
             ),
             public_url=(env.get("SWITCHBOARD_PUBLIC_URL") or "").rstrip("/") or None,
-            max_body_bytes=int(env.get("SWITCHBOARD_MAX_BODY_BYTES", 4 * 1024 * 1024)),
-            push_interval_s=_milliseconds(env, "SWITCHBOARD_PUSH_INTERVAL_MS", 20) / 1000,
-            presence_grace_s=_milliseconds(env, "SWITCHBOARD_PRESENCE_GRACE_MS", 15_000) / 1000,
-            presence_heartbeat_s=_milliseconds(
-                env, "SWITCHBOARD_PRESENCE_HEARTBEAT_MS", 5_000, least=10
-            )
+            max_body_bytes=int(
+                env.get("SWITCHBOARD_MAX_BODY_BYTES", default("SWITCHBOARD_MAX_BODY_BYTES"))
+            ),
+            push_interval_s=_milliseconds(env, "SWITCHBOARD_PUSH_INTERVAL_MS") / 1000,
+            presence_grace_s=_milliseconds(env, "SWITCHBOARD_PRESENCE_GRACE_MS") / 1000,
+            presence_heartbeat_s=_milliseconds(env, "SWITCHBOARD_PRESENCE_HEARTBEAT_MS", least=10)
             / 1000,
         )
         values.update(overrides)
@@ -52,10 +133,10 @@ class Settings:
         return cls(**values)
 
 
-def _milliseconds(env: dict[str, str], name: str, default: float, least: float = 0) -> float:
+def _milliseconds(env: dict[str, str], name: str, least: float = 0) -> float:
     text = env.get(name)
     if text is None or not text.strip():
-        return default
+        return float(default(name))
     try:
         value = float(text)
     except ValueError:

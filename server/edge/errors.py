@@ -1,6 +1,6 @@
 """Refusals as HTTP answers: `{"error": {"code", "message", ...}}` with the status that
-fits the code. The one table of codes and statuses; a test holds every code the server
-raises to it."""
+fits the code. The one table of codes, statuses and meanings (ERRORS); a test holds
+every code the server raises to it."""
 
 from __future__ import annotations
 
@@ -18,33 +18,47 @@ from server.storage.db import DatabaseUnavailable, is_unavailable
 
 log = logging.getLogger("switchboard.http")
 
-STATUS: dict[str, int] = {
-    "malformed": 400,
-    "invalid_cursor": 400,
-    "invalid_payload": 400,
-    "unauthorized": 401,
-    "missing_signature": 401,
-    "forbidden": 403,
-    "bad_signature": 403,
-    "not_found": 404,
-    "unknown_subscription": 404,
-    "method_not_allowed": 405,
-    "invalid_transition": 409,
-    "taken": 409,
-    "expired": 409,
-    "in_progress": 409,
-    "idempotency_key_reused": 409,
-    "too_large": 413,
-    "range_not_satisfiable": 416,
-    "invalid_field": 422,
-    "invalid_view": 422,
-    "invalid_data": 422,
-    "invalid_credentials": 422,
-    "rate_limited": 429,
-    "internal": 500,
-    "provider_error": 502,
-    "unavailable": 503,
+# code -> (HTTP status, when). docs/api.md lists them from here.
+ERRORS: dict[str, tuple[int, str]] = {
+    "malformed": (400, "The body (or frame) is not JSON or msgpack, or not the right shape."),
+    "invalid_cursor": (400, "A cursor this view did not give out."),
+    "invalid_payload": (400, "A provider's callback that cannot be read."),
+    "unauthorized": (401, "No bearer token, or a bad or expired one."),
+    "missing_signature": (401, "A provider's callback without its signature."),
+    "forbidden": (403, "The token's role may not do this, or its tenant does not exist."),
+    "bad_signature": (403, "A provider's callback whose signature does not match."),
+    "not_found": (404, "No such thing, or not one this caller may see."),
+    "unknown_subscription": (404, "No such subscription on this socket."),
+    "method_not_allowed": (405, "The path does not take this method."),
+    "invalid_transition": (
+        409,
+        "The conversation's status does not take this; the answer carries the current "
+        "`conversation`.",
+    ),
+    "taken": (409, "The offer went to someone else, or was answered already."),
+    "expired": (409, "The offer expired."),
+    "in_progress": (
+        409,
+        "The first request with this Idempotency-Key is still in progress, or failed; retry.",
+    ),
+    "idempotency_key_reused": (409, "This Idempotency-Key came with another body."),
+    "too_large": (413, "The body is too large, or has too many events."),
+    "range_not_satisfiable": (416, "A Range outside the recording."),
+    "invalid_field": (422, "A field is invalid: `field` names it, the message says why."),
+    "invalid_view": (422, "A view's definition is invalid: `field` names what is wrong."),
+    "invalid_data": (422, "An event's data does not fit its type."),
+    "invalid_credentials": (422, "A provider's credentials are not complete or not valid."),
+    "rate_limited": (429, "Too many requests; retry after Retry-After."),
+    "internal": (500, "An unexpected error (never for bad input)."),
+    "provider_error": (502, "A provider's API failed (fetching a recording)."),
+    "provider_failed": (
+        502,
+        "The provider refused or did not answer; `conversation_id` (and `message_id`) name "
+        "what was recorded.",
+    ),
+    "unavailable": (503, "A dependency (the database) is down; retry after Retry-After."),
 }
+STATUS: dict[str, int] = {code: status for code, (status, _) in ERRORS.items()}
 
 
 def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:

@@ -1,11 +1,12 @@
 """View definitions: what a view is (filters, columns, sort), validated once when it
-is saved or subscribed to inline (422 `invalid_view`/`invalid_field` naming what is
-wrong), and compiled into a ViewQuery (server/live/filters.py) for the caller's scope.
+is saved or subscribed to inline (422 `invalid_view` naming what is wrong), and
+compiled into a ViewQuery (server/live/filters.py) for the caller's scope.
 
-A view is `{"id", "name", "filters", "columns", "sort", "visibility"}`. Private views
-belong to the user who made them; `tenant` views are shared with the tenant (every
-supervisor may read them, and agents too, seeing only their own conversations in
-them). Only the owner or an admin changes or deletes a view.
+A view is `{"id", "name", "filters", "columns", "sort", "visibility"}`: VIEW_BODY, whose
+filters, columns and sort server/live/filters.py checks. Private views belong to the
+user who made them; `tenant` views are shared with the tenant (every supervisor may
+read them, and agents too, seeing only their own conversations in them). Only the
+owner or an admin changes or deletes a view.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ import json
 from dataclasses import dataclass
 
 from server.core.errors import Refused
-from server.core.text import storable
-from server.live.filters import ViewQuery, compile_view
+from server.core.fields import NAME, Choice, List, Object, Ref, Value
+from server.live.filters import MAX_FILTERS, MAX_SORT_KEYS, SORTABLE, ViewQuery, compile_view
 from server.wire.rows import COLUMNS
 
 DEFAULT_COLUMNS = (
@@ -29,10 +30,48 @@ DEFAULT_COLUMNS = (
     "status",
     "state",
 )
-DEFINITION_FIELDS = {"filters", "columns", "sort"}
-VIEW_FIELDS = {"name", "visibility", *DEFINITION_FIELDS}
 VISIBILITIES = ("private", "tenant")
-MAX_NAME = 200
+# Checked by parse_definition (server/live/filters.py's tables), described here.
+DEFINITION = {
+    "filters": Value(
+        List(Ref("Filter"), max_items=MAX_FILTERS),
+        nullable=True,
+        description="A conversation is in the view when it satisfies every filter.",
+    ),
+    "columns": Value(
+        List(Ref("Column")),
+        nullable=True,
+        description="Shown columns; `id` is always first (and added). Default: "
+        + ", ".join(DEFAULT_COLUMNS)
+        + ".",
+    ),
+    "sort": Value(
+        List(
+            Object(field=Choice(SORTABLE), dir=Choice(("asc", "desc")), required=("field",)),
+            max_items=MAX_SORT_KEYS,
+        ),
+        nullable=True,
+        description="Default: created_at descending; `id` always breaks ties.",
+    ),
+}
+VIEW_BODY = Object(
+    name=NAME,
+    visibility=Choice(VISIBILITIES, default="private"),
+    **DEFINITION,
+    required=("name",),
+    refusal="invalid_view",
+)
+# A view given inline to a websocket subscribe: its definition (a saved view's other
+# keys may come along, and are not read).
+VIEW_DEFINITION = Object(
+    **DEFINITION,
+    name=Value(),
+    visibility=Value(),
+    id=Value(),
+    refusal="invalid_view",
+)
+DEFINITION_FIELDS = set(DEFINITION)
+VIEW_FIELDS = set(VIEW_BODY.fields)
 
 
 @dataclass(frozen=True)
@@ -95,34 +134,19 @@ def agent_scope(principal) -> str | None:
 
 def new_view_values(body: dict, tz) -> dict:
     """The stored columns of a new view, validated as POST /api/v1/views does (422)."""
-    return _validated(body, tz, given=body)
+    return _stored({"visibility": "private", **VIEW_BODY.read(body)}, tz)
 
 
 def edited_view_values(row: dict, body: dict, tz) -> dict:
     """The stored columns after a PATCH of `body` over the view `row` (422)."""
-    return _validated({**_editable(row), **body}, tz, given=body)
+    return _stored({**_editable(row), **VIEW_BODY.partial().read(body)}, tz)
 
 
-def _validated(body: dict, tz, given: dict) -> dict:
-    """`body`'s view, valid as a whole; `given`: what the request itself sent (only
-    its fields can be unknown)."""
-    extra = sorted(set(given) - VIEW_FIELDS)
-    if extra:
-        raise Refused("invalid_view", f"{extra[0]}: unknown field", field=extra[0])
-    name = body.get("name")
-    if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME or not storable(name):
-        raise Refused(
-            "invalid_view",
-            f"name: must be a non-empty string of at most {MAX_NAME} characters, without NUL",
-            field="name",
-        )
-    visibility = body.get("visibility", "private")
-    if visibility not in VISIBILITIES:
-        raise Refused("invalid_view", "visibility: must be private or tenant", field="visibility")
-    definition = parse_definition(body, tz)
+def _stored(values: dict, tz) -> dict:
+    definition = parse_definition(values, tz)
     return {
-        "name": name,
-        "visibility": visibility,
+        "name": values["name"],
+        "visibility": values["visibility"],
         "filters": definition.filters,
         "columns": list(definition.columns),
         "sort": definition.sort,

@@ -15,7 +15,6 @@ from server.wire.rows import Projection, view_projection
 # Built page and count statements, by view, tenant and limit; the oldest goes first.
 _STATEMENTS: dict = {}
 MAX_STATEMENTS = 1000
-MAX_LIMIT = 1000
 
 
 def cached_page(dialect: str, tenant: str, query: ViewQuery, shown: Projection, now,

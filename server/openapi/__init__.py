@@ -1,2 +1,3 @@
-"""The OpenAPI document of the HTTP API, built from the tables the server itself uses
-(event types, columns, filters' fields and operators, validators' bounds)."""
+"""The OpenAPI document of the HTTP API and the websocket's frames, built from what the
+server itself uses: event types, columns, filters' fields and operators, and the field
+objects the services read request bodies and frames with."""

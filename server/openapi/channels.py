@@ -1,5 +1,6 @@
-"""The channels' part of the OpenAPI document (issue 8): providers, webhooks,
-initiate, replies, hangup and recordings. server/openapi.py merges it in."""
+"""The channels' part of the OpenAPI document: providers, webhooks, initiate, replies,
+hangup and recordings (their bodies as server/providers declares them).
+server/openapi/document.py merges it in."""
 
 from __future__ import annotations
 
@@ -20,19 +21,20 @@ from server.openapi.core import (
 )
 from server.providers import initiate, recording_links
 from server.providers import registry as providers
+from server.providers.actions import MESSAGE_BODY
+from state_machine import Status
 
-PHONE = string(pattern=r"^\+[1-9]\d{1,14}$", description="E.164, e.g. +34911234567")
 RETRY_AFTER = {"Retry-After": {"required": True, "schema": string(pattern=r"^\d+$")}}
 
 
 def schemas() -> dict[str, dict]:
-    number = obj({"number": PHONE, "team": string(minLength=1, maxLength=200)}, ["number", "team"])
+    body = providers.PROVIDER_BODY
     provider_fields = {
-        "channels": array(enum(["call", "sms", "whatsapp", "chat"])),
-        "numbers": array(ref("ProviderNumber"), maxItems=providers.MAX_NUMBERS),
+        "channels": array(enum(providers.CHANNELS)),
+        "numbers": array(ref("ProviderNumber")),
     }
     return {
-        "ProviderNumber": number,
+        "ProviderNumber": body.fields["numbers"].item.schema(),
         "Provider": obj(
             {
                 "provider": enum(sorted(providers.CAPABILITIES)),
@@ -43,34 +45,12 @@ def schemas() -> dict[str, dict]:
             ["provider", "channels", "numbers", "credentials_set", "webhook_url"],
         ),
         "Providers": obj({"providers": array(ref("Provider"))}, ["providers"]),
-        "ProviderUpdate": obj(
-            {
-                **provider_fields,
-                "credentials": {
-                    "type": ["object", "null"],
-                    "description": "Write-only, per provider (docs/channels.md): twilio "
-                    "{account_sid, auth_token}, plivo {auth_id, auth_token}, whatsapp_cloud "
-                    "{phone_number_id, access_token, app_secret, verify_token}, sandbox "
-                    "{secret}. Never answered; kept when left out.",
-                },
-            },
-            description="`channels` is required for a provider not configured yet; the "
-            "channels given are taken from any other provider.",
-        ),
-        "InitiateRequest": obj(
-            {
-                "channel": enum(initiate.CHANNELS),
-                "contact": PHONE,
-                "contacto_number": PHONE,
-                "agent_id": string(minLength=1, maxLength=200),
-                "text": string(minLength=1, maxLength=initiate.MAX_TEXT),
-            },
-            ["channel", "contact"],
-        ),
+        "ProviderUpdate": body.schema(),
+        "InitiateRequest": initiate.INITIATE_BODY.schema(),
         "Initiated": obj(
-            {"conversation_id": string(), "status": string()}, ["conversation_id", "status"]
+            {"conversation_id": string(), "status": enum(Status)}, ["conversation_id", "status"]
         ),
-        "MessageRequest": obj({"text": string(minLength=1, maxLength=4096)}, ["text"]),
+        "MessageRequest": MESSAGE_BODY.schema(),
         "MessageSent": obj(
             {"message_id": string(), "conversation": ref("ConversationRow")},
             ["message_id", "conversation"],
@@ -109,6 +89,9 @@ PROVIDER_FAILED = _error(
 )
 CONFLICT = _error(
     "invalid_transition (with the current `conversation`), idempotency_key_reused, in_progress"
+)
+NOT_NOW = _error(
+    "invalid_transition: not in the conversation's status (with the current `conversation`)"
 )
 
 
@@ -177,7 +160,7 @@ def paths() -> dict[str, dict]:
                 roles="agent (its own conversation)",
                 body=request_body(ref("MessageRequest"), "The reply."),
                 parameters=[conversation],
-                more={409: CONFLICT, 502: PROVIDER_FAILED},
+                more={409: NOT_NOW, 502: PROVIDER_FAILED},
             )
         },
         "/api/v1/conversations/{conversation_id}/hangup": {
@@ -188,7 +171,7 @@ def paths() -> dict[str, dict]:
                 (404,),
                 roles="agent (its own conversation)",
                 parameters=[conversation],
-                more={409: CONFLICT},
+                more={409: NOT_NOW},
             )
         },
         "/api/v1/conversations/{conversation_id}/recordings/{recording_id}": {
@@ -262,7 +245,7 @@ def paths() -> dict[str, dict]:
                 parameters=[
                     {
                         **path_parameter("provider", "The provider's name."),
-                        "schema": enum(["sandbox", "twilio", "plivo", "whatsapp_cloud"]),
+                        "schema": enum([p for p in providers.CAPABILITIES if p != "webchat"]),
                     },
                     path_parameter("tenant", "The tenant's id."),
                 ],

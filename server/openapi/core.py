@@ -5,8 +5,8 @@ The document (document.py) describes every route of server/edge/routes.py (a tes
 holds the two to each other) and is built from the tables the server itself uses
 wherever one exists: the event types and their data from state_machine.EVENT_TYPES,
 the conversation row from server/wire/rows.py COLUMNS, the statuses and states from
-the state machine's enums. Bounds that live only in a handler's code (the admin
-fields' ranges) are written out here.
+the state machine's enums, and every request body from the field objects its service
+reads it with (server/core/fields.py: TENANT_BODY, VIEW_BODY, ...).
 """
 
 from __future__ import annotations
@@ -16,9 +16,13 @@ import typing
 from datetime import datetime
 from typing import Any, Literal
 
-from server.core import validate
-from server.live import filters, queries
+from server.core.fields import NAME, BusinessHours, nullable, ref
+from server.live import filters
+from server.live.definitions import VIEW_BODY, VIEW_DEFINITION
+from server.routing.presence import PRESENCES
+from server.tenants.settings import AGENT_BODY, TEAM_BODY, TENANT_BODY
 from server.wire import rows
+from server.wire.protocol import PAGE_LIMIT
 from state_machine import EVENT_TYPES, State, Status
 from state_machine.events import ID_MAX_LENGTH, Channel, HangupSource, Sender
 
@@ -28,26 +32,10 @@ MSGPACK = "application/msgpack"
 
 CHANNELS = [*typing.get_args(Channel), "omnichannel"]
 OUTCOMES = ["applied", "duplicate", "stale", "rejected"]
-PRESENCES = ["available", "away", "offline"]
 MESSAGE_STATUSES = ["sent", "delivered", "read", "failed"]
 
 
 # --- schema helpers -----------------------------------------------------------------------
-
-
-def ref(name: str) -> dict:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def nullable(schema: dict) -> dict:
-    """`schema` or null (OpenAPI 3.1: a type list, with null among the enum values)."""
-    if "type" not in schema:
-        return {"anyOf": [schema, {"type": "null"}]}
-    types = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
-    out = {**schema, "type": [*types, "null"]}
-    if "enum" in schema:
-        out["enum"] = [*schema["enum"], None]
-    return out
 
 
 def string(**extra: Any) -> dict:
@@ -140,7 +128,7 @@ def event_schemas() -> dict[str, dict]:
     """One schema per event type (its envelope with `type` fixed, and its data), and
     `Event`, any one of them."""
     schemas: dict[str, dict] = {
-        "EventType": enum(EVENT_TYPES, description="Every event type (domain.md)."),
+        "EventType": enum(EVENT_TYPES, description="Every event type."),
     }
     for name, cls in EVENT_TYPES.items():
         data = _dataclass_schema(cls, skip=ENVELOPE)
@@ -335,57 +323,22 @@ def conversation_schemas() -> dict[str, dict]:
 
 # --- tenant, teams, agents -------------------------------------------------------------------
 
-SECONDS_DAY = 86400
-HH_MM_RANGE = string(pattern=r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-4]):[0-5]\d$")
-
 
 def admin_schemas() -> dict[str, dict]:
-    tenant_fields = {
-        "timezone": string(maxLength=64, description="An IANA time zone, e.g. Europe/Madrid."),
-        "routing": enum(["builtin", "external"]),
-        "wrap_up_timeout_s": integer(1, SECONDS_DAY),
-        "reply_timeout_s": integer(1, 30 * SECONDS_DAY),
-        "merge_channels": {"type": "boolean"},
-        "widget_origins": array(string(minLength=1, maxLength=200), maxItems=100),
-    }
-    schedule = obj(
-        {
-            **{day: array(HH_MM_RANGE) for day in validate.DAYS},
-            "holidays": array(string(format="date")),
-        },
-        description="Weekly opening hours in the tenant's time zone; a day left out is closed.",
-    )
-    team_fields = {
-        "business_hours": {"oneOf": [enum(["always"]), ref("WeeklySchedule")]},
-        "queue_capacity": integer(0, 100_000),
-        "queue_timeout_s": integer(1, SECONDS_DAY),
-        "offer_timeout_s": integer(1, 3600),
-        "service_level_s": integer(1, SECONDS_DAY),
-        "wrap_up_timeout_s": nullable(integer(1, SECONDS_DAY)),
-    }
-    agent_fields = {
-        "name": string(minLength=1, maxLength=200),
-        "teams": array(string(minLength=1, maxLength=200), maxItems=100),
-        "chat_capacity": integer(1, 50),
-        "phone": nullable(string(minLength=1, maxLength=64)),
-    }
+    """The set-up's bodies as their services declare them, and the stored rows."""
+    tenant, team, agent = TENANT_BODY.schema(), TEAM_BODY.schema(), AGENT_BODY.schema()
     return {
-        "Tenant": obj({"id": string(), **tenant_fields}, ["id", *tenant_fields]),
-        "TenantUpdate": obj(tenant_fields, description="Only the fields given change."),
-        "WeeklySchedule": schedule,
-        "Team": obj({"name": string(), **team_fields}, ["name", *team_fields]),
-        "TeamUpdate": obj(
-            team_fields, description="Creates the team, or changes only the fields given."
-        ),
+        "Tenant": obj({"id": string(), **tenant["properties"]}, ["id", *tenant["properties"]]),
+        "TenantUpdate": tenant,
+        "WeeklySchedule": BusinessHours.weekly_schedule(),
+        "Team": obj({"name": string(), **team["properties"]}, ["name", *team["properties"]]),
+        "TeamUpdate": team,
         "Teams": obj({"teams": array(ref("Team"))}, ["teams"]),
         "Agent": obj(
-            {"id": string(), "presence": enum(PRESENCES), **agent_fields},
-            ["id", "presence", *agent_fields],
+            {"id": string(), "presence": enum(PRESENCES), **agent["properties"]},
+            ["id", "presence", *agent["properties"]],
         ),
-        "AgentUpdate": obj(
-            agent_fields,
-            description="Creates the agent (`name` is then required), or changes the fields given.",
-        ),
+        "AgentUpdate": agent,
         "Agents": obj({"agents": array(ref("Agent"))}, ["agents"]),
     }
 
@@ -407,45 +360,31 @@ def _filter_schema(kind: str) -> dict:
             },
         },
         ["field", "op"],
-        title=f"A condition on a {kind} field",
+        title=f"A condition on a field of kind {kind}",
     )
 
 
 def view_schemas() -> dict[str, dict]:
     kinds = dict.fromkeys(filters.FIELD_KINDS.values())
-    definition = {
-        "filters": array(
-            ref("Filter"),
-            maxItems=filters.MAX_FILTERS,
-            description="A conversation is in the view when it satisfies every filter.",
-        ),
-        "columns": array(
-            ref("Column"), description="Shown columns; `id` is always first (and added)."
-        ),
-        "sort": array(
-            obj(
-                {"field": enum(filters.SORTABLE), "dir": enum(["asc", "desc"])},
-                ["field"],
-            ),
-            maxItems=3,
-            description="Default: created_at descending; `id` always breaks ties.",
-        ),
-    }
-    fields = {
-        "name": string(minLength=1, maxLength=200),
-        "visibility": enum(["private", "tenant"]),
-        **definition,
-    }
+    fields = VIEW_BODY.schema()["properties"]
     row = conversation_row_schema()
     return {
-        "Column": enum(rows.COLUMNS, description="A view column (domain.md)."),
+        "Column": enum(rows.COLUMNS, description="A view column."),
         "Filter": {"oneOf": [_filter_schema(kind) for kind in kinds]},
         "View": obj(
             {"id": string(), "owner": string(description="The user who made it."), **fields},
             ["id", "owner", *fields],
         ),
-        "ViewCreate": obj(fields, ["name"], description="visibility defaults to private."),
-        "ViewUpdate": obj(fields, description="Only the fields given change."),
+        "ViewCreate": VIEW_BODY.schema(),
+        "ViewUpdate": {
+            **VIEW_BODY.partial().schema(),
+            "description": "Only the fields given change.",
+        },
+        "ViewDefinition": {
+            **VIEW_DEFINITION.schema(),
+            "description": "A view's definition, given inline (a saved view's name, "
+            "visibility and id may come along, and are not read).",
+        },
         "Views": obj({"views": array(ref("View"))}, ["views"]),
         "ViewDeleted": obj({"deleted": string(description="The view's id.")}, ["deleted"]),
         "ViewRow": obj(
@@ -551,7 +490,7 @@ def path_parameter(name: str, description: str) -> dict:
         "in": "path",
         "required": True,
         "description": description,
-        "schema": string(minLength=1, maxLength=200),
+        "schema": NAME.schema(),
     }
 
 
@@ -650,7 +589,7 @@ def paths() -> dict[str, dict]:
         "/openapi.json": {
             "get": operation(
                 "openapi",
-                "This document",
+                "The OpenAPI document of this API",
                 (200, "OpenAPI", returns({"type": "object"}, False)),
                 public=True,
                 tag="health",
@@ -809,9 +748,7 @@ def view_paths() -> dict[str, dict]:
                 roles=readers + " (an agent sees only its own conversations)",
                 parameters=[
                     *view_id,
-                    query_parameter(
-                        "limit", "Page size.", integer(1, queries.MAX_LIMIT, default=100)
-                    ),
+                    query_parameter("limit", "Page size.", PAGE_LIMIT.schema()),
                     query_parameter(
                         "cursor", "The `cursor` of the previous page (400 if not one).", string()
                     ),

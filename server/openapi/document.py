@@ -1,5 +1,6 @@
-"""The OpenAPI document served at /openapi.json: the core API (core.py) and the parts
-of providers (channels.py), routing (routing.py) and the pages (pages.py)."""
+"""The OpenAPI document served at /openapi.json: the core API (core.py), the parts of
+providers (channels.py), routing (routing.py) and the pages (pages.py), and the
+websocket's frames (websocket.py)."""
 
 from __future__ import annotations
 
@@ -16,9 +17,21 @@ from server.openapi.core import (
 )
 from server.openapi.pages import pages_paths, pages_schemas
 from server.openapi.routing import routing_paths, routing_schemas
+from server.openapi.websocket import frame_schemas, websocket
 
 
 def openapi_document() -> dict:
+    schemas = {
+        **other_schemas(),
+        **event_schemas(),
+        **conversation_schemas(),
+        **admin_schemas(),
+        **view_schemas(),
+        **openapi_channels.schemas(),
+        **routing_schemas(),
+        **pages_schemas(),
+    }
+    schemas.update(frame_schemas(schemas))
     return {
         "openapi": OPENAPI_VERSION,
         "info": {
@@ -28,10 +41,12 @@ def openapi_document() -> dict:
                 "Real-time contact-center service. JSON by default; every body may also be sent "
                 "and asked for as msgpack (Content-Type / Accept: application/msgpack). Errors "
                 'are {"error": {"code", "message", ...}}. The live views, popups and '
-                "wallboards are a websocket at GET /ws (api.md), not described here."
+                "wallboards are a websocket at GET /ws: `x-websocket` and the ClientFrame and "
+                "ServerFrame schemas describe it."
             ),
         },
         "security": [{"bearer": []}],
+        "x-websocket": websocket(),
         "paths": {**paths(), **openapi_channels.paths(), **routing_paths(), **pages_paths()},
         "components": {
             "securitySchemes": {
@@ -50,16 +65,7 @@ def openapi_document() -> dict:
                     "that one recording, for a few minutes, and is accepted nowhere else.",
                 },
             },
-            "schemas": {
-                **other_schemas(),
-                **event_schemas(),
-                **conversation_schemas(),
-                **admin_schemas(),
-                **view_schemas(),
-                **openapi_channels.schemas(),
-                **routing_schemas(),
-                **pages_schemas(),
-            },
+            "schemas": schemas,
             "responses": error_responses(),
         },
     }

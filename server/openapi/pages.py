@@ -1,6 +1,6 @@
-"""The pages' part of the OpenAPI document (issue 9): the pages themselves (HTML, no
-token), who the caller is, what a view may hold, and the agent's wrap-up. Merged into
-the document by server/openapi.py."""
+"""The pages' part of the OpenAPI document: the pages themselves (HTML, no token), who
+the caller is, what a view may hold, and the agent's wrap-up. Merged into the document
+by server/openapi/document.py."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from server.openapi.core import (
     returns,
     string,
 )
+from server.providers.actions import WRAPUP_BODY
 from server.routing.presence import PRESENCES
 
 PAGES = {
@@ -65,13 +66,7 @@ def pages_schemas() -> dict[str, dict]:
             },
             ["columns", "fields", "within", "sortable", "max_filters", "max_sort_keys"],
         ),
-        "Wrapup": obj(
-            {
-                "disposition": string(minLength=1, maxLength=200),
-                "note": string(maxLength=4096),
-            },
-            ["disposition"],
-        ),
+        "Wrapup": WRAPUP_BODY.schema(),
     }
 
 

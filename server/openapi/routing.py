@@ -1,8 +1,14 @@
-"""The OpenAPI operations and schemas of routing (issue 7): presence, offers,
-transfers, the wallboard. Merged into the document by server/openapi.py."""
+"""The OpenAPI operations and schemas of routing: presence, offers, transfers, the
+wallboard. Merged into the document by server/openapi/document.py.
+
+PRESENCE_BODY and TRANSFER_BODY belong with the services that read them
+(server/routing/presence.py and actions.py); they are declared here until those read
+them: the edge reads a presence with PRESENCE_BODY, and routing checks a transfer
+itself, to the same bounds."""
 
 from __future__ import annotations
 
+from server.core.fields import NAME, Choice, Object
 from server.openapi.core import (
     INSTANT,
     array,
@@ -21,7 +27,12 @@ from server.openapi.core import (
 from server.routing.presence import PRESENCES
 from server.routing.wallboard import UNANSWERED
 
-NAME = string(minLength=1, maxLength=200)
+PRESENCE_BODY = Object(presence=Choice(PRESENCES), required=("presence",))
+TRANSFER_BODY = Object(
+    team=NAME,
+    agent_id=NAME,
+    description="Exactly one of team (queued there again) or agent_id (offered).",
+)
 
 
 def routing_schemas() -> dict[str, dict]:
@@ -51,29 +62,34 @@ def routing_schemas() -> dict[str, dict]:
         description="docs/routing.md defines each figure.",
     )
     return {
-        "PresenceUpdate": obj({"presence": enum(PRESENCES)}, ["presence"]),
+        "PresenceUpdate": PRESENCE_BODY.schema(),
         "Presence": obj(
             {"agent_id": string(), "presence": enum(PRESENCES), "at": INSTANT},
             ["agent_id", "presence", "at"],
         ),
-        "Transfer": obj(
-            {"team": NAME, "agent_id": NAME},
-            description="Exactly one of team (queued there again) or agent_id (offered).",
-        ),
+        "Transfer": TRANSFER_BODY.schema(),
         "ConversationAnswer": obj({"conversation": ref("ConversationRow")}, ["conversation"]),
         "WallboardMetrics": metrics,
-        "Wallboard": obj(
+        "WallboardBreakdown": obj(
             {
-                "at": string(),
-                "metrics": obj(
-                    {
-                        "total": ref("WallboardMetrics"),
-                        "teams": {"type": "object"},
-                        "channels": {"type": "object"},
-                    },
-                    ["total", "teams", "channels"],
-                ),
+                "total": ref("WallboardMetrics"),
+                "teams": {
+                    "type": "object",
+                    "additionalProperties": ref("WallboardMetrics"),
+                    "description": "By team name ((none): conversations without a team); "
+                    "each with its own `channels`.",
+                },
+                "channels": {
+                    "type": "object",
+                    "additionalProperties": ref("WallboardMetrics"),
+                    "description": "By channel.",
+                },
             },
+            ["total", "teams", "channels"],
+            description="The metrics in total, by team and by channel.",
+        ),
+        "Wallboard": obj(
+            {"at": INSTANT, "metrics": ref("WallboardBreakdown")},
             ["at", "metrics"],
         ),
     }

@@ -18,10 +18,10 @@ import secrets
 from typing import Any
 
 from channels.base import OutboundMessage, ProviderError, rfc3339
-from server.core import validate as v
 from server.core.auth import Principal, sees_conversation
 from server.core.clock import Clock
 from server.core.errors import Refused
+from server.core.fields import Object, Text
 from server.ingest.pipeline import Ingest
 from server.providers import repository as crepo
 from server.providers.initiate import with_retries
@@ -37,6 +37,12 @@ TEXT_CHANNELS = ("sms", "whatsapp", "chat")
 MAX_TEXT = 4096
 MAX_DISPOSITION = 200
 MAX_NOTE = 4096
+MESSAGE_BODY = Object(text=Text(MAX_TEXT), required=("text",))
+WRAPUP_BODY = Object(
+    disposition=Text(MAX_DISPOSITION, description="The outcome, as the agent names it."),
+    note=Text(MAX_NOTE, nullable=True),
+    required=("disposition",),
+)
 
 
 class ConversationActions:
@@ -88,12 +94,7 @@ class ConversationActions:
     async def send_reply(self, principal: Principal, conversation_id: Any, body: Any, base: str):
         """(status, answer): the agent's message, stored, then sent through the provider."""
         row = await self._own_conversation(principal, conversation_id)
-        if not isinstance(body, dict):
-            raise Refused("malformed", "the body must be an object")
-        v.unknown_fields(body, {"text"})
-        text = v.string(body, "text", MAX_TEXT)
-        if text is v.MISSING:
-            raise v.invalid("text", "is required")
+        text = MESSAGE_BODY.read(body)["text"]
         tenant = principal.tenant
         channels = repo.decode_channels(row["channels"])
         channel = next((c for c in reversed(channels) if c in TEXT_CHANNELS), None)
@@ -253,14 +254,10 @@ class ConversationActions:
         """The conversation's row after the wrap-up, or 409 with the current row when its
         status takes none (a wrap-up that already closed it, or one still active)."""
         row = await self._own_conversation(principal, conversation_id)
-        v.unknown_fields(body, {"disposition", "note"})
-        disposition = v.string(body, "disposition", MAX_DISPOSITION)
-        if disposition is v.MISSING:
-            raise v.invalid("disposition", "is required")
-        note = v.string(body, "note", MAX_NOTE, optional=True)
-        data = {"disposition": disposition.strip()}
-        if note not in (v.MISSING, None):
-            data["note"] = note
+        values = WRAPUP_BODY.read(body)
+        data = {"disposition": values["disposition"].strip()}
+        if values.get("note") is not None:
+            data["note"] = values["note"]
         tenant = principal.tenant
         # Fixed by the version it answers: a double submit of one form is one event.
         event = {

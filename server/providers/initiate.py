@@ -1,5 +1,5 @@
-"""Click-to-initiate (api.md `POST /api/v1/conversations/initiate`, websocket
-`initiate`): safe against double clicks and retries.
+"""Click-to-initiate (`POST /api/v1/conversations/initiate` and the websocket's
+`initiate`, docs/api.md): safe against double clicks and retries.
 
 The request's `Idempotency-Key` (per user) is claimed in the database before anything
 happens: the first request with a key creates the conversation and calls the
@@ -8,8 +8,8 @@ answer (waiting while the first is in flight), without a second provider call; t
 same key with another body gets 409. So 100 concurrent requests with one key, on any
 number of processes, make one conversation and one call.
 
-A provider that fails or times out ends the conversation as domain.md says
-(`media.no_answer`, reason `failed`) and the answer says why (502 `provider_failed`).
+A provider that fails or times out ends the conversation (`media.no_answer`, reason
+`failed`) and the answer says why (502 `provider_failed`).
 Only a failure to connect, where the request never reached the provider, is retried.
 """
 
@@ -24,24 +24,38 @@ from datetime import timedelta
 from typing import Any
 
 from channels.base import OutboundCall, OutboundMessage, ProviderError, rfc3339
-from server.core import validate as v
 from server.core.auth import Principal
 from server.core.clock import Clock
-from server.core.errors import Refused
+from server.core.errors import Refused, invalid
+from server.core.fields import MAX_NAME, Choice, Object, Phone, Text
 from server.ingest.pipeline import Ingest
 from server.providers import repository as crepo
-from server.providers.contacts import EMAIL, phone
 from server.storage import models as m
 from server.storage import repository as repo
 from server.storage.db import Database
 
 log = logging.getLogger("switchboard.initiate")
 
-FIELDS = {"channel", "contact", "contacto_number", "agent_id", "text"}
 CHANNELS = ("call", "sms", "whatsapp")
 TEXT_CHANNELS = ("sms", "whatsapp")
 MAX_TEXT = 4096
 MAX_KEY = 200
+INITIATE_BODY = Object(
+    channel=Choice(CHANNELS),
+    contact=Phone(description="Whom to call or text, in E.164 form."),
+    contacto_number=Phone(
+        nullable=True,
+        description="The contact-center number to call or text from (one of the provider's "
+        "numbers); default: its first.",
+    ),
+    agent_id=Text(MAX_NAME, description="Default: the caller; only a supervisor names another."),
+    text=Text(
+        MAX_TEXT,
+        nullable=True,
+        description="The first message: required for sms and whatsapp, none for a call.",
+    ),
+    required=("channel", "contact"),
+)
 # Per user: this many initiate requests within the window, then 429.
 RATE_LIMIT = 20
 RATE_WINDOW_S = 60
@@ -51,39 +65,16 @@ IN_FLIGHT_WAIT_S = 30.0  # how long a retry waits for the first request's answer
 
 
 def _fields(principal: Principal, body: dict) -> dict[str, Any]:
-    v.unknown_fields(body, FIELDS)
-    channel = body.get("channel")
-    if channel not in CHANNELS:
-        raise v.invalid("channel", f"must be one of {', '.join(CHANNELS)}")
-    contact = body.get("contact")
-    if isinstance(contact, str) and EMAIL.match(contact):
-        raise v.invalid(
-            "contact",
-            f"an email address cannot be reached on {channel}: give a phone number in E.164 form",
-        )
-    phone(contact, "contact")
-    contacto_number = body.get("contacto_number")
-    if contacto_number is not None:
-        phone(contacto_number, "contacto_number")
-    agent_id = v.string(body, "agent_id", 200)
-    if agent_id is v.MISSING:
-        agent_id = principal.user
-    elif agent_id != principal.user and not principal.has("supervisor", "admin"):
+    fields = {"contacto_number": None, "text": None, **INITIATE_BODY.read(body)}
+    channel = fields["channel"]
+    agent_id = fields.setdefault("agent_id", principal.user)
+    if agent_id != principal.user and not principal.has("supervisor", "admin"):
         raise Refused("forbidden", "only a supervisor may start a conversation for another agent")
-    text = body.get("text")
-    if channel in TEXT_CHANNELS:
-        text = v.string(body, "text", MAX_TEXT)
-        if text is v.MISSING:
-            raise v.invalid("text", f"the first message is required on {channel}")
-    elif text is not None:
-        raise v.invalid("text", "a call takes no text")
-    return {
-        "channel": channel,
-        "contact": contact,
-        "contacto_number": contacto_number,
-        "agent_id": agent_id,
-        "text": text,
-    }
+    if channel in TEXT_CHANNELS and fields["text"] is None:
+        raise invalid("text", f"the first message is required on {channel}")
+    if channel not in TEXT_CHANNELS and fields["text"] is not None:
+        raise invalid("text", "a call takes no text")
+    return fields
 
 
 def _body_hash(fields: dict) -> str:
@@ -123,17 +114,17 @@ class Initiator:
 
         config = await self.configs.for_channel(tenant, fields["channel"])
         if config is None or config.name == "webchat":
-            raise v.invalid("channel", f"the tenant has no provider for {fields['channel']}")
+            raise invalid("channel", f"the tenant has no provider for {fields['channel']}")
         number = fields["contacto_number"] or config.default_number()
         if fields["contacto_number"] and config.numbers and config.team_of(number) is None:
-            raise v.invalid("contacto_number", f"is not one of {config.name}'s numbers")
+            raise invalid("contacto_number", f"is not one of {config.name}'s numbers")
         if number is None and config.name != "sandbox":
-            raise v.invalid("contacto_number", f"{config.name} has no number to call from; add one")
+            raise invalid("contacto_number", f"{config.name} has no number to call from; add one")
         async with self.db.read() as conn:
             agent = await repo.get_row(conn, m.agents, tenant, "id", fields["agent_id"])
         agent_phone = (agent or {}).get("phone")
         if fields["channel"] == "call" and not agent_phone and config.name != "sandbox":
-            raise v.invalid("agent_id", f"agent {fields['agent_id']!r} has no phone to ring")
+            raise invalid("agent_id", f"agent {fields['agent_id']!r} has no phone to ring")
 
         now = self.clock.now()
         conversation_id = f"out-{secrets.token_hex(12)}"

@@ -21,18 +21,17 @@ import httpx
 
 from channels import registry
 from channels.base import CredentialsError, Provider
-from server.core import validate as v
 from server.core.clock import Clock
-from server.core.errors import Refused
+from server.core.errors import Refused, invalid
+from server.core.fields import MISSING, NAME, Choice, List, Object, Phone, Value
 from server.providers import repository as crepo
-from server.providers.contacts import is_e164
 from server.providers.sandbox import Sandboxes
 from server.providers.sealing import Sealer, Unreadable, is_sealed
 from server.storage.db import Database
 
 log = logging.getLogger("switchboard.providers")
 
-# What each provider can carry (api.md's provider names).
+# What each provider can carry, by its wire name.
 CAPABILITIES: dict[str, frozenset[str]] = {
     "sandbox": frozenset({"call", "sms", "whatsapp"}),
     "twilio": frozenset({"call", "sms", "whatsapp"}),
@@ -41,8 +40,27 @@ CAPABILITIES: dict[str, frozenset[str]] = {
     "webchat": frozenset({"chat"}),
 }
 DEFAULTS = (("sandbox", ["call", "sms", "whatsapp"]), ("webchat", ["chat"]))
-PROVIDER_FIELDS = {"channels", "numbers", "credentials"}
+CHANNELS = ("call", "sms", "whatsapp", "chat")
 MAX_NUMBERS = 1000
+PROVIDER_BODY = Object(
+    channels=List(
+        Choice(CHANNELS),
+        description="The channels it carries, taken from whichever provider carried them; "
+        "required for a provider not configured yet.",
+    ),
+    numbers=List(
+        Object(number=Phone(), team=NAME, required=("number", "team")),
+        max_items=MAX_NUMBERS,
+        description="Its contact-center numbers: an inbound contact to one is routed to its team.",
+    ),
+    credentials=Value(
+        {"type": ["object", "null"]},
+        description="Write-only, per provider (docs/channels.md): twilio {account_sid, "
+        "auth_token}, plivo {auth_id, auth_token}, whatsapp_cloud {phone_number_id, "
+        "access_token, app_secret, verify_token}, sandbox {secret}. Never answered; kept "
+        "when left out.",
+    ),
+)
 # A provider's API: connect quickly or say so; a slow answer is a failure too.
 HTTP_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 
@@ -124,9 +142,9 @@ class ProviderConfigs:
                 "not_found",
                 f"no provider {name[:40]!r} (one of {', '.join(sorted(CAPABILITIES))})",
             )
-        v.unknown_fields(body, PROVIDER_FIELDS)
-        channels = _channels(body, name)
-        numbers = _numbers(body)
+        values = PROVIDER_BODY.read(body)
+        channels = _channels(values.get("channels", MISSING), name)
+        numbers = _numbers(values.get("numbers", MISSING))
         async with self.db.write() as conn:
             rows = {row["provider"]: row for row in await crepo.list_providers(conn, tenant)}
             if not rows:  # the first change: the defaults become rows of their own
@@ -141,9 +159,9 @@ class ProviderConfigs:
                     }
                     await crepo.put_provider(conn, rows[default])
             current = rows.get(name)
-            if channels is v.MISSING:
+            if channels is MISSING:
                 if current is None:
-                    raise v.invalid("channels", "is required for a provider not configured yet")
+                    raise invalid("channels", "is required for a provider not configured yet")
                 channels = current["channels"]
             credentials = _credentials(body, name, current)
             if credentials is not None and not is_sealed(credentials):
@@ -152,11 +170,11 @@ class ProviderConfigs:
                 "tenant_id": tenant,
                 "provider": name,
                 "channels": channels,
-                "numbers": current["numbers"] if numbers is v.MISSING and current else numbers,
+                "numbers": current["numbers"] if numbers is MISSING and current else numbers,
                 "credentials": credentials,
                 "updated_at": self.clock.now(),
             }
-            if row["numbers"] is v.MISSING:
+            if row["numbers"] is MISSING:
                 row["numbers"] = []
             for other, other_row in rows.items():
                 taken = [c for c in other_row["channels"] if c in channels]
@@ -217,46 +235,26 @@ def provider_wire(config: ProviderConfig, webhook_url: str) -> dict[str, Any]:
     }
 
 
-def _channels(body: dict, name: str):
-    value = body.get("channels", v.MISSING)
-    if value is v.MISSING:
-        return value
-    allowed = CAPABILITIES[name]
-    if not isinstance(value, list) or not all(isinstance(c, str) for c in value):
-        raise v.invalid("channels", f"must be a list of {', '.join(sorted(allowed))}")
-    for channel in value:
+def _channels(channels, name: str):
+    """The channels given, each one `name` can carry, once."""
+    if channels is MISSING:
+        return channels
+    allowed = sorted(CAPABILITIES[name])
+    for channel in channels:
         if channel not in allowed:
-            raise v.invalid(
-                "channels",
-                f"{channel[:40]!r}: {name} carries only {', '.join(sorted(allowed))}",
-            )
-    return list(dict.fromkeys(value))
+            raise invalid("channels", f"{channel!r}: {name} carries only {', '.join(allowed)}")
+    return list(dict.fromkeys(channels))
 
 
-def _numbers(body: dict):
-    value = body.get("numbers", v.MISSING)
-    if value is v.MISSING:
-        return value
-    if not isinstance(value, list) or len(value) > MAX_NUMBERS:
-        raise v.invalid("numbers", f'must be a list of at most {MAX_NUMBERS} {{"number", "team"}}')
-    numbers, seen = [], set()
-    for i, entry in enumerate(value):
-        where = f"numbers[{i}]"
-        if not isinstance(entry, dict):
-            raise v.invalid(where, 'must be an object {"number", "team"}')
-        v.unknown_fields(entry, {"number", "team"})
-        number = entry.get("number")
-        if not isinstance(number, str) or not is_e164(number):
-            raise v.invalid(
-                f"{where}.number", "must be a phone number in E.164 form (+ and digits)"
-            )
-        team = v.string(entry, "team", 200)
-        if team is v.MISSING:
-            raise v.invalid(f"{where}.team", "is required")
-        if number in seen:
-            raise v.invalid(f"{where}.number", "is listed twice")
-        seen.add(number)
-        numbers.append({"number": number, "team": team})
+def _numbers(numbers):
+    """The numbers given, each once."""
+    if numbers is MISSING:
+        return numbers
+    seen = set()
+    for i, entry in enumerate(numbers):
+        if entry["number"] in seen:
+            raise invalid(f"numbers[{i}].number", "is listed twice")
+        seen.add(entry["number"])
     return numbers
 
 
@@ -265,12 +263,12 @@ def _credentials(body: dict, name: str, current: dict | None) -> dict | None:
     if "credentials" not in body:
         stored = current["credentials"] if current else None
         if stored is None and name in registry.API_PROVIDERS:
-            raise v.invalid("credentials", f"{name} needs credentials")
+            raise invalid("credentials", f"{name} needs credentials")
         return stored
     value = body["credentials"]
     if name == "webchat":
         if value not in (None, {}):
-            raise v.invalid("credentials", "webchat takes no credentials")
+            raise invalid("credentials", "webchat takes no credentials")
         return None
     if value is None and name == "sandbox":
         return None

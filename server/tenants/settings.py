@@ -1,33 +1,80 @@
-"""A tenant's settings, teams and agents: validated from a request body (422 naming
-the field), stored, and announced on the bus so that every process reloads what
-depends on them (`settings` news: an empty `rows` list, which live views pass over)."""
+"""A tenant's settings, teams and agents: read from a request body declared here
+(TENANT_BODY, TEAM_BODY, AGENT_BODY: 422 naming the field; the OpenAPI document
+describes the same objects), stored, and announced on the bus so that every process
+reloads what depends on them (`settings` news: an empty `rows` list, which live views
+pass over)."""
 
 from __future__ import annotations
 
 from server.bus import Bus
-from server.core import validate as v
+from server.core.errors import invalid
+from server.core.fields import (
+    NAME,
+    Boolean,
+    BusinessHours,
+    Choice,
+    Integer,
+    Object,
+    Text,
+    TextList,
+    TimeZone,
+)
 from server.storage import models as m
 from server.storage import repository as repo
 from server.storage.db import Database
 from server.tenants.zones import TenantZones
 
-TENANT_FIELDS = {
-    "timezone",
-    "routing",
-    "wrap_up_timeout_s",
-    "reply_timeout_s",
-    "merge_channels",
-    "widget_origins",
-}
-TEAM_FIELDS = {
-    "business_hours",
-    "queue_capacity",
-    "queue_timeout_s",
-    "offer_timeout_s",
-    "service_level_s",
-    "wrap_up_timeout_s",
-}
-AGENT_FIELDS = {"name", "teams", "chat_capacity", "phone"}
+DAY_S = 86400
+ROUTING = ("builtin", "external")
+
+TENANT_BODY = Object(
+    timezone=TimeZone(),
+    routing=Choice(
+        ROUTING,
+        description="builtin: the server's own router; external: routing events come from "
+        "an integration.",
+    ),
+    wrap_up_timeout_s=Integer(
+        1,
+        DAY_S,
+        description="Seconds of wrap-up before a conversation closes, unless its "
+        "team sets its own.",
+    ),
+    reply_timeout_s=Integer(
+        1,
+        30 * DAY_S,
+        description="Seconds an outgoing message waits for the customer's reply before the "
+        "conversation ends (customer_did_not_respond).",
+    ),
+    merge_channels=Boolean(
+        description="A contact's message or call on another channel joins its open conversation."
+    ),
+    widget_origins=TextList(description="The sites allowed to embed the chat widget."),
+    description="Only the fields given change.",
+)
+TEAM_BODY = Object(
+    business_hours=BusinessHours(
+        description="Outside them a conversation ends out_of_business_hours."
+    ),
+    queue_capacity=Integer(0, 100_000, description="Conversations waiting at most."),
+    queue_timeout_s=Integer(1, DAY_S, description="Seconds a conversation waits at most."),
+    offer_timeout_s=Integer(1, 3600, description="Seconds an agent has to answer an offer."),
+    service_level_s=Integer(
+        1, DAY_S, description="Answered within this many seconds counts toward service_level."
+    ),
+    wrap_up_timeout_s=Integer(1, DAY_S, nullable=True, description="null: the tenant's."),
+    description="Creates the team, or changes only the fields given.",
+)
+AGENT_BODY = Object(
+    name=NAME,
+    teams=TextList(description="The teams whose conversations it is offered."),
+    chat_capacity=Integer(1, 50, description="Chats at once."),
+    phone=Text(64, nullable=True, description="Where the provider rings the agent for calls."),
+    description="Creates the agent (`name` is then required), or changes the fields given.",
+)
+TENANT_FIELDS = set(TENANT_BODY.fields)
+TEAM_FIELDS = set(TEAM_BODY.fields)
+AGENT_FIELDS = set(AGENT_BODY.fields)
 TEAM_DEFAULTS = {
     "business_hours": "always",
     "queue_capacity": 50,
@@ -85,17 +132,7 @@ class TenantSettings:
             return await repo.list_rows(conn, m.agents, tenant, m.agents.c.id)
 
     async def put_tenant(self, tenant: str, body: dict) -> dict:
-        v.unknown_fields(body, TENANT_FIELDS)
-        values = v.present(
-            {
-                "timezone": v.timezone_name(body, "timezone"),
-                "routing": v.choice(body, "routing", ("builtin", "external")),
-                "wrap_up_timeout_s": v.integer(body, "wrap_up_timeout_s", 1, 86400),
-                "reply_timeout_s": v.integer(body, "reply_timeout_s", 1, 30 * 86400),
-                "merge_channels": v.boolean(body, "merge_channels"),
-                "widget_origins": v.string_list(body, "widget_origins"),
-            }
-        )
+        values = TENANT_BODY.read(body)
         async with self.db.write() as conn:
             if values:
                 await conn.execute(
@@ -107,17 +144,7 @@ class TenantSettings:
         return row
 
     async def put_team(self, tenant: str, name: str, body: dict) -> dict:
-        v.unknown_fields(body, TEAM_FIELDS)
-        values = v.present(
-            {
-                "business_hours": v.business_hours(body),
-                "queue_capacity": v.integer(body, "queue_capacity", 0, 100_000),
-                "queue_timeout_s": v.integer(body, "queue_timeout_s", 1, 86400),
-                "offer_timeout_s": v.integer(body, "offer_timeout_s", 1, 3600),
-                "service_level_s": v.integer(body, "service_level_s", 1, 86400),
-                "wrap_up_timeout_s": v.optional_integer(body, "wrap_up_timeout_s", 1, 86400),
-            }
-        )
+        values = TEAM_BODY.read(body)
         async with self.db.write() as conn:
             current = await repo.get_row(conn, m.teams, tenant, "name", name)
             row = {**TEAM_DEFAULTS, **(current or {}), **values, "tenant_id": tenant, "name": name}
@@ -126,19 +153,11 @@ class TenantSettings:
         return row
 
     async def put_agent(self, tenant: str, agent_id: str, body: dict) -> dict:
-        v.unknown_fields(body, AGENT_FIELDS)
-        values = v.present(
-            {
-                "name": v.string(body, "name", 200),
-                "teams": v.string_list(body, "teams"),
-                "chat_capacity": v.integer(body, "chat_capacity", 1, 50),
-                "phone": v.string(body, "phone", 64, optional=True),
-            }
-        )
+        values = AGENT_BODY.read(body)
         async with self.db.write() as conn:
             current = await repo.get_row(conn, m.agents, tenant, "id", agent_id)
             if current is None and "name" not in values:
-                raise v.invalid("name", "is required for a new agent")
+                raise invalid("name", "is required for a new agent")
             row = {
                 **AGENT_DEFAULTS,
                 **(current or {}),

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from server.core import validate as v
 from server.core.clock import SYSTEM_CLOCK
+from server.core.fields import Object, Slug
 from server.storage import models as m
 from server.storage import repository as repo
 from server.storage.db import Database
+from server.tenants.settings import TENANT_BODY
+
+NEW_TENANT = Object(
+    name=Slug(),
+    timezone=TENANT_BODY.fields["timezone"],
+    routing=TENANT_BODY.fields["routing"],
+    required=("name", "timezone", "routing"),
+)
 
 
 class TenantExists(Exception):
@@ -18,9 +26,7 @@ class TenantExists(Exception):
 async def create_tenant(
     conn: AsyncConnection, name: str, timezone: str, routing: str = "builtin"
 ) -> dict:
-    v.slug(name, "name")
-    v.timezone_name({"timezone": timezone}, "timezone")
-    v.choice({"routing": routing}, "routing", ("builtin", "external"))
+    NEW_TENANT.read({"name": name, "timezone": timezone, "routing": routing})
     if await repo.get_tenant(conn, name) is not None:
         raise TenantExists(f"tenant {name!r} already exists")
     row = {

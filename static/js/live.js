@@ -1,4 +1,4 @@
-// The one client of the websocket protocol (api.md, docs/protocol.md) for every page.
+// The one client of the websocket protocol (docs/api.md) for every page.
 //
 //   const live = new Live(token);
 //   const sub = live.subscribe(definition, 100, {onChange(sub, change) {...}});

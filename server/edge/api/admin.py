@@ -6,7 +6,7 @@ from __future__ import annotations
 from starlette.requests import Request
 
 from server.core.auth import Principal
-from server.core.errors import invalid
+from server.core.fields import NAME
 from server.edge.http import principal_of, read_object, respond
 from server.tenants.settings import agent_wire, team_wire, tenant_wire
 
@@ -62,9 +62,4 @@ async def put_agent(request: Request):
 
 
 def _path_name(request: Request, key: str) -> str:
-    value = request.path_params[key]
-    if not value.strip() or len(value) > 200:
-        raise invalid(key, "must be 1-200 characters")
-    if "\x00" in value:  # PostgreSQL text cannot hold it
-        raise invalid(key, "must not contain NUL characters")
-    return value
+    return NAME.read(request.path_params[key], key)

@@ -1,4 +1,5 @@
-"""HTTP for routing: presence, answering offers, transfers, the wallboard (api.md)."""
+"""HTTP for routing: presence, answering offers, transfers, the wallboard
+(docs/api.md)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from starlette.requests import Request
 
 from server.core.errors import Refused
 from server.edge.http import principal_of, read_object, respond
+from server.openapi.routing import PRESENCE_BODY
 from server.wire.rows import instant
 
 
@@ -18,12 +20,7 @@ async def _caller(request: Request, *roles: str):
 
 async def put_presence(request: Request):
     services, principal = await _caller(request, "agent")
-    body = await read_object(request, services.settings.max_body_bytes)
-    unknown = sorted(set(body) - {"presence"})
-    if unknown:
-        raise Refused("invalid_field", f"{unknown[0]}: unknown field", field=unknown[0])
-    if "presence" not in body:
-        raise Refused("invalid_field", "presence: is required", field="presence")
+    body = PRESENCE_BODY.read(await read_object(request, services.settings.max_body_bytes))
     result = await services.routing.presence.set(principal.tenant, principal.user, body["presence"])
     return respond(request, result)
 

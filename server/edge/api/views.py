@@ -8,7 +8,6 @@ import secrets
 
 from starlette.requests import Request
 
-from server.core.errors import invalid
 from server.edge.http import principal_of, read_object, respond
 from server.live import saved_views
 from server.live.definitions import (
@@ -19,7 +18,8 @@ from server.live.definitions import (
     require_owner,
     view_wire,
 )
-from server.live.queries import MAX_LIMIT, view_page
+from server.live.queries import view_page
+from server.wire.protocol import PAGE_LIMIT
 
 READERS = ("supervisor", "admin", "agent")
 WRITERS = ("supervisor", "admin")
@@ -95,7 +95,7 @@ async def view_rows(request: Request):
     services = request.app.state.services
     principal = await principal_of(request)
     principal.require(*READERS)
-    limit = _limit(request.query_params.get("limit", "100"))
+    limit = PAGE_LIMIT.parse(request.query_params.get("limit"), "limit")
     tz = await services.tenants.zone(principal.tenant)
     async with services.db.read() as conn:
         row = await saved_views.load_view(conn, principal, request.path_params["view_id"])
@@ -113,9 +113,3 @@ async def view_rows(request: Request):
         services.clock.now(),
     )
     return respond(request, answer)
-
-
-def _limit(raw: str) -> int:
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
-        raise invalid("limit", f"must be an integer from 1 to {MAX_LIMIT}")
-    return int(raw)
