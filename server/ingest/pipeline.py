@@ -54,6 +54,7 @@ from state_machine import (
 
 log = logging.getLogger("switchboard.ingest")
 
+MAX_EVENTS_PER_REQUEST = 5000  # events one request may submit
 MAX_GROUP_EVENTS = 250  # events committed together at most
 PIPELINE_DEPTH = 2  # groups in the database at once
 MAX_ATTEMPTS = 3  # a deadlock or a unique race with another batch retries the request

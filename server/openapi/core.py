@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from server.core.fields import NAME, BusinessHours, nullable, ref
+from server.ingest.pipeline import MAX_EVENTS_PER_REQUEST
 from server.live import filters
 from server.live.definitions import VIEW_BODY, VIEW_DEFINITION
 from server.routing.presence import PRESENCES
@@ -168,7 +169,7 @@ def event_schemas() -> dict[str, dict]:
         },
     }
     schemas["EventBatch"] = obj(
-        {"events": array(ref("Event"), maxItems=5000)}, ["events"], closed=False
+        {"events": array(ref("Event"), maxItems=MAX_EVENTS_PER_REQUEST)}, ["events"], closed=False
     )
     schemas["EventResult"] = obj(
         {
@@ -608,7 +609,7 @@ def paths() -> dict[str, dict]:
                 roles="service, admin",
                 body=request_body(
                     {"anyOf": [ref("Event"), ref("EventBatch")]},
-                    'One event, or {"events": [...]} (at most 5000).',
+                    f'One event, or {{"events": [...]}} (at most {MAX_EVENTS_PER_REQUEST}).',
                 ),
             )
         },

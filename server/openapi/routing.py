@@ -1,14 +1,8 @@
 """The OpenAPI operations and schemas of routing: presence, offers, transfers, the
-wallboard. Merged into the document by server/openapi/document.py.
-
-PRESENCE_BODY and TRANSFER_BODY belong with the services that read them
-(server/routing/presence.py and actions.py); they are declared here until those read
-them: the edge reads a presence with PRESENCE_BODY, and routing checks a transfer
-itself, to the same bounds."""
+wallboard. Merged into the document by server/openapi/document.py."""
 
 from __future__ import annotations
 
-from server.core.fields import NAME, Choice, Object
 from server.openapi.core import (
     INSTANT,
     array,
@@ -24,15 +18,9 @@ from server.openapi.core import (
     returns,
     string,
 )
-from server.routing.presence import PRESENCES
+from server.routing.actions import TRANSFER_BODY
+from server.routing.presence import PRESENCE_BODY, PRESENCES
 from server.routing.wallboard import UNANSWERED
-
-PRESENCE_BODY = Object(presence=Choice(PRESENCES), required=("presence",))
-TRANSFER_BODY = Object(
-    team=NAME,
-    agent_id=NAME,
-    description="Exactly one of team (queued there again) or agent_id (offered).",
-)
 
 
 def routing_schemas() -> dict[str, dict]:

@@ -14,7 +14,8 @@ from datetime import timedelta
 from typing import Any
 
 from server.core.auth import Principal
-from server.core.errors import Refused
+from server.core.errors import Refused, invalid
+from server.core.fields import MAX_NAME, Object, Text
 from server.ingest.pipeline import Ingest
 from server.routing import repository as rr
 from server.routing.router import offer_id_for
@@ -24,6 +25,11 @@ from server.storage import repository as repo
 from server.wire.rows import instant, wire_row
 
 ACTION_ROLES = ("agent", "supervisor", "admin")
+TRANSFER_BODY = Object(
+    team=Text(MAX_NAME, nullable=True),
+    agent_id=Text(MAX_NAME, nullable=True),
+    description="Exactly one of team (queued there again) or agent_id (offered).",
+)
 
 
 class AgentActions:
@@ -113,18 +119,10 @@ class AgentActions:
             raise Refused("forbidden", f"role {principal.role!r} may not transfer")
         if not isinstance(conversation_id, str) or not conversation_id or "\x00" in conversation_id:
             raise Refused("invalid_field", "conversation_id: must be a non-empty string")
-        unknown = sorted(set(body) - {"team", "agent_id"})
-        if unknown:
-            raise Refused("invalid_field", f"{unknown[0]}: unknown field", field=unknown[0])
-        team, agent_id = body.get("team"), body.get("agent_id")
+        values = TRANSFER_BODY.read(body)
+        team, agent_id = values.get("team"), values.get("agent_id")
         if (team is None) == (agent_id is None):
-            raise _invalid("team", "give exactly one of team or agent_id")
-        target = team if team is not None else agent_id
-        name = "team" if team is not None else "agent_id"
-        if not isinstance(target, str) or not target.strip() or len(target) > 200:
-            raise _invalid(name, "must be a string of 1-200 characters")
-        if "\x00" in target:
-            raise _invalid(name, "must not contain NUL characters")
+            raise invalid("team", "give exactly one of team or agent_id")
         tenant = principal.tenant
         row = await self._row(tenant, conversation_id)
         if row is None or (
@@ -137,14 +135,14 @@ class AgentActions:
             teams = await rr.team_settings(conn, tenant)
             if team is not None:
                 if team not in teams:
-                    raise _invalid("team", f"no team {team!r}")
+                    raise invalid("team", f"no team {team!r}")
                 data: dict[str, Any] = {"team": team}
             else:
                 agent = await repo.get_row(conn, m.agents, tenant, "id", agent_id)
                 if agent is None:
-                    raise _invalid("agent_id", f"no agent {agent_id!r}")
+                    raise invalid("agent_id", f"no agent {agent_id!r}")
                 if agent["presence"] == "offline":
-                    raise _invalid("agent_id", f"{agent_id!r} is offline")
+                    raise invalid("agent_id", f"{agent_id!r} is offline")
                 setting = teams.get(row["team"]) or rr.TEAM_DEFAULTS
                 expires = now + timedelta(seconds=setting["offer_timeout_s"])
                 data = {
@@ -166,7 +164,3 @@ class AgentActions:
         message = outcome.message or f"the transfer was {outcome.outcome}"
         await self._refuse(tenant, code, message, conversation_id)
         raise AssertionError("unreachable")
-
-
-def _invalid(field: str, message: str) -> Refused:
-    return Refused("invalid_field", f"{field}: {message}", field=field)

@@ -24,6 +24,7 @@ from sqlalchemy import delete
 from server.bus import Bus
 from server.core.clock import Clock
 from server.core.errors import Refused
+from server.core.fields import Choice, Object
 from server.routing import repository as rr
 from server.storage import models as m
 from server.storage import repository as repo
@@ -31,6 +32,8 @@ from server.storage.db import Database
 from server.wire.rows import instant
 
 PRESENCES = ("available", "away", "offline")
+PRESENCE = Choice(PRESENCES)
+PRESENCE_BODY = Object(presence=PRESENCE, required=("presence",))
 GRACE_S = 15.0  # an agent whose last connection dropped goes offline after this
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -174,8 +177,7 @@ class Presence:
         self.grace_s = grace_s  # armed by agent_connections.py, decided by grace_over
 
     async def set(self, tenant: str, agent_id: str, presence) -> dict:
-        if presence not in PRESENCES:
-            raise Refused("invalid_field", f"presence: must be one of {', '.join(PRESENCES)}")
+        PRESENCE.read(presence, "presence")
         now = self.clock.now()
         async with self.db.write() as conn:
             if not await rr.set_presence(conn, tenant, agent_id, presence, now):

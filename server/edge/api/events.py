@@ -6,8 +6,7 @@ from starlette.requests import Request
 
 from server.core.errors import Refused
 from server.edge.http import principal_of, read_body, respond
-
-MAX_EVENTS_PER_REQUEST = 5000
+from server.ingest.pipeline import MAX_EVENTS_PER_REQUEST
 
 
 async def post_events(request: Request):

@@ -7,7 +7,7 @@ from starlette.requests import Request
 
 from server.core.errors import Refused
 from server.edge.http import principal_of, read_object, respond
-from server.openapi.routing import PRESENCE_BODY
+from server.routing.presence import PRESENCE_BODY
 from server.wire.rows import instant
 
 
