@@ -1,7 +1,7 @@
 """What every provider adapter offers the server, and the shapes they share.
 
 An adapter only translates. Inbound: check a webhook's signature (`verify`), turn its
-payload into domain.md events (`parse`), named by the provider's own reference. The
+payload into the state machine's events (`parse`), named by the provider's own reference. The
 server's webhook layer maps each reference to a conversation and ingests the events.
 Outbound: place a call or send a message through the provider's REST API, and the
 call-control markup that holds a caller and bridges them to an agent's phone.
@@ -128,7 +128,7 @@ class Reference:
 
 @dataclass(frozen=True)
 class ChannelEvent:
-    """A domain.md event without its conversation, which the webhook layer chooses."""
+    """A state machine event without its conversation, which the webhook layer chooses."""
 
     event_id: str
     type: str

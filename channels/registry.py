@@ -1,4 +1,4 @@
-"""The providers by their wire name (api.md's `PUT /api/v1/providers/{provider}`).
+"""The providers by their wire name (as `PUT /api/v1/providers/{provider}` names them).
 
 `webchat` is not here: web chat is the server's own websocket, not a provider API.
 """

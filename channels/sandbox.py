@@ -6,7 +6,7 @@ time comes from an injected clock (`now()` and `call_at(moment, callback)`, as
 server/clock.py's), chance from an injected `random.Random`, and what a real provider
 would post to the webhook goes to the injected `post` callback, one `Inbound` at a time.
 
-Contacts with fixed outcomes (api.md), by the last two digits of the number:
+Contacts with fixed outcomes (docs/channels.md), by the last two digits of the number:
   01  answers after 1 s; the customer hangs up 3 s later, leaving a 3 s recording
   02  busy (after 0.5 s)
   03  rings (after 0.3 s) and is never answered: no answer at the ring timeout

@@ -52,7 +52,7 @@ ENDED_STATUSES = frozenset({Status.WRAP_UP, Status.CLOSED})
 
 @dataclass(frozen=True, kw_only=True)
 class Conversation:
-    """Every column of domain.md plus what the machine needs to decide (the current
+    """Every column of a conversation plus what the machine needs to decide (the current
     offer, the greatest applied `occurred_at`)."""
 
     id: str

@@ -1,4 +1,4 @@
-"""The transition table of domain.md, as data.
+"""The transition table, as data: the one place a transition rule lives.
 
 Each row names the event type, the statuses it applies from, an optional guard that
 tells rows of one event apart, the status it leads to, and what it sets. The setters

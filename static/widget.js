@@ -5,7 +5,7 @@
  *           data-team="support" data-title="Chat with us" async></script>
  *
  * and the site's origin must be in the tenant's `widget_origins`. It opens
- * WS /webchat/{tenant} on the server the script came from (api.md): `hello`, then
+ * WS /webchat/{tenant} on the server the script came from (docs/api.md): `hello`, then
  * `message` frames; it shows the server's `message` and `status` frames. Plain
  * script, no build, no dependencies; everything lives in a shadow root so the
  * host page's styles do not leak in. Text is always shown as text, never markup.

@@ -44,7 +44,7 @@ AGENT_LINES = (
     "I have updated it. Anything else I can do?",
     "Sure, I will send you the details by email.",
 )
-# Whom agents call or text: the sandbox's fixed outcomes (api.md) by the last digits.
+# Whom agents call or text: the sandbox's fixed outcomes (channels/sandbox.py) by the last digits.
 OUTBOUND = [
     ("Irene Castro", "+34655123401"),  # answers, hangs up after 3 s, a recording
     ("Hugo Moreno", "+34655123402"),  # busy

@@ -1,4 +1,4 @@
-"""The pages (api.md "Pages"): the HTML of static/ at the pages' paths, its assets, and
+"""The pages (docs/api.md, "Pages"): the HTML of static/ at the pages' paths, its assets, and
 what the pages ask of the server besides the API: who the caller is and what a view's
 filter builder may offer. The pages themselves hold no data: every page loads its
 token from the tab, then talks to the API and /ws like any client."""
@@ -80,7 +80,7 @@ async def me(request: Request):
 
 async def view_schema(request: Request):
     """What a view may hold (server/filters.py is the one source): columns with
-    domain.md's labels, each filterable field's type, operators and values."""
+    their labels, each filterable field's type, operators and values."""
     principal = await principal_of(request)
     principal.require("supervisor", "admin", "agent")
     return respond(

@@ -1,4 +1,4 @@
-"""The wallboard: api.md's metrics per team and channel and in total, for the tenant's
+"""The wallboard: the metrics of docs/api.md per team and channel and in total, for the tenant's
 current day (conversations created since its midnight) and what is live now.
 
 Owns: the metrics and keeping them; which statuses are live, waiting or handled and

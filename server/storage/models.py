@@ -285,7 +285,7 @@ views = Table(
 # --- channels: providers, provider call references, initiate requests ---------
 # Migration 0005_channels.
 
-# One provider account of a tenant (api.md PUT /api/v1/providers/{provider}). Each
+# One provider account of a tenant (PUT /api/v1/providers/{provider}). Each
 # channel is carried by one provider; `credentials` are write-only (never answered).
 providers = Table(
     "providers",

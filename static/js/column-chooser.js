@@ -1,4 +1,4 @@
-// The view editor's columns: a checkbox per column of domain.md, and the chosen ones
+// The view editor's columns: a checkbox per view column, and the chosen ones
 // in the order the live table shows them. A chosen column moves with its "Move …
 // up" / "Move … down" buttons, or by drag and drop on top of them. Conversation ID
 // is always chosen and always first: the server puts it first whatever is sent.
@@ -6,7 +6,7 @@
 import { el, nextId } from "./common.js";
 
 export class ColumnChooser {
-  // columns: [{name, label}] in domain.md's order; chosen: names in the order shown.
+  // columns: [{name, label}] in the server's order; chosen: names in the order shown.
   constructor(columns, chosen) {
     this.labels = Object.fromEntries(columns.map((c) => [c.name, c.label]));
     this.order = chosen.filter((name) => name !== "id" && name in this.labels); // after id

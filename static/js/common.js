@@ -178,7 +178,7 @@ export function zoned(instant, timeZone, withDate = true) {
 
 const ENUM_COLUMNS = new Set(["direction", "state", "channel", "status", "hangup_source"]);
 
-// A cell's text for a column of domain.md.
+// A cell's text for a view column (the server's /api/v1/view-schema names them).
 export function cellText(column, value) {
   if (value === null || value === undefined) return "";
   if (ENUM_COLUMNS.has(column)) return humanize(value);

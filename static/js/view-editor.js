@@ -192,7 +192,7 @@ export function openEditor({ schema, api, view }) {
   };
   for (const filter of view ? view.filters : []) add(filter);
 
-  // An edit shows the saved order; a new view starts with the usual ones in domain.md's order.
+  // An edit shows the saved order; a new view starts with the usual ones in the server's order.
   const initial = view ? view.columns : schema.columns.map((c) => c.name).filter((c) => NEW_VIEW_COLUMNS.has(c));
   const columns = new ColumnChooser(schema.columns, initial);
   const sortKeys = new SortKeys(schema.sortable, schema.max_sort_keys, labels, view ? view.sort : []);

@@ -1,4 +1,4 @@
-"""`GET/POST /webhooks/{provider}/{tenant}`: provider callbacks (api.md), no token.
+"""`GET/POST /webhooks/{provider}/{tenant}`: provider callbacks (docs/api.md), no token.
 
 Challenge (a GET handshake), verify the signature (401 missing, 403 bad), parse (400
 for a payload the adapter cannot read), deliver every item through server/providers/inbound.py
