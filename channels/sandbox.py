@@ -3,7 +3,7 @@
 It rings, answers, drops, busies and replies with realistic random timing, and
 writes a real WAV for every answered call. It does no I/O of its own but that file:
 time comes from an injected clock (`now()` and `call_at(moment, callback)`, as
-server/clock.py's), chance from an injected `random.Random`, and what a real provider
+server/core/clock.py's), chance from an injected `random.Random`, and what a real provider
 would post to the webhook goes to the injected `post` callback, one `Inbound` at a time.
 
 Contacts with fixed outcomes (docs/channels.md), by the last two digits of the number:

@@ -4,7 +4,7 @@
 set of stored conversation rows and a few views (wire filters, sort, agent scope)
 whose values are mostly taken from those rows, so that filters hit as often as
 they miss. `oracle()` is a reference reading of the documented semantics, written
-independently of server/filters.py.
+independently of server/live/filters.py.
 """
 
 from __future__ import annotations

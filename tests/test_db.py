@@ -1,4 +1,4 @@
-"""server/db.py: what a read and a write send to PostgreSQL besides their statements."""
+"""server/storage/db.py: what a read and a write send to PostgreSQL besides their statements."""
 
 from __future__ import annotations
 

@@ -396,7 +396,7 @@ def test_msgpack_style_datetime_objects_are_accepted():
 
 
 def test_a_real_msgpack_round_trip():
-    """What server/web.py decodes: msgpack timestamps as aware datetimes (timestamp=3)."""
+    """What server/edge/http.py decodes: msgpack timestamps as aware datetimes (timestamp=3)."""
     body = envelope(
         "routing.offered",
         {"agent_id": "a1", "offer_id": "o1", "expires_at": EXPIRES_AT},

@@ -1,4 +1,4 @@
-"""Unit tests of server/filters.py: validation of view definitions (422 naming what is
+"""Unit tests of server/live/filters.py: validation of view definitions (422 naming what is
 wrong), sort validation, bound parameters against SQL injection, keyset cursors, and
 `within` in the tenant's time zone with an injected `now` (midnights on DST days and
 across the date line) and `next_time_change`."""

@@ -1,6 +1,6 @@
 """With the tenant's `merge_channels`, one contact's first messages on different
 channels arriving at once open one conversation that carries every channel
-(server/inbound.py, docs/channels.md): SMS and WhatsApp bursts through Twilio's signed
+(server/providers/inbound.py, docs/channels.md): SMS and WhatsApp bursts through Twilio's signed
 webhook split over two `switchboard serve` processes; the per-contact claim in
 `inbound_openings` from two connection pools; the conversation carries both channels
 whichever of the two openings is stored first; without `merge_channels` each

@@ -1,5 +1,5 @@
 """One contact's first messages arriving at once open one conversation
-(server/inbound.py, docs/channels.md): the claim in `inbound_openings` from two
+(server/providers/inbound.py, docs/channels.md): the claim in `inbound_openings` from two
 connection pools; twenty messages at once through Twilio's signed webhook on one
 server, and split over two `switchboard serve` processes; a web chat visitor's first
 messages on two processes. Replays stay duplicates; once the conversation is closed,

@@ -1,5 +1,5 @@
 """The presence grace counts an agent's websocket connections in every process
-(server/agent_connections.py): one process's last connection closing leaves the agent
+(server/routing/agent_connections.py): one process's last connection closing leaves the agent
 available while another process holds one; a killed process's agents go offline after
 the staleness bound plus the grace, fired by a surviving process; a reconnect within
 the grace keeps the agent available; a heartbeat sweeps dead processes' rows and

@@ -103,7 +103,7 @@ class SimulatedAgent:
         self.on_break_until: datetime | None = None
         self.outbound: tuple[str, str] | None = None  # a call the script asks for
 
-    # --- the popup connection (server/popups.py AgentConnection)
+    # --- the popup connection (server/routing/popups.py AgentConnection)
 
     def reply(self, frame: dict) -> None:
         if frame.get("type") == "popup":

@@ -2,9 +2,9 @@
 numbers, and traffic played through the sandbox provider with the built-in router
 on, so that every page is alive at once (docs/demo.md).
 
-Calls, SMS and WhatsApp arrive through the sandbox (server/sandbox_runner.py, the
+Calls, SMS and WhatsApp arrive through the sandbox (server/providers/sandbox.py, the
 same path as a provider's webhook); web chats through the web-chat service
-(server/webchat.py); simulated agents (server/demo_people.py) act through the
+(server/providers/webchat.py); simulated agents (server/demo/people.py) act through the
 services a real agent's requests use. One agent, a1, is left to a person on /agent.
 Every wait goes through the server's clock, so a test can run the demo fast.
 """

@@ -79,7 +79,7 @@ async def me(request: Request):
 
 
 async def view_schema(request: Request):
-    """What a view may hold (server/filters.py is the one source): columns with
+    """What a view may hold (server/live/filters.py is the one source): columns with
     their labels, each filterable field's type, operators and values."""
     principal = await principal_of(request)
     principal.require("supervisor", "admin", "agent")

@@ -528,7 +528,7 @@ class Ingest:
                     if name not in UNANNOUNCED and old[name] != value
                 }
             # prev_seq: when the old version was committed, so that a reader that never
-            # heard of it can tell whether it may have been lost (server/live.py).
+            # heard of it can tell whether it may have been lost (server/live/windows.py).
             prev_seq = None if old is None else old["change_seq"]
             item = {"row": row, "before": before, "prev_seq": prev_seq}
             offers = batch.offers.get(conversation.id)

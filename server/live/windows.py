@@ -60,7 +60,7 @@ WIRE_NAMES = {"created_at": ("created_at", "created_date", "created_time")}
 
 
 class Receiver(Protocol):
-    """The connection side of a subscription (server/ws.py)."""
+    """The connection side of a subscription (server/edge/ws/connection.py)."""
 
     format: str
 
@@ -233,7 +233,7 @@ class LiveViews:
         self._flush_lock = asyncio.Lock()
         self._sub_ids = itertools.count(1)
         self.on_gap = None  # called with the reason when the bus may have lost news
-        # Catch-up (server/catchup.py): the change sequence up to which it has looked,
+        # Catch-up (server/live/catchup.py): the change sequence up to which it has looked,
         # and rows whose news came with an earlier change missing -> (version whose
         # news is missing, loop time noticed). Such a row's version is the newest, so
         # only this tells catch-up that a window may have missed its earlier change.
@@ -471,7 +471,7 @@ class LiveViews:
                 if isinstance(item, Gap):
                     log.info("bus gap: catching up", extra={"reason": item.reason})
                     if self.on_gap is not None:
-                        self.on_gap(item.reason)  # server/catchup.py
+                        self.on_gap(item.reason)  # server/live/catchup.py
                     else:
                         for window in list(self.windows.values()):
                             self._spawn(self._reload_and_flush(window))
@@ -480,7 +480,7 @@ class LiveViews:
             except Exception:
                 log.exception("live views failed on a bus message")
 
-    # --- catch-up (server/catchup.py)
+    # --- catch-up (server/live/catchup.py)
 
     def tenants(self) -> set[str]:
         """Tenants with a window in this process."""

@@ -318,7 +318,7 @@ channel_calls = Table(
 # 0008). One row per (tenant, channel, contact): a first message claims it before
 # opening a conversation, and the database lets one claim win while the conversation
 # it names is not closed, so first messages arriving at once on several processes
-# agree on one conversation (server/inbound.py). A tenant with merge_channels claims
+# agree on one conversation (server/providers/inbound.py). A tenant with merge_channels claims
 # under the channel "*", one row per contact whatever the channel; `opened_on` is the
 # channel the winning claimer came in on (migration 0009), which a claimer from
 # another channel adds to the conversation.

@@ -577,7 +577,7 @@ async def get_row(conn: AsyncConnection, table, tenant: str, key_column: str, ke
     return dict(row._mapping) if row else None
 
 
-# --- catch-up (server/catchup.py) -------------------------------------------------------
+# --- catch-up (server/live/catchup.py) -------------------------------------------------------
 
 
 async def change_mark(conn: AsyncConnection) -> int:
