@@ -1,4 +1,4 @@
-"""F1 live fan-out (performance.md): one server process, C websocket clients on one view.
+"""F1 live fan-out: one server process, C websocket clients on one view.
 
 Each round runs, one after the other on the same machine:
 

@@ -1,4 +1,4 @@
-"""F2 many views (performance.md): server CPU per change at 100 vs 10,000 subscriptions.
+"""F2 many views: server CPU per change at 100 vs 10,000 subscriptions.
 
 One server process (`switchboard serve --no-demo`, in-process bus) on a fresh PostgreSQL
 database, pinned to core 0, with the F3 directory (3 teams, 60 agents). Subscriptions are

@@ -1,4 +1,4 @@
-"""F3 ingest: events into PostgreSQL over HTTP (performance.md).
+"""F3 ingest: events into PostgreSQL over HTTP.
 
 One server process (`switchboard serve --no-demo`) on a fresh PostgreSQL database.
 The load is whole conversations, each a sequence of events in order (created,
@@ -40,7 +40,7 @@ from typing import Any
 from bench import common as c
 
 TITLE = "ingest: single events (32 senders) and batches of 100, PostgreSQL"
-TARGETS = {"single": 2_000, "batch": 10_000}  # events/s, performance.md "Goals"
+TARGETS = {"single": 2_000, "batch": 10_000}  # events/s, bench/RESULTS.md, the goals
 TENANT = "bench"
 SECRET = c.SECRET
 TEAMS = ("support", "sales", "billing")

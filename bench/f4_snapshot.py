@@ -1,5 +1,5 @@
 """F4 snapshot and paging: a view over 1,000,000 conversations of one tenant
-(performance.md).
+(goals: bench/RESULTS.md).
 
 One server process (`switchboard serve --no-demo`) on a fresh PostgreSQL database,
 loaded with set-based SQL (`INSERT ... SELECT FROM generate_series`) with
@@ -65,7 +65,7 @@ TENANT = "bench"
 OTHER_TENANT = "other"
 TIMEZONE = "Europe/Madrid"
 SECRET = c.SECRET
-TARGET_FIRST_P95_MS = 50.0  # performance.md "Goals"
+TARGET_FIRST_P95_MS = 50.0  # bench/RESULTS.md, the goals
 TARGET_DEEP_RATIO = 1.5
 LIMIT = 100
 

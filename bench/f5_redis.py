@@ -1,4 +1,4 @@
-"""F5 two processes behind Redis (performance.md): every client receives every change;
+"""F5 two processes behind Redis: every client receives every change;
 p99 ms end to end at 2,000 changes/s.
 
 Each round, on a fresh PostgreSQL database and a private redis-server (a free port,

@@ -1,4 +1,4 @@
-"""F6 recovery (performance.md): Redis restarted under F5's load; seconds until every
+"""F6 recovery: Redis restarted under F5's load; seconds until every
 client holds the same rows as a fresh snapshot.
 
 Each round: F5's deployment (two `switchboard serve` processes on a private

@@ -170,7 +170,7 @@ def conversation_in(source: str) -> Conversation:
 _ALL = frozenset(S)
 _NOT_CLOSED = _ALL - {S.CLOSED}
 
-# domain.md: the statuses each event type has a row from (creating events: none).
+# docs/domain.md: the statuses each event type has a row from (creating events: none).
 # wrapup.submitted from `closed` needs "no disposition yet": the canonical closed
 # conversation has one, so there it is invalid.
 ROWS_FROM: dict[str, frozenset[Status]] = {

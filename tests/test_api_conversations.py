@@ -1,4 +1,4 @@
-"""GET /api/v1/conversations/{id} after the walks of domain.md over HTTP, on both
+"""GET /api/v1/conversations/{id} after the walks of docs/domain.md over HTTP, on both
 backends: every column, the customer, transcript, tickets, recordings and timeline;
 dates in the tenant's zone; what an agent may see."""
 
@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 BASE = datetime(2026, 11, 24, 23, 30, tzinfo=UTC)  # 00:30 the next day in Madrid
 
-# domain.md's view columns: every one must be on the wire.
+# docs/domain.md's view columns: every one must be on the wire.
 COLUMNS = (
     "id", "customer_name", "created_date", "created_time", "created_at", "agent_name",
     "agent_id", "team", "direction", "disposition", "state", "wrap_up_note", "channel",

@@ -31,7 +31,7 @@ MACHINE_WORDS = frozenset(member.value for member in (*Status, *State))
 # words are names on the wire that coincide with a status, not statuses.
 WIRE_SCHEMA: dict[str, frozenset[str]] = {
     # The OpenAPI document of the wallboard frame: `offered`, `active` and `wrap_up`
-    # are metric names (api.md: how many conversations are in that status now; the
+    # are metric names (docs/api.md: how many conversations are in that status now; the
     # wallboard counts them with the machine's groups, routing/wallboard.py LIVE).
     "server/openapi/routing.py": frozenset({"offered", "active", "wrap_up"}),
 }

@@ -1,4 +1,4 @@
-"""The sandbox provider: api.md's contacts with fixed outcomes, realistic random
+"""The sandbox provider: docs/api.md's contacts with fixed outcomes, realistic random
 traffic with a seeded random source, inbound calls held and bridged, WAV recordings
 readable by `wave`, and its signed webhook. Time moves only when the test says."""
 

@@ -1,4 +1,4 @@
-"""parse_event: every event type of domain.md from a decoded JSON or msgpack envelope,
+"""parse_event: every event type of docs/domain.md from a decoded JSON or msgpack envelope,
 and every way an envelope can be wrong (InvalidEvent with a code and the field)."""
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def envelope(type_: str, data: Any = None, **overrides: Any) -> dict[str, Any]:
     return body
 
 
-# Every type with every field of domain.md: the data sent, and the attributes parsed
+# Every type with every field of docs/domain.md: the data sent, and the attributes parsed
 # (only where they differ from what was sent).
 VALID: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "conversation.created": (
@@ -88,7 +88,7 @@ VALID: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "ticket.linked": ({"ticket_id": "T-1", "system": "jira", "url": "https://j.example/T-1"}, {}),
 }
 
-# domain.md: the fields each type requires (optional ones are marked so there).
+# docs/domain.md: the fields each type requires (optional ones are marked so there).
 # routing.transferred needs `team`, or `agent_id` with `offer_id` and `expires_at`.
 REQUIRED: dict[str, tuple[str, ...]] = {
     "conversation.created": ("channel", "contact", "customer"),
@@ -179,7 +179,7 @@ WRONG_ENVELOPE: list[tuple[dict[str, Any], str]] = [
     ({"data": "team=sales"}, "data"),
 ]
 
-# Valid ISO 8601 for datetime.fromisoformat, but not RFC 3339 (domain.md: occurred_at
+# Valid ISO 8601 for datetime.fromisoformat, but not RFC 3339 (docs/domain.md: occurred_at
 # is "RFC 3339, UTC or with offset").
 NOT_RFC_3339 = [
     "20261124T100000Z",  # basic format
@@ -245,7 +245,7 @@ def test_unknown_data_keys_are_ignored():
 
 
 def test_required_fields_match_the_event_classes():
-    """REQUIRED (from domain.md) agrees with the dataclasses' fields without default."""
+    """REQUIRED (from docs/domain.md) agrees with the dataclasses' fields without default."""
     for type_, cls in EVENT_TYPES.items():
         required = {
             field.name

@@ -1,4 +1,4 @@
-"""Live views under faults (reliability.md, docs/faults.md): Redis restarted, its
+"""Live views under faults (docs/faults.md): Redis restarted, its
 connections made half-open, a process killed between commit and publish, news the
 bus never carried. Every client must end with exactly the rows a fresh snapshot
 gives, and never receive a version twice or out of order.

@@ -1,4 +1,4 @@
-"""The invariant of api.md's guarantees: applying a subscription's snapshot, then its
+"""The invariant of docs/api.md's guarantees: applying a subscription's snapshot, then its
 pages and deltas in order, gives exactly the rows a fresh query with limit W gives
 (same membership, order, column values and versions), with contiguous `seq`.
 

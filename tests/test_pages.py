@@ -1,4 +1,4 @@
-"""Serving the pages (api.md "Pages") and what they ask of the server: who the
+"""Serving the pages (docs/api.md "Pages") and what they ask of the server: who the
 caller is, what a view may hold, and the agent's wrap-up."""
 
 from __future__ import annotations

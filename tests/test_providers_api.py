@@ -1,4 +1,4 @@
-"""PUT/GET /api/v1/providers: channels, numbers, write-only credentials (api.md)."""
+"""PUT/GET /api/v1/providers: channels, numbers, write-only credentials (docs/api.md)."""
 
 from __future__ import annotations
 

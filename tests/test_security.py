@@ -1,6 +1,6 @@
 """Credentials, roles, tenant isolation and body caps, over HTTP on both backends.
 
-Every HTTP route of server.edge.routes.ROUTES is listed in ACCESS with the roles api.md lets
+Every HTTP route of server.edge.routes.ROUTES is listed in ACCESS with the roles docs/api.md lets
 in; a route added without an entry fails test_every_http_route_is_in_the_access_table,
 so that the role matrix and the token checks below always try every endpoint."""
 
@@ -27,7 +27,7 @@ READERS = frozenset({"admin", "supervisor", "agent"})
 WRITERS = frozenset({"admin", "supervisor"})
 SIGNED = frozenset({"provider"})  # no role: a provider's signed callback
 
-# (method, route path) -> the roles api.md lets in (an agent only to its own things).
+# (method, route path) -> the roles docs/api.md lets in (an agent only to its own things).
 ACCESS: dict[tuple[str, str], frozenset] = {
     ("GET", "/healthz"): PUBLIC,
     ("GET", "/readyz"): PUBLIC,
@@ -37,7 +37,7 @@ ACCESS: dict[tuple[str, str], frozenset] = {
     ("GET", "/chat-demo"): PUBLIC,
     ("POST", "/api/v1/events"): frozenset({"service", "admin"}),
     ("GET", "/api/v1/conversations/{conversation_id}"): READERS,
-    # Reading the set-up is not in api.md; the server lets supervisors read it.
+    # Reading the set-up is not in docs/api.md; the server lets supervisors read it.
     ("GET", "/api/v1/tenant"): WRITERS,
     ("PUT", "/api/v1/tenant"): frozenset({"admin"}),
     ("GET", "/api/v1/teams"): WRITERS,

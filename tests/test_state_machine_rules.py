@@ -1,7 +1,7 @@
-"""The four rules under domain.md's transition table, every invalid (status, event)
+"""The four rules under docs/domain.md's transition table, every invalid (status, event)
 pair, and the end-to-end walks of the issue.
 
-The expectations are written from domain.md by hand (machine_helpers.ROWS_FROM and
+The expectations are written from docs/domain.md by hand (machine_helpers.ROWS_FROM and
 REPEATS_THE_PAST below), not read from state_machine/table.py.
 """
 
@@ -600,7 +600,7 @@ def test_walk_transfer_to_a_team_keeps_the_first_state():
 
 
 def test_handle_time_after_a_transfer_to_a_team_counts_only_active_and_wrap_up():
-    """domain.md: handle_s is "seconds active + wrap-up". Active 5..65, queued again
+    """docs/domain.md: handle_s is "seconds active + wrap-up". Active 5..65, queued again
     65..80 (waiting for a new agent, not handled), active 80..140, wrap-up 140..170."""
     closed = run(
         [

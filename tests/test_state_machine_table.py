@@ -1,4 +1,4 @@
-"""One test per row of domain.md's transition table (one case per source status).
+"""One test per row of docs/domain.md's transition table (one case per source status).
 
 Each case starts from a conversation built by real events (machine_helpers.SOURCES),
 applies the row's event at T0 + 200 s, and checks the new status, exactly the

@@ -1,4 +1,4 @@
-"""`/ws` as api.md describes it, over a real socket on both backends: the handshake
+"""`/ws` as docs/api.md describes it, over a real socket on both backends: the handshake
 (token in the header or `?token=`, the Origin rule, subprotocols, no compression), a
 token expiring while open (4401), malformed and oversized frames, subscribe to saved
 and inline views, tenant and agent scope, roles, fetch/page, unsubscribe, count-only
