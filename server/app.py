@@ -27,7 +27,7 @@ from server.edge.api import conversations as api_conversations
 from server.edge.api import events as api_events
 from server.edge.api import routing as api_routing
 from server.edge.http import ApiError, authenticate, error_body, error_response, respond
-from server.edge.ws import connection as ws
+from server.edge.ws import routes as ws
 from server.ingest.pipeline import DatabaseUnavailable
 from server.live import views
 from server.live.catchup import CatchUp
@@ -150,9 +150,9 @@ ROUTES = [
     Route("/api/v1/views/{view_id}", views.update_view, methods=["PATCH"]),
     Route("/api/v1/views/{view_id}", views.delete_view, methods=["DELETE"]),
     Route("/api/v1/views/{view_id}/rows", views.view_rows, methods=["GET"]),
-    # /ws is routed by ws.DirectRoute, ahead of the router.
+    *ws.ROUTES,  # /ws and the visitors' chat socket, /webchat/{tenant}
     *channel_routes.ROUTES,
-    *webchat.ROUTES,  # the visitors' chat socket, /widget.js, /chat-demo
+    *webchat.ROUTES,  # /widget.js, /chat-demo
     *pages.ROUTES,  # the pages of static/, /api/v1/me, view-schema, wrap-up (issue 9)
 ]
 
@@ -264,5 +264,4 @@ def create_app(
     )
     app.state.sb = sb
     app.add_middleware(Instrumentation)
-    app.add_middleware(ws.DirectRoute)  # outermost of ours: /ws, with the server's own send
     return app

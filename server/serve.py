@@ -7,8 +7,11 @@ import uvicorn
 from server.app import create_app
 from server.core import logs, metrics
 from server.core.settings import Settings
+from server.edge.ws.protocol import SocketProtocol
 
 WS_MAX_FRAME_BYTES = 64 * 1024
+WS_PING_INTERVAL_S = 20.0  # keepalive: a ping after this long, and the socket is closed
+WS_PING_TIMEOUT_S = 20.0  # (1011) when its pong does not come within this
 
 
 def serve(settings: Settings, host: str, port: int, demo: bool) -> int:
@@ -36,19 +39,21 @@ def serve(settings: Settings, host: str, port: int, demo: bool) -> int:
     return 0
 
 
-def uvicorn_config(app, host: str, port: int, loop: str = "uvloop") -> uvicorn.Config:
-    """uvicorn as performance.md asks: uvloop and httptools, the websockets sans-I/O
-    implementation, no per-message compression, a 64 KiB inbound frame limit."""
-    return uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        loop=loop,
-        http="httptools",
-        ws="websockets-sansio",
-        ws_max_size=WS_MAX_FRAME_BYTES,
-        ws_per_message_deflate=False,
-        log_config=None,
-        lifespan="on",
-        timeout_graceful_shutdown=5,
-    )
+def uvicorn_config(app, host: str, port: int, loop: str = "uvloop", **changes) -> uvicorn.Config:
+    """uvicorn as performance.md asks: uvloop and httptools; websockets on the same host
+    and port, spoken by our own protocol (server/edge/ws/protocol.py: no per-message
+    compression, and the fast path /ws pushes through), a 64 KiB inbound message limit.
+    Tests that run a real server build it with this too (`changes`: other
+    uvicorn.Config arguments)."""
+    settings = {
+        "loop": loop,
+        "http": "httptools",
+        "ws": SocketProtocol,
+        "ws_max_size": WS_MAX_FRAME_BYTES,
+        "ws_ping_interval": WS_PING_INTERVAL_S,
+        "ws_ping_timeout": WS_PING_TIMEOUT_S,
+        "log_config": None,
+        "lifespan": "on",
+        "timeout_graceful_shutdown": 5,
+    }
+    return uvicorn.Config(app, host=host, port=port, **{**settings, **changes})
