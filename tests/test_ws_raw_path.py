@@ -1,10 +1,12 @@
 """/ws pushes through our uvicorn protocol's fast path (server/edge/ws/protocol.py,
 docs/websocket-server.md): every frame a client gets was written by `write`, none went
-through ASGI `websocket.send`. Under another ASGI server (here uvicorn's own websocket
-protocol) /ws and /webchat work over plain ASGI, and the log says so once."""
+through ASGI `websocket.send`; a delta is encoded once per format and its body handed
+to every socket as the same object. Under another ASGI server (here uvicorn's own
+websocket protocol) /ws and /webchat work over plain ASGI, and the log says so once."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 
@@ -12,6 +14,7 @@ import msgpack
 
 from server.edge.ws import session as ws_session
 from server.edge.ws.protocol import SocketProtocol
+from server.live import windows
 from tests.server_support import live_server
 from tests.test_webchat import set_up, visitor_socket
 from tests.test_ws_protocol import created, delta_with, post, subscribe
@@ -54,6 +57,37 @@ async def test_every_frame_goes_out_through_the_fast_path(backend, tmp_path, mon
         ] == binary.frames
         assert len(written) == len(text.frames) + len(binary.frames) == 6
         assert asgi == ["websocket.accept", "websocket.accept"]
+
+
+async def test_a_delta_is_encoded_once_and_its_body_shared(backend, tmp_path, monkeypatch):
+    encoded: list = []
+    written: list[tuple[bytes, ...]] = []
+    encode_body, write = windows.encode_body, SocketProtocol.write
+
+    def counting(format, keys):
+        encoded.append(encode_body(format, keys))
+        return encoded[-1]
+
+    def spy_write(self, parts, text):
+        written.append(tuple(parts))
+        write(self, parts, text)
+
+    monkeypatch.setattr(windows, "encode_body", counting)
+    monkeypatch.setattr(SocketProtocol, "write", spy_write)
+    async with live_server(backend, tmp_path) as server, contextlib.AsyncExitStack() as stack:
+        formats = ["json", "json", "json", "msgpack", "msgpack"]
+        clients = [await stack.enter_async_context(server.ws(format=f)) for f in formats]
+        subs = [(await subscribe(client, VIEW))["sub"] for client in clients]
+        await post(server.api, [created(server.api, "c1", 1)])
+        for client, sub in zip(clients, subs, strict=True):
+            await delta_with(client, sub, "c1")
+    assert sorted(body.format for body in encoded) == ["json", "msgpack"]  # once each
+    deltas = [parts for parts in written if len(parts) == 2]  # a header, then the body
+    assert len(deltas) == len(clients)
+    for body in encoded:
+        shared = [parts[1] for parts in deltas if parts[1] == body.body]
+        assert len(shared) == formats.count(body.format)
+        assert all(part is body.body for part in shared)  # the same bytes, not copies
 
 
 async def test_under_another_server_sockets_work_over_plain_asgi(
