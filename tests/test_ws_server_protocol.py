@@ -20,6 +20,7 @@ from websockets.frames import Frame, Opcode
 from websockets.http11 import Response
 from websockets.uri import parse_uri
 
+from server.edge.ws import protocol
 from server.edge.ws.protocol import EXTENSION, ClientDisconnected, SocketProtocol
 from tests.app_support import prepare_database
 from tests.server_support import spawned_server
@@ -294,6 +295,47 @@ async def test_keepalive_pings_and_a_missing_pong_closes_1011():
     await wait_for(lambda: pair.close_code() == 1011, 5)
     await wait_for(lambda: log[-1]["type"] == "websocket.disconnect", 5)
     assert log[-1]["code"] == 1011
+
+
+async def test_a_peer_that_does_not_read_is_not_cut_by_the_keepalive(monkeypatch):
+    """While our writing is paused the peer has not read what came before the ping,
+    so its pong cannot come: the keepalive waits, and so does the cut after a close
+    frame. Once the peer reads again, both apply."""
+    deadlines = {"ping": 0, "cut": 0}
+    ping_timed_out, cut = SocketProtocol._ping_timed_out, SocketProtocol._cut
+
+    def counting_ping(self):
+        deadlines["ping"] += 1
+        ping_timed_out(self)
+
+    def counting_cut(self):
+        deadlines["cut"] += 1
+        cut(self)
+
+    monkeypatch.setattr(SocketProtocol, "_ping_timed_out", counting_ping)
+    monkeypatch.setattr(SocketProtocol, "_cut", counting_cut)
+    monkeypatch.setattr(protocol, "CLOSE_TIMEOUT_S", 0.05)
+    log: list = []
+    pair = Pair(echo(log), ws_ping_interval=0.02, ws_ping_timeout=0.05)
+    pair.handshake()
+    await wait_for(lambda: pair.to_client(), 5)
+    pair.server.pause_writing()
+    await wait_for(lambda: deadlines["ping"] >= 3, 5)  # three pong deadlines passed
+    assert pair.close_code() is None and not pair.transport.closing
+    pair.server.resume_writing()
+    await wait_for(lambda: pair.close_code() == 1011, 5)  # no pong, and nothing in its way
+    assert log[-1] == {"type": "websocket.disconnect", "code": 1011, "reason": ""}
+
+    pair = Pair(echo([]))
+    pair.handshake()
+    await wait_for(lambda: pair.to_client(), 5)
+    pair.server.pause_writing()
+    pair.server.close(4401, "token expired")
+    await wait_for(lambda: deadlines["cut"] >= 3, 5)
+    assert not pair.transport.aborted
+    pair.server.resume_writing()  # it reads, and never answers the close frame
+    await wait_for(lambda: pair.transport.aborted, 5)
+    assert pair.close_code() == 4401
 
 
 async def test_handshake_refusals():

@@ -19,9 +19,12 @@ To the app it is an ASGI websocket server (ASGI spec 2.4): `websocket.connect`, 
 `websocket.send` and `websocket.close`. `send` waits while the transport's buffer is
 over its high-water mark (`pause_writing`), and no more is read from the socket while
 the app has not taken the last message. Keepalive pings follow
-`config.ws_ping_interval` and `config.ws_ping_timeout`; a message over
-`config.ws_max_size` closes the socket with 1009; no extension (per-message
-compression) is ever negotiated. Log lines name the handshake's path, never its query
+`config.ws_ping_interval` and `config.ws_ping_timeout` (no pong is expected while the
+peer has not read what came before its ping, which is when our writing is paused);
+a message over `config.ws_max_size` closes the socket with 1009; no extension
+(per-message compression) is ever negotiated. After our close frame the peer has 10
+s to end the connection (again not counting while it has not read up to it), then it
+is cut. Log lines name the handshake's path, never its query
 string (tokens travel in `?token=`).
 
 The fast path: `scope["extensions"]["switchboard.socket"]`, this object, offers
@@ -251,7 +254,7 @@ class SocketProtocol(asyncio.Protocol):
         if self._read_paused:  # read on, for the peer's close frame
             self._read_paused = False
             self._transport.resume_reading()
-        self._close_timer = self._loop.call_later(CLOSE_TIMEOUT_S, self._transport.abort)
+        self._close_timer = self._loop.call_later(CLOSE_TIMEOUT_S, self._cut)
 
     # --- ASGI
 
@@ -515,9 +518,17 @@ class SocketProtocol(asyncio.Protocol):
 
     def _ping_timed_out(self) -> None:
         self._ping_timer = None
-        self._ping = None
         if self._phase is not _OPEN:
             return
+        if self._write_paused:
+            # The peer has not read what we wrote before the ping (that is why our
+            # writing is paused): its pong cannot have come yet. Not reading is the
+            # outbox's business (server/edge/ws/session.py), not the keepalive's.
+            self._ping_timer = self._loop.call_later(
+                self._config.ws_ping_timeout, self._ping_timed_out
+            )
+            return
+        self._ping = None
         self._ws.fail(1011, "keepalive ping timeout")
         self._flush()
         self._failed(self._ws)
@@ -539,13 +550,26 @@ class SocketProtocol(asyncio.Protocol):
             self._end()
 
     def _end(self) -> None:
-        """Close the transport once what is buffered went out; cut it if that takes
-        longer than CLOSE_TIMEOUT_S (a peer that does not read)."""
+        """Close the transport once what is buffered went out; cut it if the peer
+        has not ended it CLOSE_TIMEOUT_S later."""
         transport = self._transport
         if not transport.is_closing():
             transport.close()
         if self._close_timer is None and self._phase is not _CLOSED:
-            self._close_timer = self._loop.call_later(CLOSE_TIMEOUT_S, transport.abort)
+            self._close_timer = self._loop.call_later(CLOSE_TIMEOUT_S, self._cut)
+
+    def _cut(self) -> None:
+        """The peer did not answer our close frame in time: abort the connection,
+        unless the peer has not read what came before the close frame (our writing is
+        paused). A live peer that does not read is not cut: its outbox bounds what it
+        costs, it learns why when it reads again, and TCP finds a dead one."""
+        self._close_timer = None
+        if self._phase is _CLOSED:
+            return
+        if self._write_paused:
+            self._close_timer = self._loop.call_later(CLOSE_TIMEOUT_S, self._cut)
+            return
+        self._transport.abort()
 
     def _deliver(self, message: dict) -> None:
         waiter = self._receiver
