@@ -84,11 +84,11 @@ async def wait_until(predicate, limit_s: float, what: str) -> None:
 
 async def measure(url: str, agents: int, queued: int, cycles: int) -> dict:
     app = await c.started_in_process(url, "r1p", TENANT, "builtin")
-    sb = app.state.services
-    await sb.routing.timers.stop()  # nothing is due; its polls would blur the counts
-    counter = Counter(sb.db.engine)
+    services = app.state.services
+    await services.routing.timers.stop()  # nothing is due; its polls would blur the counts
+    counter = Counter(services.db.engine)
     offered: dict[str, str] = {}  # agent -> conversation offered to it (from the bus)
-    subscription = sb.bus.subscribe()
+    subscription = services.bus.subscribe()
 
     async def follow() -> None:
         while True:
@@ -127,9 +127,9 @@ async def measure(url: str, agents: int, queued: int, cycles: int) -> dict:
                         headers=admin,
                     )
                 ).raise_for_status()
-                await sb.routing.presence.set(TENANT, agent, "away")
+                await services.routing.presence.set(TENANT, agent, "away")
             for start in range(0, queued, 500):
-                await sb.ingest.submit(
+                await services.ingest.submit(
                     TENANT,
                     [
                         {
@@ -147,7 +147,7 @@ async def measure(url: str, agents: int, queued: int, cycles: int) -> dict:
                         for i in range(start, min(queued, start + 500))
                     ],
                 )
-            wallboard = sb.routing.wallboard
+            wallboard = services.routing.wallboard
 
             async def waiting() -> int:
                 return (await wallboard.metrics(TENANT))["total"]["waiting"]
@@ -160,7 +160,7 @@ async def measure(url: str, agents: int, queued: int, cycles: int) -> dict:
             await asyncio.sleep(2.5)  # let a sweep pass find nothing to do
             # --- burst: every agent available in one statement, then one bus message
             at = datetime.now(UTC)
-            async with sb.db.write() as conn:
+            async with services.db.write() as conn:
                 await conn.execute(
                     update(m.agents)
                     .where(m.agents.c.tenant_id == TENANT)
@@ -171,7 +171,7 @@ async def measure(url: str, agents: int, queued: int, cycles: int) -> dict:
             ]
             before = counter.statements
             cpu0, wall0 = time.process_time(), time.perf_counter()
-            sb.bus.post(TENANT, {"rows": [], "presence": changes})
+            services.bus.post(TENANT, {"rows": [], "presence": changes})
             await wait_until(lambda: len(offered) >= agents, 120, "the burst's offers")
             burst = {
                 "offers": len(offered),
@@ -182,7 +182,7 @@ async def measure(url: str, agents: int, queued: int, cycles: int) -> dict:
             await asyncio.sleep(2.5)
             # --- cycles: accept all, then free one agent at a time
             for agent, cid in list(offered.items()):
-                await sb.ingest.submit(
+                await services.ingest.submit(
                     TENANT,
                     [
                         {
@@ -190,7 +190,10 @@ async def measure(url: str, agents: int, queued: int, cycles: int) -> dict:
                             "type": "agent.accepted",
                             "conversation_id": cid,
                             "occurred_at": now_iso(),
-                            "data": {"agent_id": agent, "offer_id": (await _offer_id(sb, cid))},
+                            "data": {
+                                "agent_id": agent,
+                                "offer_id": (await _offer_id(services, cid)),
+                            },
                         }
                     ],
                 )
@@ -200,7 +203,7 @@ async def measure(url: str, agents: int, queued: int, cycles: int) -> dict:
                 agent = ids[n % agents]
                 cid = offered.pop(agent)
                 s0 = counter.statements
-                await sb.ingest.submit(
+                await services.ingest.submit(
                     TENANT,
                     [
                         {
@@ -226,7 +229,7 @@ async def measure(url: str, agents: int, queued: int, cycles: int) -> dict:
                 pass_cpu.append((time.process_time() - cpu1) * 1000)
                 pass_wall.append((time.perf_counter() - w1) * 1000)
                 next_cid = offered[agent]
-                await sb.ingest.submit(
+                await services.ingest.submit(
                     TENANT,
                     [
                         {
@@ -234,7 +237,10 @@ async def measure(url: str, agents: int, queued: int, cycles: int) -> dict:
                             "type": "agent.accepted",
                             "conversation_id": next_cid,
                             "occurred_at": now_iso(),
-                            "data": {"agent_id": agent, "offer_id": await _offer_id(sb, next_cid)},
+                            "data": {
+                                "agent_id": agent,
+                                "offer_id": await _offer_id(services, next_cid),
+                            },
                         }
                     ],
                 )
@@ -242,8 +248,8 @@ async def measure(url: str, agents: int, queued: int, cycles: int) -> dict:
     finally:
         follower.cancel()
         subscription.close()
-        await sb.stop()
-        await sb.db.close()
+        await services.stop()
+        await services.db.close()
     return {
         "agents": agents,
         "queued": queued,
@@ -260,8 +266,8 @@ async def measure(url: str, agents: int, queued: int, cycles: int) -> dict:
     }
 
 
-async def _offer_id(sb, cid: str) -> str:
-    async with sb.db.read() as conn:
+async def _offer_id(services, cid: str) -> str:
+    async with services.db.read() as conn:
         row = (
             await conn.execute(
                 m.conversations.select().where(

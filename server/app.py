@@ -21,7 +21,6 @@ from server.core.settings import Settings
 from server.edge.errors import HANDLERS
 from server.edge.middleware import Instrumentation
 from server.edge.routes import ROUTES
-from server.edge.ws import connection as ws
 from server.ingest.pipeline import Ingest
 from server.live.catchup import CatchUp
 from server.live.windows import LiveViews
@@ -166,10 +165,7 @@ def create_app(
         routes=ROUTES,
         lifespan=lifespan,
         exception_handlers=HANDLERS,
-        middleware=[
-            Middleware(ws.DirectRoute),  # outermost of ours: /ws, with the server's own send
-            Middleware(Instrumentation),
-        ],
+        middleware=[Middleware(Instrumentation)],
     )
     app.state.services = services
     return app

@@ -1,5 +1,4 @@
-"""`switchboard serve`: uvicorn on uvloop, with the settings measured in
-docs/websocket-server.md."""
+"""`switchboard serve`: uvicorn on uvloop with the settings of performance.md."""
 
 from __future__ import annotations
 
@@ -8,7 +7,8 @@ import uvicorn
 from server.app import create_app
 from server.core import logs, metrics
 from server.core.settings import Settings
-from server.wire.protocol import MAX_FRAME_BYTES as WS_MAX_FRAME_BYTES
+from server.edge.ws.protocol import SocketProtocol
+from server.wire.protocol import MAX_FRAME_BYTES, PING_INTERVAL_S, PING_TIMEOUT_S
 
 
 def serve(settings: Settings, host: str, port: int, demo: bool) -> int:
@@ -36,19 +36,21 @@ def serve(settings: Settings, host: str, port: int, demo: bool) -> int:
     return 0
 
 
-def uvicorn_config(app, host: str, port: int, loop: str = "uvloop") -> uvicorn.Config:
-    """uvicorn with uvloop and httptools, the websockets sans-I/O implementation, no
-    per-message compression, and the protocol's inbound frame limit (64 KiB)."""
-    return uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        loop=loop,
-        http="httptools",
-        ws="websockets-sansio",
-        ws_max_size=WS_MAX_FRAME_BYTES,
-        ws_per_message_deflate=False,
-        log_config=None,
-        lifespan="on",
-        timeout_graceful_shutdown=5,
-    )
+def uvicorn_config(app, host: str, port: int, loop: str = "uvloop", **changes) -> uvicorn.Config:
+    """uvicorn with uvloop and httptools; websockets on the same host
+    and port, spoken by our own protocol (server/edge/ws/protocol.py: no per-message
+    compression, and the fast path /ws pushes through), a 64 KiB inbound message limit.
+    Tests that run a real server build it with this too (`changes`: other
+    uvicorn.Config arguments)."""
+    settings = {
+        "loop": loop,
+        "http": "httptools",
+        "ws": SocketProtocol,
+        "ws_max_size": MAX_FRAME_BYTES,
+        "ws_ping_interval": PING_INTERVAL_S,
+        "ws_ping_timeout": PING_TIMEOUT_S,
+        "log_config": None,
+        "lifespan": "on",
+        "timeout_graceful_shutdown": 5,
+    }
+    return uvicorn.Config(app, host=host, port=port, **{**settings, **changes})

@@ -105,14 +105,17 @@ async def live_server(
     clock: Clock = SYSTEM_CLOCK,
     prepare: bool = True,
     settings_changes: dict[str, Any] | None = None,
+    uvicorn_changes: dict[str, Any] | None = None,
 ) -> AsyncIterator[LiveServer]:
-    """`settings_changes`: Settings fields to override (e.g. allowed_origins)."""
+    """`settings_changes`: Settings fields to override (e.g. allowed_origins);
+    `uvicorn_changes`: uvicorn.Config arguments (e.g. another `ws` protocol)."""
     if prepare:
         await prepare_database(backend.database_url)
     settings = dataclasses.replace(test_settings(backend, data_dir), **(settings_changes or {}))
     app = create_app(settings, clock)
     port = free_port()
-    server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", port, loop="asyncio"))
+    config = uvicorn_config(app, "127.0.0.1", port, loop="asyncio", **(uvicorn_changes or {}))
+    server = uvicorn.Server(config)
     server.config.setup_event_loop = lambda: None
     task = asyncio.create_task(server.serve())
     try:

@@ -6,7 +6,8 @@ pyproject.toml).
   and `State`, and the server names them through those enums and the machine's
   groups of them, never as bare strings.
 * HTTP is known only at the edge: services raise `Refused` with a code, and the one
-  table of server/edge/errors.py gives each code its status.
+  table of server/edge/errors.py gives each code its status (import-linter's "only the
+  edge speaks HTTP" keeps Starlette out of the other packages).
 """
 
 from __future__ import annotations
@@ -21,8 +22,6 @@ from state_machine import State, Status
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER = ROOT / "server"
-# The web chat's socket endpoint moves next to /ws with the one websocket core.
-NOT_YET_AT_THE_EDGE = {"providers/webchat.py"}
 MIGRATIONS = SERVER / "storage" / "migrations" / "versions"  # SQL as it was then
 
 MACHINE_WORDS = frozenset(member.value for member in (*Status, *State))
@@ -35,14 +34,6 @@ WIRE_SCHEMA: dict[str, frozenset[str]] = {
     # wallboard counts them with the machine's groups, routing/wallboard.py LIVE).
     "server/openapi/routing.py": frozenset({"offered", "active", "wrap_up"}),
 }
-
-# Temporary: files that still spell statuses or states, outside the packages swept so
-# far. Remove a file from here once it names them through Status and State.
-NOT_YET_SWEPT: frozenset[str] = frozenset(
-    {
-        "server/providers/webchat.py",
-    }
-)
 
 
 def machine_words_in(path: Path) -> list[tuple[int, str]]:
@@ -70,8 +61,6 @@ def test_the_server_spells_no_status_or_state():
     offending = {}
     for path in server_sources():
         name = path.relative_to(ROOT).as_posix()
-        if name in NOT_YET_SWEPT:
-            continue
         allowed = WIRE_SCHEMA.get(name, frozenset())
         words = [(line, word) for line, word in machine_words_in(path) if word not in allowed]
         if words:
@@ -84,10 +73,6 @@ def test_the_server_spells_no_status_or_state():
 
 def test_the_allow_lists_name_files_that_need_them():
     """An entry that no longer excuses anything is stale: take it out."""
-    for name in NOT_YET_SWEPT:
-        path = ROOT / name
-        assert path.is_file(), f"{name} is not a file: take it out of NOT_YET_SWEPT"
-        assert machine_words_in(path), f"{name} is swept: take it out of NOT_YET_SWEPT"
     for name, allowed in WIRE_SCHEMA.items():
         spelled = {word for _, word in machine_words_in(ROOT / name)}
         assert spelled == allowed, f"{name} spells {sorted(spelled)}, allowed {sorted(allowed)}"
@@ -146,20 +131,3 @@ def test_every_refusal_code_has_its_http_status_in_the_one_table():
     assert SignatureError("bad_signature", "").status == STATUS["bad_signature"]
     missing = {code: where for code, where in codes.items() if code not in STATUS}
     assert not missing, f"codes without an HTTP status in server/edge/errors.py: {missing}"
-
-
-def test_http_statuses_are_known_only_at_the_edge():
-    """Below the edge a refusal says what is wrong, not how HTTP says it."""
-    offenders = []
-    for path in SERVER.rglob("*.py"):
-        relative = path.relative_to(SERVER)
-        if relative.parts[0] in ("edge", "app.py") or "migrations" in relative.parts:
-            continue
-        if relative.as_posix() in NOT_YET_AT_THE_EDGE:
-            continue
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
-                ("starlette.responses", "starlette.exceptions")
-            ):
-                offenders.append(f"{relative}:{node.lineno} imports {node.module}")
-    assert not offenders, offenders

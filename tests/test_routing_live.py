@@ -112,7 +112,7 @@ async def test_popups_follow_the_offers_the_machine_started_and_ended(backend, t
     request shows the agent nothing; a popup_closed gives the machine's reason."""
     async with live_server(backend, tmp_path / "data") as server:
         api = server.api
-        popups = server.sb.routing.popups
+        popups = server.services.routing.popups
         async with server.ws("agent", "q1") as agent:
             await wait_for(lambda: popups.connected(api.tenant, "q1"))
             expires = "2099-01-01T00:00:00Z"

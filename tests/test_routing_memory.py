@@ -41,7 +41,7 @@ async def test_passes_use_memory_and_a_change_never_announced_is_found(api, tmp_
     # What the router kept of its decisions is what the machine made of them in ingest:
     # the stored conversation, column for column.
     memory = router._states[api.tenant]
-    async with api.sb.db.read() as conn:
+    async with api.services.db.read() as conn:
         for cid in (first, second):
             stored = conversation_from_row(await get_conversation_row(conn, api.tenant, cid))
             assert memory.entries[cid].conversation == stored

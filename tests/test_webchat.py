@@ -15,6 +15,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from server.edge.ws import webchat as webchat_socket
 from server.providers import repository as crepo
 from server.providers import webchat
 from tests.routing_support import now_iso, put_agent, put_team
@@ -341,7 +342,7 @@ async def test_malformed_frames_get_error_frames_and_the_socket_stays_open(
                 ({"type": "hello", "visitor": "v" * 32}, "already_introduced"),
                 ({"type": "message"}, "invalid_field"),
                 ({"type": "message", "text": "   "}, "invalid_field"),
-                ({"type": "message", "text": "x" * (webchat.MAX_TEXT + 1)}, "invalid_field"),
+                ({"type": "message", "text": "x" * (webchat_socket.MAX_TEXT + 1)}, "invalid_field"),
                 ({"type": "message", "text": "nul \x00"}, "invalid_field"),
                 ({"type": "message", "text": "ok", "id": "../../x"}, "invalid_field"),
                 ({"type": "message", "text": 5}, "invalid_field"),

@@ -20,7 +20,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from server.core.auth import mint_token
-from server.serve import WS_MAX_FRAME_BYTES
+from server.wire.protocol import MAX_FRAME_BYTES as WS_MAX_FRAME_BYTES
 from tests.app_support import OTHER_TENANT, SECRET, TENANT
 from tests.server_support import LiveServer, WsClient, live_server
 from tests.support import wait_for

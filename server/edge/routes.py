@@ -19,7 +19,7 @@ from server.edge.api import (
     views,
     webhooks,
 )
-from server.providers import webchat
+from server.edge.ws import connection, webchat
 
 CONVERSATION = "/api/v1/conversations/{conversation_id}"
 RECORDING = f"{CONVERSATION}/recordings/{{recording_id}}"
@@ -65,9 +65,11 @@ ROUTES = [
     # what the pages ask besides the API
     Route("/api/v1/me", pages.me),
     Route("/api/v1/view-schema", pages.view_schema),
-    # providers' callbacks, and the visitors' chat
+    # the websockets: live views, popups and wallboards; a website visitor's chat
+    WebSocketRoute("/ws", connection.ENDPOINT, name="ws"),
+    WebSocketRoute("/webchat/{tenant}", webchat.ENDPOINT, name="webchat"),
+    # providers' callbacks
     Route("/webhooks/{provider}/{tenant}", webhooks.webhook, methods=["GET", "POST"]),
-    WebSocketRoute("/webchat/{tenant}", webchat.endpoint),
     # the pages
     Route("/", pages.page("index.html")),
     Route("/views", pages.page("views.html")),

@@ -1,19 +1,13 @@
-"""`WS /webchat/{tenant}`: a website visitor's chat (api.md), opened by /widget.js.
+"""Web chat, the service behind `WS /webchat/{tenant}` (docs/api.md; the socket itself
+is server/edge/ws/webchat.py): a website visitor's chat, opened by /widget.js.
 
-The visitor sends `hello` (`visitor`, optional `name`, `email`, `team`), then
-`message` frames (`text`, optional `id`); the server sends `message` and `status`
-frames. What the visitor writes goes through server/inbound.py like any provider's
+What the visitor writes goes through server/providers/inbound.py like any provider's
 report (stable event ids, one conversation per visitor at a time); what the agent
-writes (api_actions' send path for `chat`) reaches the visitor's sockets in any
+writes (ConversationActions.send_reply for `chat`) reaches the visitor's sockets in any
 process: every process watches the bus for rows of the visitors connected to it and
 reads the new messages from the database, so a lost bus message only delays them
-until the next change or gap.
-
-The handshake is refused unless its Origin is one of the tenant's `widget_origins`.
-Frames are bounded (the server's 64 KiB limit, 4,096 characters of text), rate
-limited per connection and per visitor, and a bad one gets an `error` frame. Each
-socket's outbound queue is bounded: a visitor that does not read is closed (1013)
-and catches up when it reconnects.
+until the next change or gap. A visitor's messages are rate limited over all its
+sockets in this process (MESSAGE_RATE).
 """
 
 from __future__ import annotations
@@ -21,46 +15,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 import logging
-import re
-import secrets
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
-
-from starlette.responses import JSONResponse
-from starlette.websockets import WebSocket
 
 from channels.base import ChannelEvent, Inbound, Reference, rfc3339
 from server.bus import Bus, BusMessage, Gap
 from server.core.clock import Clock
 from server.ingest.pipeline import Ingest
 from server.providers import repository as crepo
-from server.providers.contacts import EMAIL
 from server.providers.inbound import InboundDelivery
-from server.routing import repository as routing_repo
 from server.storage import models as m
 from server.storage import repository as repo
 from server.storage.db import Database, DatabaseUnavailable
+from state_machine import ENDED_STATUSES, Status
 
 log = logging.getLogger("switchboard.webchat")
 
-VISITOR = re.compile(r"[A-Za-z0-9_-]{16,128}")  # the widget's random id: a bearer secret
-CLIENT_MESSAGE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
-MAX_TEXT = 4096
-MAX_NAME = 200
-MAX_TEAM = 100
-OUTBOX_LIMIT = 256  # frames waiting for a visitor that does not read
 MAX_SOCKETS_PER_VISITOR = 5
-# Token buckets: (burst, per second).
-FRAME_RATE = (30, 5.0)  # every frame of one connection
-MESSAGE_RATE = (10, 1.0)  # messages of one visitor, over its connections in this process
+MESSAGE_RATE = (10, 1.0)  # token bucket (burst, per second): messages of one visitor,
+# over its connections in this process
 VISITOR_BUCKETS = 100_000  # visitors whose message bucket this process remembers
-CLOSE_POLICY = 1008
-CLOSE_TRY_AGAIN_LATER = 1013
-ENDED = ("wrap_up", "closed")
 
 
 def visitor_contact(tenant: str, visitor: str) -> str:
@@ -104,44 +81,21 @@ class Bucket:
 
 @dataclass(eq=False)
 class VisitorSocket:
-    """One open widget: who it is, which conversation it shows, what it was sent."""
+    """One open chat as the service sees it: who the visitor is, which conversation it
+    shows, what it was sent. `websocket` is the socket that carries it
+    (server/edge/ws/webchat.py); a visitor without one (the demo's) overrides `send`."""
 
-    websocket: WebSocket
+    websocket: Any
     tenant: str
-    outbox: asyncio.Queue = field(default_factory=lambda: asyncio.Queue(OUTBOX_LIMIT))
-    frames: Bucket = field(default_factory=lambda: Bucket(*FRAME_RATE))
     contact: str | None = None  # set by hello
     customer: dict[str, str] = field(default_factory=dict)
     team: str | None = None
     conversation_id: str | None = None
     seen: set[str] = field(default_factory=set)  # message ids sent to it
     shown: tuple | None = None  # the last status frame's content
-    closing: bool = False
 
     def send(self, frame: dict[str, Any]) -> None:
-        if self.closing:
-            return
-        try:
-            self.outbox.put_nowait(json.dumps(frame, ensure_ascii=False))
-        except asyncio.QueueFull:
-            self.close(CLOSE_TRY_AGAIN_LATER, "visitor not reading")
-
-    def error(self, code: str, message: str, **extra) -> None:
-        self.send({"type": "error", "code": code, "message": message, **extra})
-
-    def close(self, code: int, reason: str) -> None:
-        if not self.closing:
-            self.closing = True
-            with contextlib.suppress(asyncio.QueueFull):
-                self.outbox.put_nowait((code, reason))
-
-    async def write_forever(self) -> None:
-        while True:
-            item = await self.outbox.get()
-            if isinstance(item, tuple):
-                await self.websocket.close(*item)
-                return
-            await self.websocket.send_text(item)
+        self.websocket.reply(frame)
 
 
 class WebChat:
@@ -262,7 +216,7 @@ class WebChat:
         delivered = set()
         for socket in list(self.sockets.get(key, ())):
             if row is not None and socket.conversation_id != row["id"]:
-                if row["status"] == "closed" and socket.conversation_id is None:
+                if row["status"] == Status.CLOSED and socket.conversation_id is None:
                     row_for_socket = None  # a past chat: the visitor starts afresh
                 else:
                     socket.conversation_id = row["id"]
@@ -310,75 +264,12 @@ def _show(socket: VisitorSocket, status: tuple) -> None:
         socket.shown = status
         name, state, agent = status
         frame: dict[str, Any] = {"type": "status", "status": name, "state": state}
-        if agent and name == "active":
+        if agent and name == Status.ACTIVE:
             frame["agent"] = agent
         socket.send(frame)
 
 
-# --- frames ---------------------------------------------------------------------------------
-
-
-def _text_field(frame: dict, name: str, limit: int, required: bool = False) -> str | None:
-    value = frame.get(name)
-    if value is None and not required:
-        return None
-    if not isinstance(value, str) or not value.strip():
-        raise FrameError("invalid_field", f"{name}: must be a non-empty string")
-    if len(value) > limit:
-        raise FrameError("invalid_field", f"{name}: must be at most {limit} characters")
-    if "\x00" in value:
-        raise FrameError("invalid_field", f"{name}: must not contain NUL characters")
-    try:
-        value.encode()
-    except UnicodeEncodeError:
-        raise FrameError("invalid_field", f"{name}: is not valid Unicode text") from None
-    return value
-
-
-def _only(frame: dict, allowed: set[str]) -> None:
-    extra = sorted(str(key) for key in set(frame) - allowed)
-    if extra:
-        raise FrameError(
-            "invalid_field",
-            f"{extra[0][:100]}: unknown field (allowed: {', '.join(sorted(allowed))})",
-        )
-
-
-async def on_hello(chat: WebChat, socket: VisitorSocket, frame: dict) -> None:
-    if socket.contact is not None:
-        raise FrameError("already_introduced", "hello was sent already on this connection")
-    _only(frame, {"type", "visitor", "name", "email", "team"})
-    visitor = frame.get("visitor")
-    if not isinstance(visitor, str) or not VISITOR.fullmatch(visitor):
-        raise FrameError(
-            "invalid_field", "visitor: must be 16 to 128 letters, digits, '-' or '_' (random)"
-        )
-    name = _text_field(frame, "name", MAX_NAME)
-    email = _text_field(frame, "email", MAX_NAME)
-    if email is not None and not EMAIL.match(email):
-        raise FrameError("invalid_field", "email: is not an email address")
-    team = _text_field(frame, "team", MAX_TEAM)
-    if team is not None and team not in await _teams(chat, socket.tenant):
-        raise FrameError("invalid_field", f"team: the tenant has no team {team!r}")
-    socket.contact = visitor_contact(socket.tenant, visitor)
-    socket.customer = {"name": name.strip() if name else "Web visitor"}
-    if email:
-        socket.customer["email"] = email
-    socket.team = team
-    try:
-        chat.join(socket)
-    except FrameError:
-        socket.contact = None
-        raise
-
-
-async def _teams(chat: WebChat, tenant: str) -> set[str]:
-    """Teams with settings, and teams named by an agent (those route with defaults)."""
-    async with chat.db.read() as conn:
-        teams = set(await routing_repo.team_settings(conn, tenant))
-        for agent in await repo.list_rows(conn, m.agents, tenant, m.agents.c.id):
-            teams.update(agent["teams"] or ())
-    return teams
+# --- what a visitor does ------------------------------------------------------------------
 
 
 async def visitor_says(chat: WebChat, socket: VisitorSocket, client_id: str, text: str) -> None:
@@ -422,7 +313,7 @@ async def visitor_ends(chat: WebChat, socket: VisitorSocket) -> None:
     """The visitor closes the chat: a hangup by the customer (`dropped` while it waits
     for an agent, the end of the talk when active)."""
     conversation_id = socket.conversation_id
-    if conversation_id is None or socket.shown is None or socket.shown[0] in ENDED:
+    if conversation_id is None or socket.shown is None or socket.shown[0] in ENDED_STATUSES:
         raise FrameError("nothing_to_end", "there is no open chat to end")
     (outcome,) = await chat.ingest.submit(
         socket.tenant,
@@ -439,115 +330,3 @@ async def visitor_ends(chat: WebChat, socket: VisitorSocket) -> None:
     if outcome.outcome == "rejected":
         raise FrameError("nothing_to_end", outcome.message or "the chat cannot end now")
     chat.due((socket.tenant, socket.contact))
-
-
-async def on_message(chat: WebChat, socket: VisitorSocket, frame: dict) -> None:
-    if socket.contact is None:
-        raise FrameError("hello_first", "send hello before messages")
-    _only(frame, {"type", "text", "id"})
-    text = _text_field(frame, "text", MAX_TEXT, required=True)
-    client_id = frame.get("id")
-    if client_id is None:
-        client_id = secrets.token_hex(8)
-    elif not isinstance(client_id, str) or not CLIENT_MESSAGE_ID.fullmatch(client_id):
-        raise FrameError("invalid_field", "id: must be 1 to 64 letters, digits, '-' or '_'")
-    wait = chat.message_bucket((socket.tenant, socket.contact)).take()
-    if wait:
-        raise FrameError(
-            "rate_limited", f"too many messages; retry in {wait:.1f} s", retry_after=round(wait, 1)
-        )
-    await visitor_says(chat, socket, client_id, text)
-
-
-async def on_end(chat: WebChat, socket: VisitorSocket, frame: dict) -> None:
-    if socket.contact is None:
-        raise FrameError("hello_first", "send hello first")
-    _only(frame, {"type"})
-    await visitor_ends(chat, socket)
-
-
-HANDLERS = {"hello": on_hello, "message": on_message, "end": on_end}
-
-
-async def handle(chat: WebChat, socket: VisitorSocket, data: Any) -> None:
-    """One inbound frame; every problem becomes an `error` frame."""
-    if socket.frames.take():
-        socket.error("rate_limited", "too many frames; slow down")
-        return
-    if not isinstance(data, str):
-        socket.error("malformed", "frames are JSON text")
-        return
-    try:
-        frame = json.loads(data)
-    except ValueError:
-        socket.error("malformed", "the frame is not valid JSON")
-        return
-    if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
-        socket.error("malformed", 'a frame must be an object with a string "type"')
-        return
-    handler = HANDLERS.get(frame["type"])
-    if handler is None:
-        socket.error("unknown_type", f"unknown frame type {frame['type'][:100]!r}")
-        return
-    try:
-        await handler(chat, socket, frame)
-    except FrameError as error:
-        socket.error(error.code, error.message, **error.extra)
-    except Exception:  # ours, not the visitor's: say so and keep the socket
-        log.exception("webchat frame failed", extra={"tenant": socket.tenant})
-        socket.error("internal", "the server could not handle this frame; retry")
-
-
-# --- the endpoint ----------------------------------------------------------------------------
-
-
-def _origin(text: str) -> str:
-    """An origin as compared: scheme and host are case-insensitive; a trailing slash
-    is not part of it."""
-    return text.strip().rstrip("/").lower()
-
-
-async def _refuse(websocket: WebSocket, status: int, code: str, message: str) -> None:
-    await websocket.send_denial_response(
-        JSONResponse({"error": {"code": code, "message": message}}, status)
-    )
-
-
-async def endpoint(websocket: WebSocket) -> None:
-    chat: WebChat = websocket.app.state.services.webchat
-    tenant = websocket.path_params["tenant"]
-    row = None
-    if len(tenant) <= 64 and "\x00" not in tenant:  # no tenant id has one
-        try:
-            async with chat.db.read() as conn:
-                row = await repo.get_tenant(conn, tenant)
-        except Exception:
-            log.warning("webchat handshake: the database is unavailable", exc_info=True)
-            await _refuse(websocket, 503, "unavailable", "the chat is unavailable; retry")
-            return
-    if row is None:
-        await _refuse(websocket, 404, "not_found", "no such tenant")
-        return
-    origin = _origin(websocket.headers.get("origin") or "")
-    allowed = {_origin(entry) for entry in row["widget_origins"] or ()}
-    if not origin or origin not in allowed:
-        await _refuse(websocket, 403, "forbidden", "this site may not open the tenant's chat")
-        return
-    await websocket.accept()
-    socket = VisitorSocket(websocket, tenant)
-    writer = asyncio.create_task(socket.write_forever())
-    try:
-        while not writer.done():
-            message = await websocket.receive()
-            if message["type"] == "websocket.disconnect":
-                break
-            data = message.get("text")
-            await handle(chat, socket, data if data is not None else message.get("bytes"))
-    except Exception:
-        log.warning("webchat connection failed", exc_info=True)
-    finally:
-        if socket.contact is not None:
-            chat.leave(socket)
-        writer.cancel()
-        with contextlib.suppress(BaseException):
-            await writer

@@ -38,14 +38,30 @@ SUBPROTOCOL_FRAMES = {
     "switchboard.v1.msgpack": "binary frames, one msgpack map each",
 }
 MAX_FRAME_BYTES = 64 * 1024  # a frame larger closes the socket (1009)
+PING_INTERVAL_S = 20.0  # the server pings a socket this long after the last ping
+PING_TIMEOUT_S = 20.0  # and closes it (1011) when the pong does not come within this
+
+# The close codes the server sends, by what they mean.
+CLOSE_INVALID_TEXT = 1007
+CLOSE_POLICY = 1008
+CLOSE_TOO_BIG = 1009
+CLOSE_INTERNAL_ERROR = 1011
+CLOSE_RESTARTING = 1012
+CLOSE_TRY_AGAIN_LATER = 1013
+CLOSE_TOKEN_EXPIRED = 4401
 CLOSE_CODES = {
-    1008: "Policy violation: reserved for a client that keeps on past its limits; not sent yet.",
-    1009: f"A frame larger than {MAX_FRAME_BYTES // 1024} KiB.",
-    1011: "An unexpected error in the server.",
-    1012: "The server is restarting: connect again.",
-    1013: "The client cannot keep up: its subscriptions ended with `resync` and it fell "
-    "behind again before it caught up. Connect again, later.",
-    4401: "The token expired while the socket was open: connect again with a new one.",
+    CLOSE_INVALID_TEXT: "A text frame that is not valid UTF-8.",
+    CLOSE_POLICY: "Policy violation: reserved for a client that keeps on past its limits; "
+    "not sent yet.",
+    CLOSE_TOO_BIG: f"A frame larger than {MAX_FRAME_BYTES // 1024} KiB.",
+    CLOSE_INTERNAL_ERROR: f"No pong within {PING_TIMEOUT_S:g} s of the server's ping, or an "
+    "unexpected error in the server's protocol. An error in handling one frame is an "
+    "`error` frame with code `internal` instead, and the socket stays open.",
+    CLOSE_RESTARTING: "The server is restarting: connect again.",
+    CLOSE_TRY_AGAIN_LATER: "The client cannot keep up: its subscriptions ended with `resync` "
+    "and it fell behind again before it caught up. Connect again, later.",
+    CLOSE_TOKEN_EXPIRED: "The token expired while the socket was open: connect again with a "
+    "new one.",
 }
 
 MAX_LIMIT = 1000  # rows in one snapshot or page

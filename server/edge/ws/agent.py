@@ -1,5 +1,6 @@
 """Websocket messages of routing (api.md): subscribe_popups, accept, reject, presence,
-transfer, subscribe_wallboard. Registered into server/ws.py's dispatch."""
+transfer, subscribe_wallboard. Registered into the handler table of /ws
+(server/edge/ws/connection.py)."""
 
 from __future__ import annotations
 
