@@ -44,14 +44,16 @@ from server.live.definitions import (
 )
 from server.live.filters import ViewQuery
 from server.live.windows import Subscription
-from server.wire.frames import JSON, MSGPACK, encode
-from server.wire.protocol import CLOSE_TOKEN_EXPIRED, CLOSE_TRY_AGAIN_LATER
+from server.wire.frames import JSON, encode
+from server.wire.protocol import (
+    CLIENT_FRAMES,
+    CLOSE_TOKEN_EXPIRED,
+    CLOSE_TRY_AGAIN_LATER,
+    SUBPROTOCOLS,
+)
 from server.wire.rows import project
 
-SUBPROTOCOLS = {"switchboard.v1.json": JSON, "switchboard.v1.msgpack": MSGPACK}
 OUTBOX_BYTES = 1 << 20
-DEFAULT_LIMIT = 100
-MAX_LIMIT = 1000
 VIEW_ROLES = ("supervisor", "admin", "agent")
 
 
@@ -154,11 +156,10 @@ def _require(connection: Connection, *roles: str) -> None:
         raise Refused("forbidden", f"role {connection.principal.role!r} may not do this")
 
 
-def _limit(frame: dict, default: int, minimum: int) -> int:
-    limit = frame.get("limit", default)
-    if isinstance(limit, bool) or not isinstance(limit, int) or not minimum <= limit <= MAX_LIMIT:
-        raise Refused("invalid_field", f"limit: must be an integer from {minimum} to {MAX_LIMIT}")
-    return limit
+def _limit(frame: dict) -> int:
+    """The frame's `limit`, as its declaration checks it (server/wire/protocol.py)."""
+    field = CLIENT_FRAMES[frame["type"]].fields["limit"]
+    return field.read(frame.get("limit", field.default), "limit")
 
 
 async def on_subscribe(connection: Connection, frame: dict, ref) -> None:
@@ -179,7 +180,7 @@ async def on_subscribe(connection: Connection, frame: dict, ref) -> None:
         raise Refused(
             "invalid_field", "view: must be a saved view's id or an inline definition object"
         )
-    limit = _limit(frame, DEFAULT_LIMIT, 0)
+    limit = _limit(frame)
     query = definition.compile(tz, agent_scope(principal))
     sub = services.live.new_subscription(connection, principal.tenant, definition.columns)
     rows, total = await services.live.subscribe(sub, definition.key, query, limit)
@@ -210,7 +211,7 @@ async def on_fetch(connection: Connection, frame: dict, ref) -> None:
     sub = connection.subscriptions.get(_subscription_id(frame))
     if sub is None:
         raise Refused("unknown_subscription", f"no subscription {frame.get('sub')!r}")
-    limit = _limit(frame, DEFAULT_LIMIT, 1)
+    limit = _limit(frame)
     _, query, tz = connection.queries[sub.id]
     page, catch_up = await connection.services.live.fetch(sub, limit)
     connection.reply(
