@@ -32,8 +32,14 @@ from server.providers.registry import ProviderConfigs, Providers
 from server.providers.sandbox import Sandboxes
 from server.providers.sealing import Sealer
 from server.providers.webchat import WebChat
+from server.routing.actions import AgentActions
+from server.routing.agent_connections import AgentConnections
+from server.routing.popups import Popups
+from server.routing.presence import AgentBoard, Presence
+from server.routing.router import Router
 from server.routing.service import Routing
-from server.routing.timers import TimerArming
+from server.routing.timers import TimerArming, TimerRunner
+from server.routing.wallboard import Wallboard
 from server.storage.db import Database
 from server.tenants.settings import TenantSettings
 from server.tenants.zones import TenantZones
@@ -117,18 +123,46 @@ def build_services(
         providers=providers,
         initiator=Initiator(db, ingest, provider_configs, providers, clock),
         conversation_actions=conversation_actions,
-        routing=Routing(
-            db,
-            bus,
-            ingest,
-            clock,
-            tenants.zone,
-            settings.presence_grace_s,
-            settings.presence_heartbeat_s,
-            arming=arming,
-            after_accept=conversation_actions.bridge_after_accept,
+        routing=build_routing(
+            settings, clock, db, bus, ingest, arming, tenants, conversation_actions
         ),
         webchat=WebChat(db, bus, ingest, inbound, clock),
+    )
+
+
+def build_routing(
+    settings: Settings,
+    clock: Clock,
+    db: Database,
+    bus: Bus,
+    ingest: Ingest,
+    arming: TimerArming,
+    tenants: TenantZones,
+    conversation_actions: ConversationActions,
+) -> Routing:
+    """Routing's parts: the router and the timers write their decisions through a writer
+    of their own, and an accepted call is bridged by the provider glue."""
+    decisions = Ingest(db, bus, clock, alongside=(arming,))
+    board = AgentBoard(db, clock)
+    presence = Presence(db, bus, clock, settings.presence_grace_s)
+    popups = Popups(db, tenants.zone)
+    connections = AgentConnections(
+        db, clock, presence, popups.agents, settings.presence_heartbeat_s
+    )
+    return Routing(
+        bus=bus,
+        arming=arming,
+        decisions=decisions,
+        board=board,
+        presence=presence,
+        popups=popups,
+        router=Router(db, decisions, clock, board, on_offers=popups.prefetch),
+        connections=connections,
+        wallboard=Wallboard(db, clock, tenants.zone, board),
+        timers=TimerRunner(db, decisions, clock, connections.grace_over),
+        actions=AgentActions(
+            db, ingest, clock, tenants.zone, conversation_actions.bridge_after_accept
+        ),
     )
 
 

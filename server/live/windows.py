@@ -46,7 +46,7 @@ from server.live.window_index import WindowIndex
 from server.storage import repository as repo
 from server.storage.db import Database
 from server.wire.frames import Encoded, encode_body
-from server.wire.rows import wire_row
+from server.wire.rows import shown_as, wire_row
 
 log = logging.getLogger("switchboard.live")
 
@@ -56,7 +56,6 @@ RESERVE = 20
 IDLE_WINDOW_S = 60.0  # how long a window nobody watches is kept
 MAX_IDLE_WINDOWS = 1000
 VERSIONS_REMEMBERED = 100_000  # per process: the newest version seen of recent rows
-WIRE_NAMES = {"created_at": ("created_at", "created_date", "created_time")}
 
 
 class Receiver(Protocol):
@@ -675,6 +674,6 @@ def _project(wire: dict, changed: set | None, columns: tuple[str, ...], query: V
     else:
         shown = set()
         for name in changed:
-            shown.update(WIRE_NAMES.get(name, (name,)))
+            shown.update(shown_as(name))
         names = ("id", "version", *query.sort_fields, *(c for c in columns if c in shown))
     return {name: wire[name] for name in dict.fromkeys(names)}

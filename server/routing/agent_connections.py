@@ -65,6 +65,12 @@ class AgentConnections:
         """Rows seen since this moment are live processes'."""
         return self.clock.now() - timedelta(seconds=self.stale_s)
 
+    async def grace_over(self, tenant: str, agent_id: str) -> None:
+        """The presence grace timer fired: the agent goes offline unless it is connected
+        here (live, even if its row is still being written) or in a live process."""
+        if (tenant, agent_id) not in self.agents_here():
+            await self.presence.grace_over(tenant, agent_id, self.live_since())
+
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="agent-connections")
 

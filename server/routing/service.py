@@ -1,9 +1,8 @@
 """The routing services of one process, fed by one bus subscription: agents' board,
 presence, the router, popups, the wallboard, durable timers and agents' actions.
 
-Owns: building them and feeding them the bus; the decisions' own writer (an `Ingest`
-recording with the same `TimerArming` as the process's, whose cache settings news
-clears).
+Owns: feeding them the bus, starting and stopping them, and telling them of agents'
+sockets opening and closing.
 
 Besides conversation rows, routing puts two kinds of news on the bus, both with an
 empty `rows` list so that live views pass over them: `presence` (an agent's presence
@@ -19,57 +18,53 @@ import logging
 from datetime import datetime
 
 from server.bus import Bus, BusMessage, Gap
-from server.core.clock import Clock
 from server.ingest.pipeline import Ingest
 from server.routing.actions import AgentActions
-from server.routing.agent_connections import HEARTBEAT_S, AgentConnections
+from server.routing.agent_connections import AgentConnections
 from server.routing.popups import Popups
-from server.routing.presence import GRACE_S, AgentBoard, Presence
+from server.routing.presence import AgentBoard, Presence
 from server.routing.router import Router
 from server.routing.timers import TimerArming, TimerRunner
 from server.routing.wallboard import Wallboard
-from server.storage.db import Database
 from state_machine import ROUTABLE_STATUSES
 
 log = logging.getLogger("switchboard.routing")
 
 
 class Routing:
+    """Routing's parts (built by the composition root, server/app.py), fed by one bus
+    subscription, started and stopped together."""
+
     def __init__(
         self,
-        db: Database,
-        bus: Bus,
-        ingest: Ingest,
-        clock: Clock,
-        zone_of,
-        presence_grace_s: float = GRACE_S,
-        heartbeat_s: float = HEARTBEAT_S,
         *,
+        bus: Bus,
         arming: TimerArming,
-        after_accept=None,
+        decisions: Ingest,
+        board: AgentBoard,
+        presence: Presence,
+        popups: Popups,
+        router: Router,
+        connections: AgentConnections,
+        wallboard: Wallboard,
+        timers: TimerRunner,
+        actions: AgentActions,
     ):
-        """`arming`: the timers' recorder that `ingest` was built with; the decisions'
-        writer records with it too, and settings news clears its cache. `after_accept`:
-        told of each applied accept (the provider glue bridges a held caller)."""
-        self.db = db
+        """`decisions`: the router's and the timers' own writer, recording with `arming`
+        (settings news clears its cache): an offer never waits behind a group of
+        requests' events being committed (on PostgreSQL the two transactions run side by
+        side; the conversations' locks order them)."""
         self.bus = bus
-        self.ingest = ingest
         self.arming = arming
-        # The router's and the timers' events have a writer of their own: an offer never
-        # waits behind a group of requests' events being committed (on PostgreSQL the
-        # two transactions run side by side; the conversations' locks order them).
-        self.decisions = Ingest(db, bus, clock, alongside=(arming,))
-        self.board = AgentBoard(db, clock)
-        self.presence = Presence(db, bus, clock, presence_grace_s)
-        self.popups = Popups(db, zone_of)
-        # Popups read while offers commit.
-        self.router = Router(db, self.decisions, clock, self.board, self.popups.prefetch)
-        self.connections = AgentConnections(
-            db, clock, self.presence, self.popups.agents, heartbeat_s
-        )
-        self.wallboard = Wallboard(db, clock, zone_of, self.board)
-        self.timers = TimerRunner(db, self.decisions, clock, self._grace_over)
-        self.actions = AgentActions(db, ingest, clock, zone_of, after_accept)
+        self.decisions = decisions
+        self.board = board
+        self.presence = presence
+        self.popups = popups
+        self.router = router
+        self.connections = connections
+        self.wallboard = wallboard
+        self.timers = timers
+        self.actions = actions
         self._subscription = None
         self._task: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()
@@ -126,11 +121,6 @@ class Routing:
             await self.connections.changed(principal.tenant, principal.user)
         except Exception:  # the next heartbeat writes it (the grace decides meanwhile)
             log.warning("could not record the agent's connections", exc_info=True)
-
-    async def _grace_over(self, tenant: str, agent_id: str) -> None:
-        # Connected here: live, even if its row is still being written.
-        if not self.popups.connected(tenant, agent_id):
-            await self.presence.grace_over(tenant, agent_id, self.connections.live_since())
 
     # --- the bus
 
