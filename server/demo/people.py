@@ -21,7 +21,6 @@ from channels.base import ProviderError, rfc3339
 from server.core.auth import Principal
 from server.core.errors import Refused
 from server.providers.webchat import (
-    ENDED,
     FrameError,
     VisitorSocket,
     visitor_contact,
@@ -30,7 +29,7 @@ from server.providers.webchat import (
 )
 from server.storage import models as m
 from server.storage import repository as repo
-from state_machine import HANDLING_STATUSES, UNROUTED_STATUSES, Status
+from state_machine import ENDED_STATUSES, HANDLING_STATUSES, UNROUTED_STATUSES, Status
 
 log = logging.getLogger("switchboard.demo")
 
@@ -330,7 +329,7 @@ class SimulatedVisitor(VisitorSocket):
                         self.status = frame["status"]
                     elif frame["type"] == "message" and frame["sender"] == "agent":
                         heard += 1
-                if self.status in ENDED:
+                if self.status in ENDED_STATUSES:
                     return
                 if self.status in UNROUTED_STATUSES:
                     waited += 1
