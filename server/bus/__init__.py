@@ -3,7 +3,7 @@ process that serves clients. Chosen by URL: `memory://` (one process, memory.py)
 `redis://` (pub/sub across processes, redis.py), behind one small interface (`Bus`).
 The database is the truth; the bus only carries news, so a subscriber that lost
 messages is told so (`Gap`) and catches up from the database (server/live/catchup.py).
-Every queue is bounded.
+Every queue is bounded. May import: `core`.
 """
 
 from __future__ import annotations
