@@ -21,6 +21,7 @@ import msgpack
 from prometheus_client import Counter
 
 from server.bus.memory import Bus, BusMessage, Gap
+from server.core.tasks import cancel_and_wait
 
 log = logging.getLogger("switchboard.bus")
 
@@ -79,11 +80,7 @@ class RedisBus(Bus):
         ]
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._tasks)
         self._tasks = []
         await self._redis.aclose()
 

@@ -18,7 +18,6 @@ after it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 from collections import Counter, deque
@@ -33,6 +32,7 @@ from server.bus import Bus
 from server.core import faults
 from server.core.clock import SYSTEM_CLOCK, Clock
 from server.core.metrics import EVENTS
+from server.core.tasks import cancel_and_wait
 from server.storage import models as m
 from server.storage import repository as repo
 from server.storage.db import Database, DatabaseUnavailable, is_retryable, is_unavailable
@@ -186,12 +186,7 @@ class Ingest:
         return await request.done
 
     async def close(self) -> None:
-        tasks = [*self._groups, *([self._worker] if self._worker is not None else [])]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait([*self._groups, self._worker])
         self._worker = None
         self._groups.clear()
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from prometheus_client import Counter
 
 from server.bus import Bus
+from server.core.tasks import cancel_and_wait
 from server.live.windows import LiveViews
 from server.storage import repository as repo
 from server.storage.db import Database
@@ -72,10 +73,7 @@ class CatchUp:
         self._task = asyncio.create_task(self._run(), name="catch-up")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait([self._task])
 
     def gap(self, reason: str) -> None:
         """The bus may have lost news: catch up now, not at the next interval."""

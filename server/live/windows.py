@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import contextlib
 import itertools
 import logging
 from collections import OrderedDict
@@ -40,6 +39,7 @@ from typing import Any, Protocol
 
 from server.bus import Bus, BusMessage, Gap
 from server.core.clock import Clock
+from server.core.tasks import cancel_and_wait
 from server.live import queries
 from server.live.filters import ViewQuery
 from server.live.window_index import WindowIndex
@@ -249,11 +249,7 @@ class LiveViews:
         task.add_done_callback(self._tasks.discard)
 
     async def stop(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(list(self._tasks))
         if self._subscription is not None:
             self._subscription.close()
         for window in self.windows.values():

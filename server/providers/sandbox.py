@@ -9,7 +9,6 @@ and a hangup sent to another process finds no live call there.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -18,6 +17,7 @@ from pathlib import Path
 from channels.base import Inbound, Provider
 from channels.sandbox import SandboxCredentials, SandboxProvider
 from server.core.clock import Clock
+from server.core.tasks import cancel_and_wait
 from server.providers.recordings import safe_name
 
 log = logging.getLogger("switchboard.sandbox")
@@ -65,10 +65,7 @@ class SandboxRunner:
 
     async def stop(self) -> None:
         self.stopped = True
-        if self._worker is not None:
-            self._worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
+        await cancel_and_wait([self._worker])
 
 
 class Sandboxes:

@@ -13,7 +13,6 @@ sockets in this process (MESSAGE_RATE).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import time
@@ -24,6 +23,7 @@ from typing import Any
 from channels.base import ChannelEvent, Inbound, Reference, rfc3339
 from server.bus import Bus, BusMessage, Gap
 from server.core.clock import Clock
+from server.core.tasks import cancel_and_wait
 from server.ingest.pipeline import Ingest
 from server.providers import repository as crepo
 from server.providers.inbound import InboundDelivery
@@ -127,11 +127,7 @@ class WebChat:
             ]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._tasks)
         self._tasks = []
         if self._subscription is not None:
             self._subscription.close()

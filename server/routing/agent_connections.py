@@ -18,13 +18,13 @@ it holds. A clean shutdown deletes this process's rows and arms their graces.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 from collections.abc import Callable, Collection
 from datetime import datetime, timedelta
 
 from server.core.clock import Clock
+from server.core.tasks import cancel_and_wait
 from server.routing import repository as rr
 from server.routing.presence import Presence, arm_grace, disarm_grace
 from server.storage.db import Database, is_unavailable
@@ -77,10 +77,7 @@ class AgentConnections:
     async def stop(self) -> None:
         """Delete this process's rows and arm their agents' graces (they reconnect to
         another process within the grace, or go offline)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait([self._task])
         try:
             due = self.clock.now() + timedelta(seconds=self.presence.grace_s)
             async with self.db.write() as conn:

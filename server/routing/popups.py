@@ -31,6 +31,7 @@ import time
 from collections import deque
 from typing import Any, Protocol
 
+from server.core.tasks import cancel_and_wait
 from server.routing import repository as rr
 from server.storage.db import Database
 from server.wire.rows import instant, wire_row
@@ -73,11 +74,7 @@ class Popups:
     async def stop(self) -> None:
         tasks = [*self._lane_tasks, *([self._task] if self._task else [])]
         tasks += [task for _, _, task in self._prefetched.values()]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(tasks)
 
     def add(self, connection: AgentConnection) -> bool:
         """Register an agent's connection; True when it is the agent's first here."""

@@ -43,6 +43,7 @@ from time import monotonic
 from zoneinfo import ZoneInfo
 
 from server.core.clock import Clock
+from server.core.tasks import cancel_and_wait
 from server.ingest.pipeline import Ingest
 from server.routing import repository as rr
 from server.routing.presence import AgentBoard, AgentState
@@ -174,11 +175,7 @@ class Router:
     async def stop(self) -> None:
         tasks = [*self._running.values(), *([self._sweeper] if self._sweeper else [])]
         tasks += [task for flight in self._in_flight.values() for task in flight]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(tasks)
         await self._release(broken=False)
 
     def trigger(self, tenant: str) -> None:

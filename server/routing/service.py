@@ -13,11 +13,11 @@ them).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from datetime import datetime
 
 from server.bus import Bus, BusMessage, Gap
+from server.core.tasks import cancel_and_wait
 from server.ingest.pipeline import Ingest
 from server.routing.actions import AgentActions
 from server.routing.agent_connections import AgentConnections
@@ -81,12 +81,7 @@ class Routing:
         self.connections.start()
 
     async def stop(self) -> None:
-        tasks = [self._task, *self._tasks] if self._task else list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait([self._task, *self._tasks])
         if self._subscription is not None:
             self._subscription.close()
         await self.connections.stop()

@@ -19,7 +19,6 @@ fires at the next start.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 from datetime import datetime, timedelta
@@ -28,6 +27,7 @@ from typing import Any
 from sqlalchemy import and_, delete, select, update
 
 from server.core.clock import Clock
+from server.core.tasks import cancel_and_wait
 from server.ingest.pipeline import Change, Ingest
 from server.routing import repository as rr
 from server.storage import models as m
@@ -199,10 +199,7 @@ class TimerRunner:
         self._task = asyncio.create_task(self._run(), name="timers")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait([self._task])
 
     async def _run(self) -> None:
         while True:

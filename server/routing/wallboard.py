@@ -19,7 +19,6 @@ change, and every TICK_S anyway (longest_wait_s grows with no event).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from typing import Any
 from sqlalchemy import and_, case, func, literal, select
 
 from server.core.clock import Clock
+from server.core.tasks import cancel_and_wait
 from server.routing import repository as rr
 from server.routing.presence import AgentBoard
 from server.storage import models as m
@@ -263,10 +263,7 @@ class Wallboard:
         self._ticker = asyncio.create_task(self._tick(), name="wallboard-tick")
 
     async def stop(self) -> None:
-        for task in [*self._tasks, *([self._ticker] if self._ticker else [])]:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait([*self._tasks, self._ticker])
 
     async def day_start(self, tenant: str) -> datetime:
         zone = await self.zone_of(tenant)
