@@ -297,7 +297,7 @@ class Ingest:
         conversation_ids, event_ids, agent_ids = set(), set(), set()
         for envelope in envelopes:
             try:
-                event = parse_event(envelope)
+                event = parse_event(envelope, now)
                 parsed.append((event, _storable_data(envelope)))
             except InvalidEvent as error:
                 parsed.append((error, None))
