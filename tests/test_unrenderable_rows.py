@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 
 from server.storage import models as m
 from tests.server_support import live_server
@@ -110,3 +110,52 @@ async def test_a_row_that_cannot_be_rendered_takes_down_nothing(backend, tmp_pat
             # The socket is still open and answers.
             pong = await before.request({"type": "ping"})
             assert pong["type"] == "pong"
+
+
+async def test_a_window_that_cannot_be_flushed_resyncs_its_subscribers_only(backend, tmp_path):
+    """Anything else that fails making a delta (here the tenant's stored time zone turns
+    unreadable under a live view) ends that window's subscriptions with `resync`; the
+    socket stays open, another tenant's subscriber goes on, and once the cause is gone
+    a new subscribe matches /rows."""
+    async with live_server(backend, tmp_path) as server:
+        api = server.api
+        await api.post_events([created(api, cid, n) for n, cid in enumerate("ab")])
+        await api.post_events([created(api, "g", 0)], tenant="globex")
+        view = {"columns": COLUMNS}
+        async with server.ws() as acme, server.ws(tenant="globex") as globex:
+            watched = await acme.request({"type": "subscribe", "view": view, "limit": 10})
+            other = await globex.request({"type": "subscribe", "view": view, "limit": 10})
+            assert watched["total"] == 2 and other["total"] == 1
+
+            tenants = m.tenants
+            async with server.services.db.write() as conn:
+                await conn.execute(
+                    update(tenants).where(tenants.c.id == "acme").values(timezone="No/Where")
+                )
+            server.services.tenants.forget("acme")
+            # Every HTTP request reads the zone too: the event goes straight to ingest.
+            [outcome] = await server.services.ingest.submit(
+                "acme", [api.event("routing.enqueued", "a", at(10), team="sales")]
+            )
+            assert outcome.outcome == "applied", outcome
+            resync = await acme.wait(lambda f: f["type"] == "resync")
+            assert resync == {"type": "resync", "sub": watched["sub"], "reason": "server_error"}
+            assert (await acme.request({"type": "ping"}))["type"] == "pong"
+
+            await api.post_events(
+                [api.event("routing.enqueued", "g", at(10), team="sales")], tenant="globex"
+            )
+            delta = await globex.wait(lambda f: f["type"] == "delta")
+            assert delta["sub"] == other["sub"] and delta["upsert"][0]["status"] == "queued"
+
+            async with server.services.db.write() as conn:
+                await conn.execute(
+                    update(tenants).where(tenants.c.id == "acme").values(timezone="Europe/Madrid")
+                )
+            server.services.tenants.forget("acme")
+            again = await acme.request({"type": "subscribe", "view": view, "limit": 10})
+            assert again["type"] == "snapshot", again
+            assert [(r["id"], r["status"]) for r in again["rows"]] == [
+                ("b", "new"),
+                ("a", "queued"),
+            ]

@@ -351,7 +351,10 @@ SERVER_FRAMES: dict[str, Frame] = {
             "resync",
             "The subscription is over and continuity cannot be guaranteed: subscribe again.",
             sub=SUB,
-            reason=String(description="client_too_slow: the client fell behind."),
+            reason=String(
+                description="client_too_slow: the client fell behind; server_error: the "
+                "server could not make the subscription's rows (logged)."
+            ),
             required=("sub", "reason"),
         ),
         Frame(

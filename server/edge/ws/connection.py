@@ -107,6 +107,12 @@ class Connection(Session):
 
     # --- subscriptions
 
+    def resync(self, sub_id: str, reason: str) -> None:
+        """The server cannot keep this subscription exact (server/live/windows.py gave
+        up its window): it ends, and the client is told to subscribe again."""
+        self.end_subscription(sub_id)
+        self.send(encode(self.format, {"type": "resync", "sub": sub_id, "reason": reason}))
+
     def end_subscription(self, sub_id: str) -> None:
         sub = self.subscriptions.pop(sub_id, None)
         self.queries.pop(sub_id, None)
