@@ -506,8 +506,8 @@ class Ingest:
                 agent_name = names[conversation.agent_id]
             elif old is not None and old["agent_id"] == conversation.agent_id:
                 agent_name = old["agent_name"]
-            else:  # a new agent without an agents row has no name (not the last one's)
-                agent_name = None
+            else:  # a user without an agents row (a supervisor who initiated it): its id
+                agent_name = conversation.agent_id
             row["tenant_id"] = batch.tenant
             row["agent_name"] = agent_name
             row["change_seq"] = change_seq
