@@ -415,3 +415,51 @@ async def test_a_supervisor_finishes_what_it_starts_over_http_and_websocket(back
             headers=api.auth("admin", "adm"),
         )
         assert hung.status_code == 200, hung.text
+
+
+async def test_customer_name_fills_when_the_customer_replies_with_a_profile_name(api, provider_api):
+    """An outgoing WhatsApp to a contact nobody knows has no Customer Name; the reply's
+    profile name fills it (and the contact is a known customer from then on)."""
+    path = rf"/v21\.0/{WHATSAPP_CREDENTIALS['phone_number_id']}/messages"
+    provider_api.route("POST", path, 202, '{"messages": [{"id": "wamid.X2"}]}')
+    response = await api.client.put(
+        "/api/v1/providers/whatsapp_cloud",
+        json={
+            "channels": ["whatsapp"],
+            "numbers": [{"number": OUR_NUMBER, "team": "sales"}],
+            "credentials": WHATSAPP_CREDENTIALS,
+        },
+        headers=api.auth("admin"),
+    )
+    assert response.status_code == 200, response.text
+    api.services.providers.api_bases["whatsapp_cloud"] = provider_api.base_url
+    contact = "+34911000143"
+    started = await initiate(api, {"channel": "whatsapp", "contact": contact, "text": "Hello"})
+    assert started.status_code == 202, started.text
+    cid = started.json()["conversation_id"]
+    assert (await api.conversation(cid))["conversation"]["customer_name"] is None
+
+    payload = {
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "1", "changes": [{"field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": OUR_NUMBER.lstrip("+"),
+                         "phone_number_id": WHATSAPP_CREDENTIALS["phone_number_id"]},
+            "contacts": [{"profile": {"name": "Kerry Fisher"}, "wa_id": contact.lstrip("+")}],
+            "messages": [{"from": contact.lstrip("+"), "id": "wamid.reply-143",
+                          "timestamp": "1795514400", "type": "text",
+                          "text": {"body": "Yes please"}}],
+        }}]}],
+    }  # fmt: skip
+    body = json.dumps(payload).encode()
+    sig = whatsapp_cloud.signature(WHATSAPP_CREDENTIALS["app_secret"], body)
+    reply = await api.client.post(
+        "http://testserver/webhooks/whatsapp_cloud/acme",
+        content=body,
+        headers={"Content-Type": "application/json", "X-Hub-Signature-256": sig},
+    )
+    assert reply.status_code == 200, reply.text
+    detail = await api.conversation(cid)
+    assert sorted(m["sender"] for m in detail["transcript"]) == ["agent", "customer"]
+    assert detail["conversation"]["customer_name"] == "Kerry Fisher"
+    assert detail["customer"]["name"] == "Kerry Fisher"

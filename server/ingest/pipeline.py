@@ -122,6 +122,9 @@ class _Batch:
     statuses: dict[tuple, dict] = field(default_factory=dict)
     tickets: dict[tuple, dict] = field(default_factory=dict)
     recordings: dict[tuple, dict] = field(default_factory=dict)
+    # Conversations without a customer name to which the customer wrote: their name
+    # is the customer's known at the contact, if one is known by now.
+    nameless: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -396,6 +399,8 @@ class Ingest:
 
     def _record_effects(self, batch: _Batch, event, conversation: Conversation, effects) -> None:
         tenant, cid = batch.tenant, conversation.id
+        if not conversation.customer_name and getattr(event, "sender", None) == "customer":
+            batch.nameless.add(cid)
         customer = getattr(event, "customer", None)
         if customer is not None:
             key = customer.id or conversation.contact
@@ -496,6 +501,16 @@ class Ingest:
             async with self.db.read() as conn:  # names need no lock: outside the write
                 names = {**names, **await repo.agent_names(conn, batch.tenant, wanted - named)}
         names = {agent: names[agent] for agent in wanted if agent in names}
+        known: dict[str, str] = {}  # conversation -> the name of its contact's customer
+        for cid in batch.nameless:
+            conversation = batch.changed.get(cid)
+            if conversation is not None and not conversation.customer_name:
+                async with self.db.read() as conn:
+                    customer = await repo.customer_of_contact(
+                        conn, batch.tenant, conversation.contact
+                    )
+                if customer is not None and customer["name"]:
+                    known[cid] = customer["name"]
         published = []
         for conversation in batch.changed.values():
             row = repo.conversation_values(conversation)
@@ -510,6 +525,8 @@ class Ingest:
                 agent_name = conversation.agent_id
             row["tenant_id"] = batch.tenant
             row["agent_name"] = agent_name
+            if conversation.id in known:
+                row["customer_name"] = known[conversation.id]
             row["change_seq"] = change_seq
             row["updated_at"] = batch.now
             if old is None:
