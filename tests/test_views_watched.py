@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from server.storage import models as m
 from tests.app_support import prepare_database
 from tests.live_model import ClientModel
 from tests.server_support import WsClient, live_server, spawned_server
@@ -236,3 +237,42 @@ async def test_watchers_on_another_process_follow(backend, tmp_path):
             await delete(one.api, gone["id"])
             over = await ws.wait(lambda f: f.get("type") == "unsubscribed")
             assert over == {"type": "unsubscribed", "sub": doomed["sub"], "reason": "view_deleted"}
+
+
+async def test_a_change_whose_news_never_came_is_found_in_the_database(backend, tmp_path):
+    """The bus can lose news (an outage, a full outbox): the views watched in a process
+    are read back from the database, so the watcher follows all the same."""
+    async with live_server(backend, tmp_path) as server:
+        api = server.api
+        await traffic(api, "a", 0)
+        view = await shared_view(api, CHATS)
+        gone = await shared_view(api, CHATS)
+        hidden = await shared_view(api, CHATS)
+        async with server.ws("supervisor", "sup2") as ws:
+            changed = await ws.request({"type": "subscribe", "view": view["id"]})
+            deleted = await ws.request({"type": "subscribe", "view": gone["id"]})
+            private = await ws.request({"type": "subscribe", "view": hidden["id"]})
+            # Written straight to the database, as a PATCH whose news was lost.
+            table = m.views
+            async with server.services.db.write() as conn:
+                await conn.execute(
+                    table.update().where(table.c.id == view["id"]).values(filters=SMS)
+                )
+                await conn.execute(table.delete().where(table.c.id == gone["id"]))
+                await conn.execute(
+                    table.update().where(table.c.id == hidden["id"]).values(visibility="private")
+                )
+            ended = {}
+
+            def all_ended() -> bool:
+                for f in ws.frames:
+                    if f.get("type") in ("resync", "unsubscribed"):
+                        ended[f["sub"]] = (f["type"], f["reason"])
+                return len(ended) == 3
+
+            await wait_for(all_ended, 10, message="the watchers followed the database")
+            assert ended == {
+                changed["sub"]: ("resync", "view_changed"),
+                deleted["sub"]: ("unsubscribed", "view_deleted"),
+                private["sub"]: ("unsubscribed", "forbidden"),
+            }

@@ -110,9 +110,12 @@ class WatchedViews:
                 continue
             self.decide(tenant, item["id"], None if item.get("deleted") else item)
 
-    def decide(self, tenant: str, view_id: str, state: dict | None) -> None:
-        """End the watches the view's state (None: deleted) no longer allows."""
+    def decide(self, tenant: str, view_id: str, state: dict | None, among=None) -> None:
+        """End the watches the view's state (None: deleted) no longer allows (of those
+        `among`, when given)."""
         for watch in list(self.by_view.get((tenant, view_id), {}).values()):
+            if among is not None and watch not in among:
+                continue
             if state is None:
                 self._end(watch, "unsubscribed", "view_deleted")
             elif not may_see(state["visibility"], state["owner"], watch.user, watch.role):
@@ -145,6 +148,8 @@ class WatchedViews:
         by_tenant: dict[str, set[str]] = {}
         for tenant, view_id in list(self.by_view):
             by_tenant.setdefault(tenant, set()).add(view_id)
+        # Only watches made before the read: a later one may have read a newer view.
+        before = {watch for watches in self.by_view.values() for watch in watches.values()}
         table = m.views
         for tenant, ids in by_tenant.items():
             async with self.db.read() as conn:
@@ -154,4 +159,4 @@ class WatchedViews:
                 found = {row.id: dict(row._mapping) for row in rows}
             for view_id in ids:
                 row = found.get(view_id)
-                self.decide(tenant, view_id, None if row is None else view_news(row))
+                self.decide(tenant, view_id, None if row is None else view_news(row), before)
