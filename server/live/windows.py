@@ -42,6 +42,7 @@ from server.core.clock import Clock
 from server.core.tasks import cancel_and_wait
 from server.live import queries
 from server.live.filters import ViewQuery
+from server.live.watched import WatchedViews
 from server.live.window_index import WindowIndex
 from server.storage import repository as repo
 from server.storage.db import Database
@@ -238,10 +239,12 @@ class LiveViews:
         # only this tells catch-up that a window may have missed its earlier change.
         self.watermark = 0
         self.holes: OrderedDict[tuple[str, str], tuple[int, float]] = OrderedDict()
+        self.watched = WatchedViews(db)  # subscriptions by a saved view's id
 
     async def start(self) -> None:
         self._subscription = self.bus.subscribe()
         self._spawn(self._consume())
+        self._spawn(self.watched.run())
 
     def _spawn(self, coroutine) -> None:
         task = asyncio.create_task(coroutine)
@@ -303,6 +306,7 @@ class LiveViews:
             return page, catch_up
 
     def unsubscribe(self, sub: Subscription) -> None:
+        self.watched.forget(sub)
         self._detach(sub)
 
     def _detach(self, sub: Subscription) -> None:
@@ -465,6 +469,7 @@ class LiveViews:
             try:
                 if isinstance(item, Gap):
                     log.info("bus gap: catching up", extra={"reason": item.reason})
+                    self.watched.wake.set()  # news of a saved view may be lost too
                     if self.on_gap is not None:
                         self.on_gap(item.reason)  # server/live/catchup.py
                     else:
@@ -527,6 +532,8 @@ class LiveViews:
         tenant = message.tenant
         payload = message.payload
         token = payload.get("token", 0)
+        if "views" in payload:  # a saved view changed or went (server/live/watched.py)
+            self.watched.on_news(tenant, payload["views"])
         items = payload["rows"]
         for item in items:
             row = item["row"]
