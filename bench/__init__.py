@@ -15,5 +15,6 @@ BENCHMARKS: dict[str, str] = {
     "f4": "bench.f4_snapshot",
     "f5": "bench.f5_redis",
     "f6": "bench.f6_recovery",
+    "f8": "bench.f8_postgres_restart",
     "r1": "bench.r1_routing",
 }

@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import shutil
-import tempfile
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
 
+from bench.postgres_cluster import PostgresCluster, postgres_bin
 from tests.support import free_port, service_unavailable, wait_for
 
 
@@ -172,80 +170,33 @@ async def proxy_to(port: int) -> AsyncIterator[Proxy]:
 # --------------------------------------------------------------------------- PostgreSQL
 
 
-def _postgres_bin() -> Path | None:
-    """The newest PostgreSQL server's binaries (Debian keeps them off PATH)."""
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: p.parts)
-    if found:
-        return found[-1].parent
-    initdb = shutil.which("initdb")
-    return Path(initdb).parent if initdb else None
-
-
 class PrivatePostgres:
-    """A PostgreSQL cluster of the test's own: made with initdb in a fresh directory,
-    on a free port of 127.0.0.1, run as the `postgres` user when the tests run as
-    root (PostgreSQL refuses root), stopped and started by pg_ctl. Never the machine's
-    shared cluster."""
+    """bench's PostgresCluster (a cluster of the test's own, never the machine's
+    shared one) driven from a test's event loop."""
 
-    def __init__(self, bin_dir: Path):
-        self.bin = bin_dir
-        self.port = free_port()
-        self.dir = Path(tempfile.mkdtemp(prefix="sb-pg-"))
-        self.data = self.dir / "data"
-        self._as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    def __init__(self, cluster: PostgresCluster):
+        self.cluster = cluster
 
     @property
     def url(self) -> str:
-        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/postgres"
-
-    async def _run(self, *command: str) -> None:
-        process = await asyncio.create_subprocess_exec(
-            *self._as_postgres,
-            *command,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        output, _ = await asyncio.wait_for(process.communicate(), 120)
-        if process.returncode != 0:
-            raise AssertionError(f"{command[0]} failed ({process.returncode}): {output.decode()}")
-
-    async def create(self) -> None:
-        if self._as_postgres:
-            shutil.chown(self.dir, "postgres", "postgres")
-        await self._run(
-            str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust",
-            "--no-sync", "-E", "UTF8", "--locale", "C.UTF-8",
-        )  # fmt: skip
+        return self.cluster.url
 
     async def start(self) -> None:
-        options = (
-            f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off"
-        )
-        await self._run(
-            str(self.bin / "pg_ctl"), "-D", str(self.data), "-o", options,
-            "-l", str(self.dir / "log"), "-w", "-t", "60", "start",
-        )  # fmt: skip
+        await asyncio.to_thread(self.cluster.start)
 
     async def stop(self) -> None:
-        """A fast shutdown: clients are cut, what was committed is kept."""
-        await self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
-
-    async def remove(self) -> None:
-        with contextlib.suppress(AssertionError):
-            await self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        await asyncio.to_thread(self.cluster.stop)
 
 
 @contextlib.asynccontextmanager
 async def private_postgres() -> AsyncIterator[PrivatePostgres]:
-    bin_dir = _postgres_bin()
+    bin_dir = postgres_bin()
     if bin_dir is None:
         service_unavailable("PostgreSQL's server binaries (initdb, pg_ctl) are not installed")
-    cluster = PrivatePostgres(bin_dir)
+    cluster = PostgresCluster(bin_dir)
     try:
-        await cluster.create()
-        await cluster.start()
-        yield cluster
+        await asyncio.to_thread(cluster.create)
+        await asyncio.to_thread(cluster.start)
+        yield PrivatePostgres(cluster)
     finally:
-        await cluster.remove()
+        await asyncio.to_thread(cluster.remove)

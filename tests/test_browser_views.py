@@ -648,3 +648,52 @@ async def test_the_live_table_orders_text_by_code_point_as_the_server_does(
                 AROUND_U_FFFF,
             )
     assert ordered == sorted(AROUND_U_FFFF)
+
+
+async def test_the_open_view_follows_another_supervisors_patch_and_delete(
+    browser, backend, tmp_path
+):
+    async with live_server(backend, tmp_path / "data") as server:
+        api = server.api
+        view = await saved_view(api, name="Chats and texts", visibility="tenant")
+        chat = await arrive(api, "chat")
+        sms = await arrive(api, "sms")
+        token = api.token("supervisor", "sup2")  # A watches sup1's shared view
+        async with opened(browser, server.url, token, f"/views/{view['id']}") as page:
+            table = page.locator(f"table[data-view='{view['id']}']")
+            await table.locator(f"tr[data-id='{chat}']").wait_for()
+            await table.locator(f"tr[data-id='{sms}']").wait_for()
+            # B narrows the filter to SMS and renames the view, over HTTP.
+            response = await api.client.patch(
+                f"/api/v1/views/{view['id']}",
+                json={
+                    "name": "Texts only",
+                    "filters": [{"field": "channel", "op": "in", "value": ["sms"]}],
+                },
+                headers=api.auth("supervisor", "sup1"),
+            )
+            assert response.status_code == 200, response.text
+            # A's table follows without a reload: the chat row goes, the title changes.
+            await table.locator(f"tr[data-id='{chat}']").wait_for(state="detached")
+            await page.wait_for_function(text_is("#view-title", "Texts only"))
+            await table.locator(f"tr[data-id='{sms}']").wait_for()
+            await page.wait_for_function(
+                "() => document.querySelector('[data-total]').textContent === '1'"
+            )
+            # And stays live on the new definition: a new chat stays out, a new SMS in.
+            ignored = await arrive(api, "chat")
+            later = await arrive(api, "sms")
+            await table.locator(f"tr[data-id='{later}']").wait_for()
+            assert await table.locator(f"tr[data-id='{ignored}']").count() == 0
+            await page.screenshot(path=str(tmp_path / "view-changed.png"))
+            # B deletes it: A is told, and the table is gone.
+            response = await api.client.delete(
+                f"/api/v1/views/{view['id']}", headers=api.auth("supervisor", "sup1")
+            )
+            assert response.status_code == 200, response.text
+            message = page.get_by_role("alert")
+            await message.wait_for()
+            assert "This view was deleted." in await message.text_content()
+            assert await page.locator("table[data-view]").count() == 0
+            await page.screenshot(path=str(tmp_path / "view-deleted.png"))
+            assert page.problems.errors == []

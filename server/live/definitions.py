@@ -112,6 +112,17 @@ def parse_definition(body: dict, tz) -> Definition:
     return Definition(list(filters), tuple(ordered), list(sort))
 
 
+def with_columns(definition: Definition, extra, tz) -> Definition:
+    """A saved view's definition with the extra `columns` a subscribe by its id asks
+    for, after its own (validated as an inline definition's columns)."""
+    if extra is None:
+        return definition
+    if not isinstance(extra, list):
+        raise Refused("invalid_view", "columns: must be a list of column names", field="columns")
+    body = {"filters": definition.filters, "sort": definition.sort}
+    return parse_definition({**body, "columns": [*definition.columns, *extra]}, tz)
+
+
 def view_wire(row: dict) -> dict:
     return {
         "id": row["id"],

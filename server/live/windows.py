@@ -43,6 +43,7 @@ from server.core.clock import Clock
 from server.core.tasks import cancel_and_wait
 from server.live import queries
 from server.live.filters import ViewQuery
+from server.live.watched import WatchedViews
 from server.live.window_index import WindowIndex
 from server.storage import repository as repo
 from server.storage.db import Database
@@ -66,8 +67,8 @@ class Receiver(Protocol):
 
     def send(self, *parts: bytes) -> None: ...
 
-    def resync(self, sub_id: str, reason: str) -> None:
-        """End the subscription and tell the client to subscribe again."""
+    def subscription_over(self, sub_id: str, kind: str, reason: str) -> None:
+        """End the subscription and tell the client why (`resync`: subscribe again)."""
 
 
 @dataclass(eq=False, slots=True)
@@ -242,10 +243,12 @@ class LiveViews:
         # only this tells catch-up that a window may have missed its earlier change.
         self.watermark = 0
         self.holes: OrderedDict[tuple[str, str], tuple[int, float]] = OrderedDict()
+        self.watched = WatchedViews(db)  # subscriptions by a saved view's id
 
     async def start(self) -> None:
         self._subscription = self.bus.subscribe()
         self._spawn(self._consume())
+        self._spawn(self.watched.run())
 
     def _spawn(self, coroutine) -> None:
         task = asyncio.create_task(coroutine)
@@ -307,6 +310,7 @@ class LiveViews:
             return page, catch_up
 
     def unsubscribe(self, sub: Subscription) -> None:
+        self.watched.forget(sub)
         self._detach(sub)
 
     def _detach(self, sub: Subscription) -> None:
@@ -469,6 +473,7 @@ class LiveViews:
             try:
                 if isinstance(item, Gap):
                     log.info("bus gap: catching up", extra={"reason": item.reason})
+                    self.watched.wake.set()  # news of a saved view may be lost too
                     if self.on_gap is not None:
                         self.on_gap(item.reason)  # server/live/catchup.py
                     else:
@@ -531,6 +536,8 @@ class LiveViews:
         tenant = message.tenant
         payload = message.payload
         token = payload.get("token", 0)
+        if "views" in payload:  # a saved view changed or went (server/live/watched.py)
+            self.watched.on_news(tenant, payload["views"])
         items = payload["rows"]
         for item in items:
             row = item["row"]
@@ -630,7 +637,7 @@ class LiveViews:
                 extra={"tenant": window.tenant},
             )
             for sub in list(window.subscribers):
-                sub.receiver.resync(sub.id, "server_error")
+                sub.receiver.subscription_over(sub.id, "resync", "server_error")
                 self._detach(sub)  # in case the receiver kept it
             self._drop(window)
             raise

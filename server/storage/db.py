@@ -67,7 +67,11 @@ class Database:
             except asyncpg.PostgresError as error:
                 kind = IntegrityError if (error.sqlstate or "").startswith("23") else DBAPIError
                 raise kind("ingest transaction", None, error) from error
-            except (asyncpg.InterfaceError, OSError) as error:
+            except (asyncpg.InterfaceError, asyncpg.InternalClientError, OSError) as error:
+                # InternalClientError: a connection cut by a database shutdown in the
+                # middle of an operation can come back from the pool still "busy"
+                # (asyncpg: "another operation is in progress"); it is as broken as a
+                # closed one (bench f8 met it in one restart of three).
                 await conn.invalidate()
                 raise DBAPIError(
                     "ingest transaction", None, error, connection_invalidated=True

@@ -157,6 +157,11 @@ CLIENT_FRAMES: dict[str, Frame] = {
                 description="The window's size; 0 subscribes to the count alone (deltas "
                 "then carry only `total`).",
             ),
+            columns=Value(
+                List(Ref("Column")),
+                description="With a saved view's id only: extra columns the page needs, "
+                "shown after the view's own.",
+            ),
             required=("view",),
         ),
         Frame(
@@ -352,15 +357,17 @@ SERVER_FRAMES: dict[str, Frame] = {
             "The subscription is over and continuity cannot be guaranteed: subscribe again.",
             sub=SUB,
             reason=String(
-                description="client_too_slow: the client fell behind; server_error: the "
-                "server could not make the subscription's rows (logged)."
+                description="client_too_slow: the client fell behind; view_changed: the "
+                "saved view it follows was changed (subscribing again gives its new "
+                "definition); server_error: the server could not make the subscription's "
+                "rows (logged)."
             ),
             required=("sub", "reason"),
         ),
         Frame(
             "unsubscribed",
-            "The subscription is over (in the contract, for a view deleted or no longer "
-            "visible; this server does not send it yet).",
+            "The subscription by a saved view's id is over: the view was deleted, or this "
+            "user may no longer see it (it turned private).",
             sub=SUB,
             reason=String(description="view_deleted, forbidden."),
             required=("sub", "reason"),

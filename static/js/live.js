@@ -2,6 +2,7 @@
 //
 //   const live = new Live(token);
 //   const sub = live.subscribe(definition, 100, {onChange(sub, change) {...}});
+//   const sub = live.subscribe(viewId, 100, {columns: [...], onChange, onResync, onEnd});
 //   live.on("popup", frame => ...);  live.onOpen(() => live.send({type: "subscribe_wallboard"}));
 //
 // It keeps each subscription's window exact (snapshot, then pages and deltas in
@@ -253,7 +254,9 @@ export class Subscription {
     if (old) this.live.send({ type: "unsubscribe", sub: old });
     let snapshot;
     try {
-      snapshot = await this.live.request({ type: "subscribe", view: this.view, limit: this.window });
+      const frame = { type: "subscribe", view: this.view, limit: this.window };
+      if (this.handlers.columns) frame.columns = this.handlers.columns; // with a saved view's id
+      snapshot = await this.live.request(frame);
     } catch (error) {
       if (error.code) this.handlers.onError?.(error);
       return; // connection lost: the next open starts it again
@@ -289,7 +292,18 @@ export class Subscription {
         removed: frame.remove,
       });
     } else if (frame.type === "resync") {
-      this.start();
+      // The server ended it. A saved view that changed (`view_changed`) may be taken
+      // over by the page (`onResync` answering true), e.g. to re-read its columns.
+      this.id = null;
+      this.ready = false;
+      if (!this.handlers.onResync?.(this, frame)) this.start();
+    } else if (frame.type === "unsubscribed") {
+      // Over for good: the saved view was deleted or is no longer visible to us.
+      this.id = null;
+      this.ready = false;
+      this.closed = true;
+      this.live.subscriptions.delete(this);
+      this.handlers.onEnd?.(this, frame);
     }
   }
 

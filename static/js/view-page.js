@@ -57,9 +57,18 @@ async function main() {
     const columns = ["id", ...view.columns.filter((c) => c !== "id")];
     table = new LiveTable(view, columns, labels, { api, notice });
     wrap.replaceChildren(table.node);
-    // Rows also carry has_recording and contact, for the play icon and the actions.
-    const subscribed = [...new Set([...columns, "has_recording"])];
-    sub = live.subscribe({ filters: view.filters, columns: subscribed, sort: view.sort }, PAGE, {
+    // By the saved view's id, so that the table follows when someone changes it. Rows
+    // also carry has_recording, for the play icon.
+    sub = live.subscribe(view.id, PAGE, {
+      columns: ["has_recording"],
+      onResync: (s, frame) => {
+        if (frame.reason !== "view_changed") return false;
+        reread(s);
+        return true;
+      },
+      onEnd: (s, frame) => {
+        if (s === sub) ended(frame.reason);
+      },
       onChange: (s, change) => {
         table.apply(s, change, wrap);
         total.textContent = String(s.total);
@@ -70,6 +79,40 @@ async function main() {
         notice.textContent = `The view could not be opened: ${error.message}`;
       },
     });
+  }
+
+  // The saved view changed under us: its name, columns and order from the server, then
+  // a fresh subscription.
+  async function reread(s) {
+    let fresh;
+    try {
+      fresh = await api("GET", `/api/v1/views/${encodeURIComponent(viewId)}`);
+    } catch (error) {
+      if (s !== sub) return;
+      if (error.status === 404) ended("forbidden");
+      else {
+        notice.textContent = `The view changed and could not be read again: ${error.message}`;
+        s.start();
+      }
+      return;
+    }
+    if (s !== sub) return;
+    notice.textContent = "This view was changed; it now shows its new definition.";
+    show(fresh);
+  }
+
+  // The subscription is over for good: say why and stop.
+  function ended(reason) {
+    if (sub) sub.close();
+    sub = null;
+    const why = reason === "view_deleted"
+      ? "This view was deleted."
+      : "This view is no longer shared with you.";
+    total.textContent = "–";
+    editButton.disabled = true;
+    notice.textContent = "";
+    wrap.replaceWith(el("p", { class: "error", role: "alert", dataset: { ended: reason } },
+      why, " ", el("a", { href: "/views" }, "Back to all views")));
   }
 
   // Fetch more when the reader nears the end, or when the rows do not fill the box.

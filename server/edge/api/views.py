@@ -19,6 +19,7 @@ from server.live.definitions import (
     view_wire,
 )
 from server.live.queries import view_page
+from server.live.watched import view_news
 from server.wire.protocol import PAGE_LIMIT
 
 READERS = ("supervisor", "admin", "agent")
@@ -76,6 +77,8 @@ async def update_view(request: Request):
         values["updated_at"] = services.clock.now()
         await saved_views.update_view(conn, principal.tenant, row["id"], values)
         row.update(values)
+    # After the commit: those watching it, in every process, follow (server/live/watched.py).
+    services.bus.post(principal.tenant, {"rows": [], "views": [view_news(row)]})
     return respond(request, view_wire(row))
 
 
@@ -87,6 +90,7 @@ async def delete_view(request: Request):
         row = await saved_views.load_view(conn, principal, request.path_params["view_id"])
         require_owner(principal, row)
         await saved_views.delete_view(conn, principal.tenant, row["id"])
+    services.bus.post(principal.tenant, {"rows": [], "views": [view_news(row, deleted=True)]})
     return respond(request, {"deleted": row["id"]})
 
 

@@ -41,6 +41,7 @@ from server.live.definitions import (
     agent_scope,
     definition_of,
     parse_definition,
+    with_columns,
 )
 from server.live.filters import ViewQuery
 from server.live.windows import Subscription
@@ -107,17 +108,19 @@ class Connection(Session):
 
     # --- subscriptions
 
-    def resync(self, sub_id: str, reason: str) -> None:
-        """The server cannot keep this subscription exact (server/live/windows.py gave
-        up its window): it ends, and the client is told to subscribe again."""
-        self.end_subscription(sub_id)
-        self.send(encode(self.format, {"type": "resync", "sub": sub_id, "reason": reason}))
-
     def end_subscription(self, sub_id: str) -> None:
         sub = self.subscriptions.pop(sub_id, None)
         self.queries.pop(sub_id, None)
         if sub is not None:
             self.services.live.unsubscribe(sub)
+
+    def subscription_over(self, sub_id: str, kind: str, reason: str) -> None:
+        """The server ends a subscription (its saved view changed, went, or turned
+        private; or its window failed): `resync` or `unsubscribed` with the reason
+        (server/live/watched.py, server/live/windows.py)."""
+        if sub_id in self.subscriptions:
+            self.end_subscription(sub_id)
+            self.reply({"type": kind, "sub": sub_id, "reason": reason})
 
     def end_all(self) -> None:
         for sub_id in list(self.subscriptions):
@@ -173,10 +176,17 @@ async def on_subscribe(connection: Connection, frame: dict, ref) -> None:
     services, principal = connection.services, connection.principal
     tz = await services.tenants.zone(principal.tenant)
     view = frame.get("view")
+    row = None
     if isinstance(view, str):
         async with services.db.read() as conn:
             row = await saved_views.load_view(conn, principal, view)
-        definition = definition_of(row)
+        definition = with_columns(definition_of(row), frame.get("columns"), tz)
+    elif "columns" in frame:
+        raise Refused(
+            "invalid_field",
+            "columns: only with a saved view's id (an inline definition has its own columns)",
+            field="columns",
+        )
     elif isinstance(view, dict):
         extra = sorted(set(view) - DEFINITION_FIELDS - {"name", "visibility", "id"})
         if extra:
@@ -190,6 +200,8 @@ async def on_subscribe(connection: Connection, frame: dict, ref) -> None:
     query = definition.compile(tz, agent_scope(principal))
     sub = services.live.new_subscription(connection, principal.tenant, definition.columns)
     rows, total = await services.live.subscribe(sub, definition.key, query, limit)
+    if row is not None:  # it follows the saved view (server/live/watched.py)
+        services.live.watched.watch(sub, row["id"], principal.user, principal.role, row)
     connection.subscriptions[sub.id] = sub
     connection.queries[sub.id] = (definition.key, query, tz)
     connection.reply(
