@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from state_machine import in_bounds
+
 Channel = Literal["call", "sms", "whatsapp"]
 
 EVENT_ID_MAX_LENGTH = 200  # state_machine's limit on event_id
@@ -267,6 +269,12 @@ def rfc3339(moment: datetime) -> str:
     if moment.tzinfo is None:
         raise ValueError("instants carry a time zone")
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def provider_time(moment: datetime, now: datetime) -> datetime:
+    """A provider's timestamp, or the time of receipt `now` when it lies outside the
+    bounds of time ingest accepts (docs/domain.md "Bounded time")."""
+    return moment if in_bounds(moment, now) else now
 
 
 def same_secret(expected: str | bytes, given: str | bytes) -> bool:

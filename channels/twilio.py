@@ -47,6 +47,7 @@ from channels.base import (
     credential,
     customer_for,
     event_id,
+    provider_time,
     required,
     same_secret,
     seconds,
@@ -404,7 +405,8 @@ def _outbound_leg_events(ref: str, leg: str, status: str, at: datetime) -> tuple
 
 
 def _timestamp(form: dict, now: datetime) -> datetime:
-    """Twilio's `Timestamp` (RFC 2822) on status callbacks; else the time of receipt."""
+    """Twilio's `Timestamp` (RFC 2822) on status callbacks; else, or when it is out of
+    bounds, the time of receipt."""
     raw = form.get("Timestamp")
     if raw:
         try:
@@ -412,7 +414,10 @@ def _timestamp(form: dict, now: datetime) -> datetime:
         except (TypeError, ValueError):
             return now
         if moment.tzinfo is not None:
-            return moment
+            try:
+                return provider_time(moment, now)
+            except OverflowError:  # an offset that leaves the range of datetime
+                return now
     return now
 
 

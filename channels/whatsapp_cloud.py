@@ -41,6 +41,7 @@ from channels.base import (
     credential,
     customer_for,
     event_id,
+    provider_time,
     same_secret,
 )
 
@@ -273,6 +274,6 @@ def _name(name: Any) -> str | None:
 
 def _unix(raw: Any, now: datetime) -> datetime:
     try:
-        return datetime.fromtimestamp(int(raw), UTC)
+        return provider_time(datetime.fromtimestamp(int(raw), UTC), now)
     except (TypeError, ValueError, OverflowError, OSError):
         return now

@@ -25,7 +25,7 @@ from .conversation import (
     TicketLinked,
     TranscriptAppended,
 )
-from .events import EVENT_TYPES, Customer, Event, InvalidEvent, parse_event
+from .events import EVENT_TYPES, Customer, Event, InvalidEvent, in_bounds, parse_event
 from .machine import Applied, Rejected, Stale, TransitionError, apply
 
 __all__ = [
@@ -55,5 +55,6 @@ __all__ = [
     "TranscriptAppended",
     "TransitionError",
     "apply",
+    "in_bounds",
     "parse_event",
 ]

@@ -12,7 +12,7 @@ import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Literal
 
 Channel = Literal["call", "chat", "sms", "whatsapp"]
@@ -20,6 +20,14 @@ Sender = Literal["customer", "agent", "system"]
 HangupSource = Literal["customer", "agent", "system"]
 
 ID_MAX_LENGTH = 200
+# docs/domain.md "Reachable ids": a conversation must be reachable at its URL, so its id
+# is 1-200 characters that need no escaping in a path segment.
+CONVERSATION_ID = re.compile(rf"[A-Za-z0-9._~:@+=-]{{1,{ID_MAX_LENGTH}}}")
+CONVERSATION_ID_CHARACTERS = "A-Z a-z 0-9 . _ ~ : @ + = -"
+# docs/domain.md "Bounded time": an event's occurred_at lies from EARLIEST to AHEAD after
+# the server's clock. The machine has no clock: whoever parses with one passes `now`.
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+AHEAD = timedelta(hours=24)
 RFC3339 = re.compile(
     r"^(?P<date>\d{4}-\d{2}-\d{2})[Tt ](?P<time>\d{2}:\d{2}:\d{2})(?P<fraction>\.\d+)?"
     r"(?P<offset>[Zz]|[+-]\d{2}:\d{2})$"
@@ -260,9 +268,15 @@ class TicketLinked(Event):
 Converter = Callable[[Any, bool], Any]
 
 
-def parse_event(envelope: Any) -> Event:
+def in_bounds(instant: datetime, now: datetime) -> bool:
+    """Whether an aware `instant` lies within the bounds of time around `now`."""
+    return EARLIEST <= instant <= now + AHEAD
+
+
+def parse_event(envelope: Any, now: datetime | None = None) -> Event:
     """Build an event from a decoded JSON or msgpack envelope, or raise InvalidEvent
-    naming the first field that is wrong."""
+    naming the first field that is wrong. With `now` (the server's clock), an
+    occurred_at out of bounds (`in_bounds`) is wrong too."""
     if not isinstance(envelope, dict):
         raise InvalidEvent("invalid_data", "an event must be an object")
     type_name = envelope.get("type")
@@ -273,9 +287,15 @@ def parse_event(envelope: Any) -> Event:
         raise InvalidEvent("unknown_type", f"unknown event type {type_name[:100]!r}", "type")
     values = {
         "event_id": _envelope_id(envelope.get("event_id"), "event_id"),
-        "conversation_id": _envelope_id(envelope.get("conversation_id"), "conversation_id"),
+        "conversation_id": _conversation_id(envelope.get("conversation_id")),
         "occurred_at": _OCCURRED_AT(envelope.get("occurred_at"), True),
     }
+    if now is not None and not in_bounds(values["occurred_at"], now):
+        raise InvalidEvent(
+            "invalid_data",
+            "occurred_at must be from 2000-01-01T00:00:00Z to 24 hours after the server's clock",
+            "occurred_at",
+        )
     data = envelope.get("data", {})
     if data is None:
         data = {}
@@ -300,6 +320,17 @@ def _envelope_id(value: Any, name: str) -> str:
     if len(value) > ID_MAX_LENGTH:
         raise InvalidEvent(
             "invalid_data", f"{name} is longer than {ID_MAX_LENGTH} characters", name
+        )
+    return value
+
+
+def _conversation_id(value: Any) -> str:
+    value = _envelope_id(value, "conversation_id")
+    if CONVERSATION_ID.fullmatch(value) is None:
+        raise InvalidEvent(
+            "invalid_data",
+            f"conversation_id may only hold the characters {CONVERSATION_ID_CHARACTERS}",
+            "conversation_id",
         )
     return value
 

@@ -245,13 +245,13 @@ async def test_transfers_keep_the_first_state_and_follow_the_agent(api):
                               offer_id="tr-2-o3", reason="rejected"), 8)  # fmt: skip
     row = (await api.conversation("tr-2"))["conversation"]
     assert (row["status"], row["agent_id"], row["agent_name"]) == ("active", "a2", "Bob Builder")
-    # Then to an agent the tenant has not set up: its id, and no name (not a2's).
+    # Then to an agent the tenant has not set up: its id, shown as its name (not a2's).
     await step(api, api.event("routing.transferred", "tr-2", at(60), agent_id="ghost",
                               offer_id="tr-2-o4", expires_at=at(80)), 9)  # fmt: skip
     await step(api, api.event("agent.accepted", "tr-2", at(62), agent_id="ghost",
                               offer_id="tr-2-o4"), 10)  # fmt: skip
     row = (await api.conversation("tr-2"))["conversation"]
-    assert (row["status"], row["agent_id"], row["agent_name"]) == ("active", "ghost", None)
+    assert (row["status"], row["agent_id"], row["agent_name"]) == ("active", "ghost", "ghost")
     assert row["state"] == "customer_answered"
 
 

@@ -440,3 +440,19 @@ def test_a_webhook_configured_as_get_carries_its_parameters_in_the_signed_url():
     twilio.verify(request)
     (item,) = twilio.parse(request, NOW).items
     assert item.opening.data["contact"] == "+15550123456"
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    [
+        "Fri, 31 Dec 9999 23:59:59 +0000",
+        "Sat, 01 Jan 2000 00:30:00 +0100",  # 1999 in UTC
+        "Fri, 31 Dec 1999 23:59:59 +0000",
+        "Wed, 25 Nov 2026 10:00:01 +0000",  # more than a day after the time of receipt
+    ],
+)
+def test_a_timestamp_out_of_bounds_is_replaced_by_the_time_of_receipt(stamp):
+    (item,) = provider().parse(leg("customer", "busy", Timestamp=stamp), NOW).items
+    (event,) = item.events
+    assert event.occurred_at == NOW
+    parse_event(event.envelope("conv-1"), NOW)  # ingest accepts it

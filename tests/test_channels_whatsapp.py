@@ -277,3 +277,17 @@ async def test_a_graph_api_error_is_a_provider_error(provider_api, http):
 async def test_calls_are_refused_clearly():
     with pytest.raises(ProviderError, match="no calls"):
         await provider().hangup("x")
+
+
+@pytest.mark.parametrize("stamp", ["253402300799", "946684799", "99999999999999999999", "-5"])
+def test_a_timestamp_out_of_bounds_is_replaced_by_the_time_of_receipt(stamp):
+    """A signed webhook's `timestamp` of 9999-12-31, 1999, or past what datetime holds."""
+    payload = copy.deepcopy(MESSAGE_WEBHOOK)
+    payload["entry"][0]["changes"][0]["value"]["messages"][0]["timestamp"] = stamp
+    status = copy.deepcopy(STATUS_WEBHOOK)
+    status["entry"][0]["changes"][0]["value"]["statuses"][0]["timestamp"] = stamp
+    (item,) = provider().parse(signed(payload), NOW).items
+    (status_item,) = provider().parse(signed(status), NOW).items
+    for event in (item.opening, *item.events, *status_item.events):
+        assert event.occurred_at == NOW, event.type
+        parse_event(event.envelope("conv-1"), NOW)  # ingest accepts it

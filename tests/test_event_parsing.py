@@ -405,3 +405,66 @@ def test_a_real_msgpack_round_trip():
     decoded = msgpack.unpackb(msgpack.packb(body, datetime=True), timestamp=3)
     event = parse_event(decoded)
     assert (event.occurred_at, event.expires_at) == (OCCURRED_AT, EXPIRES_AT)
+
+
+# --- bounded time and reachable ids (docs/domain.md) ------------------------------------
+
+NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "9999-12-31T23:59:59Z",
+        "0001-01-01T00:00:00Z",
+        "1999-12-31T23:59:59.999Z",
+        "2026-11-25T12:00:00.001Z",  # a moment past 24 hours after the server's clock
+        "2026-11-25T13:00:01+01:00",
+        "9999-12-31T23:59:59-01:00",  # overflows when converted to UTC
+        "0001-01-01T00:00:00+01:00",
+        datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC),  # a msgpack timestamp
+    ],
+    ids=str,
+)
+def test_occurred_at_out_of_bounds_is_invalid(value):
+    with pytest.raises(InvalidEvent) as caught:
+        parse_event(envelope("media.answered", occurred_at=value), NOW)
+    assert (caught.value.code, caught.value.field) == ("invalid_data", "occurred_at")
+    assert "occurred_at" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    "value", ["2000-01-01T00:00:00Z", "2026-11-25T12:00:00Z", "2026-11-25T13:00:00+01:00"]
+)
+def test_occurred_at_at_its_bounds_is_valid(value):
+    assert parse_event(envelope("media.answered", occurred_at=value), NOW).type == "media.answered"
+
+
+def test_without_a_clock_the_machine_checks_no_bounds():
+    event = parse_event(envelope("media.answered", occurred_at="9999-12-31T23:59:59Z"))
+    assert event.occurred_at.year == 9999
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["a/b", "a?b", "a#b", "a b", "a%2Fb", "café", "a\\b", "a\nb", "<x>", "a\0b", "a,b"],
+    ids=repr,
+)
+def test_a_conversation_id_outside_its_characters_is_invalid(value):
+    error = invalid(envelope("media.answered", conversation_id=value))
+    assert (error.code, error.field) == ("invalid_data", "conversation_id")
+    assert "A-Z a-z 0-9 . _ ~ : @ + = -" in error.message
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "A-Za-z0-9._~:@+=-",
+        "wamid.HBgLMTY1MDM4Nzk0MzkVAgARGBJDQjZCMzlEQUE4OTJBMTE4RTUA=",
+        "CA1234567890abcdef1234567890abcdef",
+        "c-" + "f" * 24,
+        "x" * 200,
+    ],
+)
+def test_a_conversation_id_of_its_characters_is_valid(value):
+    assert parse_event(envelope("media.answered", conversation_id=value)).conversation_id == value

@@ -763,3 +763,41 @@ async def fail_mid_batch(api, monkeypatch, subscription, name, error, status) ->
     assert [t["ticket_id"] for t in detail["tickets"]] == [ticket]
     assert [t["message_id"] for t in detail["transcript"]] == ["m0", "m1"]
     assert detail["conversation"]["has_recording"] is True
+
+
+async def test_occurred_at_out_of_bounds_and_unreachable_ids_are_rejected_naming_them(api):
+    """docs/domain.md "Bounded time" and "Reachable ids": rejected with invalid_data, the
+    rest of the batch applied, and nothing stored that a view would have to render."""
+    now = datetime.now(UTC)
+    created = {"channel": "call", "contact": "+34911000120", "customer": {"name": "Ora"}}
+    good = api.event("conversation.created", "bounds-1", at(0), **created)
+    times = [
+        "9999-12-31T23:59:59Z",
+        "0001-01-01T00:00:00Z",
+        "9999-12-31T23:59:59-01:00",
+        "0001-01-01T00:00:00+01:00",
+        "1999-12-31T23:59:59Z",
+        (now + timedelta(hours=25)).isoformat(),
+    ]
+    ids = ["a/b", "a?b", "a#b", "a b", "", "x" * 201]
+    batch = [good]
+    for n, moment in enumerate(times):
+        batch.append(api.event("conversation.created", f"bounds-t{n}", moment, **created))
+    for cid in ids:
+        batch.append(api.event("conversation.created", cid, at(1), **created))
+    tomorrow = (now + timedelta(hours=23)).isoformat()
+    fine = api.event("conversation.created", "wamid.HBgM-x_y~z:1@2+3=", tomorrow, **created)
+    batch.append(fine)
+    results = await api.post_events(batch)
+    assert [(r["outcome"], r.get("code")) for r in results] == [
+        ("applied", None),
+        *[("rejected", "invalid_data")] * (len(times) + len(ids)),
+        ("applied", None),
+    ]
+    for result in results[1 : 1 + len(times)]:
+        assert "occurred_at" in result["message"], result
+    for result in results[1 + len(times) : -1]:
+        assert "conversation_id" in result["message"], result
+    assert await count(api, m.conversations, tenant_id="acme") == 2
+    detail = await api.conversation("wamid.HBgM-x_y~z:1@2+3=")
+    assert detail["conversation"]["status"] == "new"

@@ -349,3 +349,117 @@ async def test_a_message_goes_out_through_the_provider_and_its_status_comes_back
     assert delivered.status_code == 200, delivered.text
     (message,) = (await api.conversation(cid))["transcript"]
     assert message["status"] == "delivered"
+
+
+async def test_a_supervisor_finishes_what_it_starts_over_http_and_websocket(backend, tmp_path):
+    """Issue 17 finding 8: a supervisor's initiate makes it the conversation's agent; it
+    may then reply, hang up and wrap up (another supervisor may not), its user id shows
+    as agent_name (it has no agents row), and Customer Name is the known customer's."""
+    from tests.server_support import live_server
+
+    contact = "+34911000151"
+    async with live_server(backend, tmp_path) as server:
+        api = server.api
+        [known] = await api.post_events(
+            [
+                api.event("conversation.created", "in-151", "2026-11-24T10:00:00Z",
+                          channel="sms", contact=contact, customer={"name": "Kerry Fisher"})
+            ]
+        )  # fmt: skip
+        assert known["outcome"] == "applied"
+        answer = await initiate(
+            api, {"channel": "sms", "contact": contact, "text": "Hi"}, role="supervisor",
+            user="sup1",
+        )  # fmt: skip
+        assert answer.status_code == 202, answer.text
+        cid = answer.json()["conversation_id"]
+        row = (await api.conversation(cid))["conversation"]
+        assert (row["direction"], row["agent_id"], row["agent_name"]) == (
+            "outgoing",
+            "sup1",
+            "sup1",
+        )
+        assert row["customer_name"] == "Kerry Fisher"
+
+        path = f"/api/v1/conversations/{cid}"
+        other = await api.client.post(
+            f"{path}/messages", json={"text": "no"}, headers=api.auth("supervisor", "sup2")
+        )
+        assert other.status_code == 403, other.text
+        reply = await api.client.post(
+            f"{path}/messages", json={"text": "More?"}, headers=api.auth("supervisor", "sup1")
+        )
+        assert reply.status_code == 202, reply.text
+        async with server.ws("supervisor", "sup1") as ws:
+            sent = await ws.request(
+                {"type": "send_message", "conversation_id": cid, "text": "Still there?"}
+            )
+            assert sent["type"] == "ok", sent
+            hung = await ws.request({"type": "hangup", "conversation_id": cid})
+            assert hung["type"] == "ok", hung
+        wrapup = await api.client.post(
+            f"{path}/wrapup", json={"disposition": "sold"}, headers=api.auth("supervisor", "sup1")
+        )
+        assert wrapup.status_code == 200, wrapup.text
+        row = wrapup.json()["conversation"]
+        assert (row["status"], row["disposition"]) == ("closed", "sold")
+        assert (row["agent_name"], row["customer_name"]) == ("sup1", "Kerry Fisher")
+
+        # An admin who initiates a call may hang it up too.
+        answer = await initiate(
+            api, {"channel": "call", "contact": contact}, key="k2", role="admin", user="adm"
+        )
+        assert answer.status_code == 202, answer.text
+        hung = await api.client.post(
+            f"/api/v1/conversations/{answer.json()['conversation_id']}/hangup",
+            headers=api.auth("admin", "adm"),
+        )
+        assert hung.status_code == 200, hung.text
+
+
+async def test_customer_name_fills_when_the_customer_replies_with_a_profile_name(api, provider_api):
+    """An outgoing WhatsApp to a contact nobody knows has no Customer Name; the reply's
+    profile name fills it (and the contact is a known customer from then on)."""
+    path = rf"/v21\.0/{WHATSAPP_CREDENTIALS['phone_number_id']}/messages"
+    provider_api.route("POST", path, 202, '{"messages": [{"id": "wamid.X2"}]}')
+    response = await api.client.put(
+        "/api/v1/providers/whatsapp_cloud",
+        json={
+            "channels": ["whatsapp"],
+            "numbers": [{"number": OUR_NUMBER, "team": "sales"}],
+            "credentials": WHATSAPP_CREDENTIALS,
+        },
+        headers=api.auth("admin"),
+    )
+    assert response.status_code == 200, response.text
+    api.services.providers.api_bases["whatsapp_cloud"] = provider_api.base_url
+    contact = "+34911000143"
+    started = await initiate(api, {"channel": "whatsapp", "contact": contact, "text": "Hello"})
+    assert started.status_code == 202, started.text
+    cid = started.json()["conversation_id"]
+    assert (await api.conversation(cid))["conversation"]["customer_name"] is None
+
+    payload = {
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "1", "changes": [{"field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": OUR_NUMBER.lstrip("+"),
+                         "phone_number_id": WHATSAPP_CREDENTIALS["phone_number_id"]},
+            "contacts": [{"profile": {"name": "Kerry Fisher"}, "wa_id": contact.lstrip("+")}],
+            "messages": [{"from": contact.lstrip("+"), "id": "wamid.reply-143",
+                          "timestamp": "1795514400", "type": "text",
+                          "text": {"body": "Yes please"}}],
+        }}]}],
+    }  # fmt: skip
+    body = json.dumps(payload).encode()
+    sig = whatsapp_cloud.signature(WHATSAPP_CREDENTIALS["app_secret"], body)
+    reply = await api.client.post(
+        "http://testserver/webhooks/whatsapp_cloud/acme",
+        content=body,
+        headers={"Content-Type": "application/json", "X-Hub-Signature-256": sig},
+    )
+    assert reply.status_code == 200, reply.text
+    detail = await api.conversation(cid)
+    assert sorted(m["sender"] for m in detail["transcript"]) == ["agent", "customer"]
+    assert detail["conversation"]["customer_name"] == "Kerry Fisher"
+    assert detail["customer"]["name"] == "Kerry Fisher"

@@ -25,6 +25,7 @@ ROLES = ("admin", "supervisor", "agent", "wallboard", "service")
 PUBLIC = frozenset(ROLES) | {None}
 READERS = frozenset({"admin", "supervisor", "agent"})
 WRITERS = frozenset({"admin", "supervisor"})
+ACTORS = READERS  # the roles a conversation's agent may have (docs/api.md)
 SIGNED = frozenset({"provider"})  # no role: a provider's signed callback
 
 # (method, route path) -> the roles docs/api.md lets in (an agent only to its own things).
@@ -51,8 +52,8 @@ ACCESS: dict[tuple[str, str], frozenset] = {
     ("DELETE", "/api/v1/views/{view_id}"): WRITERS,
     ("GET", "/api/v1/views/{view_id}/rows"): READERS,
     ("POST", "/api/v1/conversations/initiate"): READERS,
-    ("POST", "/api/v1/conversations/{conversation_id}/messages"): frozenset({"agent"}),
-    ("POST", "/api/v1/conversations/{conversation_id}/hangup"): frozenset({"agent"}),
+    ("POST", "/api/v1/conversations/{conversation_id}/messages"): ACTORS,
+    ("POST", "/api/v1/conversations/{conversation_id}/hangup"): ACTORS,
     ("GET", "/api/v1/conversations/{conversation_id}/recordings/{recording_id}"): READERS,
     ("POST", "/api/v1/conversations/{conversation_id}/recordings/{recording_id}/link"): READERS,
     ("GET", "/api/v1/providers"): frozenset({"admin"}),
@@ -79,7 +80,7 @@ ACCESS: dict[tuple[str, str], frozenset] = {
     },
     ("GET", "/api/v1/me"): frozenset(ROLES),
     ("GET", "/api/v1/view-schema"): READERS,
-    ("POST", "/api/v1/conversations/{conversation_id}/wrapup"): frozenset({"agent"}),
+    ("POST", "/api/v1/conversations/{conversation_id}/wrapup"): ACTORS,
 }
 # Let in, but answered by what the request names: agent u1 is not configured, offer
 # o-1 was never made, and conversation c-acme is `new` (not transferable yet).
@@ -88,6 +89,10 @@ LET_IN_STATUS = {
     ("POST", "/api/v1/offers/{offer_id}/accept"): {404},
     ("POST", "/api/v1/offers/{offer_id}/reject"): {404},
     ("POST", "/api/v1/conversations/{conversation_id}/transfer"): {409},
+    # Whoever is the conversation's agent may act, whatever its role; c-acme has none.
+    ("POST", "/api/v1/conversations/{conversation_id}/messages"): {403},
+    ("POST", "/api/v1/conversations/{conversation_id}/hangup"): {403},
+    ("POST", "/api/v1/conversations/{conversation_id}/wrapup"): {403},
 }
 PROTECTED = [key for key, roles in ACCESS.items() if roles not in (PUBLIC, SIGNED)]
 AT = "2026-11-24T10:00:00Z"

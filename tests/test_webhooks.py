@@ -5,6 +5,7 @@ libphonenumber accepts); bad, missing and replayed signatures."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode
 
 from channels import plivo, sandbox, twilio, whatsapp_cloud
@@ -343,3 +344,26 @@ async def test_merge_channels_joins_a_second_channel_to_the_open_conversation(ap
     ended = await post_twilio(api, dict(TWILIO_VOICE, CallStatus="completed"))
     assert ended.status_code == 200
     assert (await detail(api, cid))["conversation"]["status"] == "closed"
+
+
+async def test_a_whatsapp_timestamp_out_of_bounds_is_the_time_of_receipt(api):
+    """Issue 17 finding 2: a signed webhook's `timestamp: 253402300799` (9999-12-31)
+    opens the conversation at the time of receipt, and its views render."""
+    await configure(api, "whatsapp_cloud", ["whatsapp"], WHATSAPP_CREDENTIALS)
+    payload = json.loads(json.dumps(WHATSAPP_MESSAGE))
+    message = payload["entry"][0]["changes"][0]["value"]["messages"][0]
+    message.update(id="wamid.HBgMfar-future==", timestamp="253402300799")
+    body = json.dumps(payload).encode()
+    signature = whatsapp_cloud.signature(WHATSAPP_CREDENTIALS["app_secret"], body)
+    before = datetime.now(UTC)
+    accepted = await api.client.post(
+        f"{BASE}/webhooks/whatsapp_cloud/acme",
+        content=body,
+        headers={"Content-Type": "application/json", "X-Hub-Signature-256": signature},
+    )
+    assert accepted.status_code == 200, accepted.text
+    cid = conversation_id_for("whatsapp_cloud:wamid.HBgMfar-future==:created")
+    row = (await detail(api, cid))["conversation"]
+    created_at = datetime.fromisoformat(row["created_at"])
+    assert before - timedelta(seconds=1) <= created_at <= datetime.now(UTC)
+    assert row["created_date"] is not None

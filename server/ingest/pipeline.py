@@ -122,6 +122,9 @@ class _Batch:
     statuses: dict[tuple, dict] = field(default_factory=dict)
     tickets: dict[tuple, dict] = field(default_factory=dict)
     recordings: dict[tuple, dict] = field(default_factory=dict)
+    # Conversations without a customer name to which the customer wrote: their name
+    # is the customer's known at the contact, if one is known by now.
+    nameless: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -297,7 +300,7 @@ class Ingest:
         conversation_ids, event_ids, agent_ids = set(), set(), set()
         for envelope in envelopes:
             try:
-                event = parse_event(envelope)
+                event = parse_event(envelope, now)
                 parsed.append((event, _storable_data(envelope)))
             except InvalidEvent as error:
                 parsed.append((error, None))
@@ -396,6 +399,8 @@ class Ingest:
 
     def _record_effects(self, batch: _Batch, event, conversation: Conversation, effects) -> None:
         tenant, cid = batch.tenant, conversation.id
+        if not conversation.customer_name and getattr(event, "sender", None) == "customer":
+            batch.nameless.add(cid)
         customer = getattr(event, "customer", None)
         if customer is not None:
             key = customer.id or conversation.contact
@@ -496,6 +501,16 @@ class Ingest:
             async with self.db.read() as conn:  # names need no lock: outside the write
                 names = {**names, **await repo.agent_names(conn, batch.tenant, wanted - named)}
         names = {agent: names[agent] for agent in wanted if agent in names}
+        known: dict[str, str] = {}  # conversation -> the name of its contact's customer
+        for cid in batch.nameless:
+            conversation = batch.changed.get(cid)
+            if conversation is not None and not conversation.customer_name:
+                async with self.db.read() as conn:
+                    customer = await repo.customer_of_contact(
+                        conn, batch.tenant, conversation.contact
+                    )
+                if customer is not None and customer["name"]:
+                    known[cid] = customer["name"]
         published = []
         for conversation in batch.changed.values():
             row = repo.conversation_values(conversation)
@@ -506,10 +521,12 @@ class Ingest:
                 agent_name = names[conversation.agent_id]
             elif old is not None and old["agent_id"] == conversation.agent_id:
                 agent_name = old["agent_name"]
-            else:  # a new agent without an agents row has no name (not the last one's)
-                agent_name = None
+            else:  # a user without an agents row (a supervisor who initiated it): its id
+                agent_name = conversation.agent_id
             row["tenant_id"] = batch.tenant
             row["agent_name"] = agent_name
+            if conversation.id in known:
+                row["customer_name"] = known[conversation.id]
             row["change_seq"] = change_seq
             row["updated_at"] = batch.now
             if old is None:

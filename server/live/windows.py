@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import itertools
 import logging
 from collections import OrderedDict
@@ -65,6 +66,9 @@ class Receiver(Protocol):
     format: str
 
     def send(self, *parts: bytes) -> None: ...
+
+    def subscription_over(self, sub_id: str, kind: str, reason: str) -> None:
+        """End the subscription and tell the client why (`resync`: subscribe again)."""
 
 
 @dataclass(eq=False, slots=True)
@@ -273,7 +277,7 @@ class LiveViews:
         from (its snapshot)."""
         window = await self._window(sub.tenant, definition_key, query, limit)
         async with self._flush_lock:
-            await self._flush_window(window)
+            await self._flush_or_give_up(window)
             sub.window = window
             window.subscribers.add(sub)
             return list(window.visible), window.total
@@ -285,8 +289,8 @@ class LiveViews:
         old = sub.window
         window = await self._window(sub.tenant, old.key[1], old.query, old.size + limit)
         async with self._flush_lock:
-            await self._flush_window(old)
-            await self._flush_window(window)
+            await self._flush_or_give_up(old)
+            await self._flush_or_give_up(window)
             held = dict(old.sent)
             page = window.visible[old.size :]
             for row in page:
@@ -616,10 +620,27 @@ class LiveViews:
                 if self.windows.get(window.key) is not window or not window.ready.is_set():
                     continue
                 if window.dirty or window.needs_rows:
-                    try:
-                        await self._flush_window(window)
-                    except Exception:
-                        log.exception("flush failed", extra={"tenant": window.tenant})
+                    with contextlib.suppress(Exception):  # logged and given up on
+                        await self._flush_or_give_up(window)
+
+    async def _flush_or_give_up(self, window: Window) -> None:
+        """Flush a window; one that fails (a row or a delta that cannot be made) is
+        logged once and given up: each of its subscriptions ends with `resync` (reason
+        `server_error`) and the window is dropped, so that subscribing again reads the
+        view afresh. Other windows, and the sockets themselves, go on."""
+        try:
+            await self._flush_window(window)
+        except Exception:
+            log.exception(
+                "flush failed: %d subscriptions resync",
+                len(window.subscribers),
+                extra={"tenant": window.tenant},
+            )
+            for sub in list(window.subscribers):
+                sub.receiver.subscription_over(sub.id, "resync", "server_error")
+                self._detach(sub)  # in case the receiver kept it
+            self._drop(window)
+            raise
 
     async def _flush_window(self, window: Window) -> None:
         if window.needs_rows:

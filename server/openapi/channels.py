@@ -157,7 +157,7 @@ def paths() -> dict[str, dict]:
                 "Reply on a text channel, through its provider",
                 (202, "Stored and sent", returns(ref("MessageSent"))),
                 (*body_errors, 404, 422),
-                roles="agent (its own conversation)",
+                roles="the conversation's agent, whatever its role (agent, supervisor, admin)",
                 body=request_body(ref("MessageRequest"), "The reply."),
                 parameters=[conversation],
                 more={409: NOT_NOW, 502: PROVIDER_FAILED},
@@ -169,7 +169,7 @@ def paths() -> dict[str, dict]:
                 "End the call or chat",
                 (200, "Ended", returns(ref("ActionResult"))),
                 (404,),
-                roles="agent (its own conversation)",
+                roles="the conversation's agent, whatever its role (agent, supervisor, admin)",
                 parameters=[conversation],
                 more={409: NOT_NOW},
             )

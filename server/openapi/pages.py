@@ -113,7 +113,7 @@ def pages_paths() -> dict[str, dict]:
             "The agent's after-conversation work: disposition and note",
             (200, "Recorded", returns(obj({"conversation": ref("ConversationRow")}))),
             (400, 404, 413, 422),
-            roles="agent (its own conversation)",
+            roles="the conversation's agent, whatever its role (agent, supervisor, admin)",
             body=request_body(ref("Wrapup"), "Disposition and an optional note."),
             parameters=[path_parameter("conversation_id", "The conversation id.")],
             more={

@@ -34,6 +34,7 @@ from state_machine import Status
 log = logging.getLogger("switchboard.actions")
 
 TEXT_CHANNELS = ("sms", "whatsapp", "chat")
+ACTING_ROLES = ("agent", "supervisor", "admin")  # the roles that can be a conversation's agent
 MAX_TEXT = 4096
 MAX_DISPOSITION = 200
 MAX_NOTE = 4096
@@ -67,7 +68,9 @@ class ConversationActions:
         self.public_url = public_url
 
     async def _own_conversation(self, principal: Principal, conversation_id: str) -> dict:
-        if not principal.has("agent"):
+        # Whoever is the conversation's agent may act on it, whatever its role (a
+        # supervisor's initiate makes it the agent): docs/api.md "Limits and fairness".
+        if not principal.has(*ACTING_ROLES):
             raise Refused("forbidden", "only the conversation's agent may do this")
         if not isinstance(conversation_id, str) or "\x00" in conversation_id:
             raise Refused("not_found", "no such conversation")

@@ -23,11 +23,15 @@ import hashlib
 import logging
 from collections.abc import AsyncIterator
 
+from sqlalchemy import insert
+from sqlalchemy.exc import IntegrityError
+
 from channels.base import ChannelEvent, Inbound, Provider
 from server.core.clock import Clock
 from server.ingest.pipeline import Ingest, Outcome
 from server.providers import repository as crepo
 from server.providers.recordings import FileRecordingStore
+from server.storage import models as m
 from server.storage import repository as repo
 from server.storage.db import Database
 
@@ -99,6 +103,9 @@ class InboundDelivery:
                 return []
             if item.recording is not None:
                 await self.recordings.fetch(tenant, adapter, item.recording)
+            opening = item.opening
+            if opening is not None and all(e.event_id != opening.event_id for e in events):
+                await self._remember_customer(tenant, opening)
             envelopes = [event.envelope(conversation_id) for event in events]
             outcomes = await self.ingest.submit(tenant, envelopes) if envelopes else []
             if new_call:
@@ -121,6 +128,32 @@ class InboundDelivery:
                     extra={"tenant": tenant, "event_id": outcome.event_id, "code": outcome.code},
                 )
         return outcomes
+
+    async def _remember_customer(self, tenant: str, opening) -> None:
+        """A contact that wrote into a conversation it did not open (one we started)
+        says who it is (a WhatsApp profile name): remembered as the contact's customer
+        when none is known, so that the conversation's Customer Name fills (ingest)."""
+        customer, contact = opening.data.get("customer") or {}, opening.data.get("contact")
+        name = customer.get("name")
+        if not isinstance(name, str) or not name or name == contact or "\x00" in name:
+            return
+        if not isinstance(contact, str) or len(contact) > m.customers.c.id.type.length:
+            return
+        async with self.db.read() as conn:
+            if await repo.customer_of_contact(conn, tenant, contact) is not None:
+                return
+        with contextlib.suppress(IntegrityError):  # another delivery remembered it first
+            async with self.db.write() as conn:
+                await conn.execute(
+                    insert(m.customers).values(
+                        tenant_id=tenant,
+                        id=contact,
+                        name=name,
+                        phone=customer.get("phone"),
+                        contact=contact,
+                        updated_at=self.clock.now(),
+                    )
+                )
 
     async def _resolve(self, tenant: str, provider: str, item: Inbound):
         """(conversation id, events to ingest, whether a new call reference is mapped)."""

@@ -181,6 +181,13 @@ class Initiator:
             data["contacto_number"] = number
         if fields["text"] is not None:
             data["text"] = fields["text"]
+        async with self.db.read() as conn:
+            known = await repo.customer_of_contact(conn, tenant, fields["contact"])
+        if known is not None and known["name"]:
+            # The row's Customer Name is the known customer's, outgoing as incoming.
+            data["customer"] = {
+                key: known[key] for key in ("id", "name", "email", "phone") if known[key]
+            }
         event_id = f"initiate:{conversation_id}"
         envelope = {
             "event_id": event_id,

@@ -536,6 +536,20 @@ async def rows_of(conn: AsyncConnection, table, tenant: str, conversation_id: st
     return [dict(row._mapping) for row in result]
 
 
+async def customer_of_contact(conn: AsyncConnection, tenant: str, contact: str) -> dict | None:
+    """The customer last known at a contact (keyed by the contact, or by an
+    integrator's id with this contact), or None."""
+    c = m.customers.c
+    result = await conn.execute(
+        select(m.customers)
+        .where(c.tenant_id == tenant, (c.id == contact) | (c.contact == contact))
+        .order_by(c.updated_at.desc())
+        .limit(1)
+    )
+    row = result.first()
+    return dict(row._mapping) if row else None
+
+
 async def get_customer(conn: AsyncConnection, tenant: str, customer_id: str) -> dict | None:
     result = await conn.execute(
         select(m.customers).where(

@@ -359,7 +359,8 @@ SERVER_FRAMES: dict[str, Frame] = {
             reason=String(
                 description="client_too_slow: the client fell behind; view_changed: the "
                 "saved view it follows was changed (subscribing again gives its new "
-                "definition)."
+                "definition); server_error: the server could not make the subscription's "
+                "rows (logged)."
             ),
             required=("sub", "reason"),
         ),

@@ -1,11 +1,17 @@
 """Conversation rows as clients see them: the columns of the product's view (labels
 for a column chooser), times as RFC 3339 instants and the created date and time in
 the tenant's time zone. One projection makes them from a stored row, for every
-reader: HTTP pages, the detail, websocket snapshots and deltas, popups."""
+reader: HTTP pages, the detail, websocket snapshots and deltas, popups.
+
+The projection is total: a stored value it cannot show (a created_at whose date in the
+tenant's zone lies past year 9999, left by a server that let such instants in) is shown
+as null, and logged once per row and column, so that one row never takes down a page,
+a view or a socket (docs/security.md "Bounded input")."""
 
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -14,6 +20,8 @@ from zoneinfo import ZoneInfo
 
 from server.storage import models as m
 from server.storage.repository import decode_channels
+
+log = logging.getLogger("switchboard.rows")
 
 # The view columns and their labels, in the order a column chooser lists them.
 COLUMNS: dict[str, str] = {
@@ -96,10 +104,40 @@ class Projection:
         return tuple(m.conversations.c[name] for name in self.stored)
 
     def wire(self, row: Mapping[str, Any], tz: ZoneInfo) -> dict[str, Any]:
-        return {
-            name: make(row[stored], tz)
-            for name, (stored, make) in zip(self.names, self.makers, strict=True)
-        }
+        try:
+            return {
+                name: make(row[stored], tz)
+                for name, (stored, make) in zip(self.names, self.makers, strict=True)
+            }
+        except Exception:  # a stored value that cannot be shown: see _shown
+            return {
+                name: _shown(row, name, stored, make, tz)
+                for name, (stored, make) in zip(self.names, self.makers, strict=True)
+            }
+
+
+UNSHOWN_LOGGED = 1000  # (row, column) pairs remembered so that each is logged once
+_unshown: dict[tuple, None] = {}
+
+
+def _shown(row: Mapping[str, Any], name: str, stored: str, make, tz: ZoneInfo) -> Any:
+    """One wire value, or None for a stored value that cannot be shown."""
+    try:
+        return make(row[stored], tz)
+    except Exception:
+        key = (row.get("id"), name)
+        if key not in _unshown:
+            _unshown[key] = None
+            if len(_unshown) > UNSHOWN_LOGGED:
+                del _unshown[next(iter(_unshown))]
+            log.warning(
+                "a stored value cannot be shown: %s of conversation %r is null",
+                name,
+                str(row.get("id"))[:200],
+                exc_info=True,
+                extra={"tenant": row.get("tenant_id")},
+            )
+        return None
 
 
 @functools.lru_cache(maxsize=1024)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from starlette.requests import Request
 
-from server.core.errors import Refused
 from server.edge.http import base_url, principal_of, read_body, read_object, respond
 
 
@@ -40,8 +39,6 @@ async def post_hangup(request: Request):
 async def post_wrapup(request: Request):
     services = request.app.state.services
     principal = await principal_of(request)
-    if not principal.has("agent"):
-        raise Refused("forbidden", "only the conversation's agent submits its wrap-up")
     body = await read_object(request, services.settings.max_body_bytes)
     row = await services.conversation_actions.submit_wrapup(
         principal, request.path_params["conversation_id"], body

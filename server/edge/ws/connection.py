@@ -116,7 +116,8 @@ class Connection(Session):
 
     def subscription_over(self, sub_id: str, kind: str, reason: str) -> None:
         """The server ends a subscription (its saved view changed, went, or turned
-        private): `resync` or `unsubscribed` with the reason (server/live/watched.py)."""
+        private; or its window failed): `resync` or `unsubscribed` with the reason
+        (server/live/watched.py, server/live/windows.py)."""
         if sub_id in self.subscriptions:
             self.end_subscription(sub_id)
             self.reply({"type": kind, "sub": sub_id, "reason": reason})
