@@ -16,4 +16,5 @@ BENCHMARKS: dict[str, str] = {
     "f5": "bench.f5_redis",
     "f6": "bench.f6_recovery",
     "r1": "bench.r1_routing",
+    "soak": "bench.soak",
 }
