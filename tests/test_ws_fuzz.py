@@ -428,3 +428,118 @@ def test_the_generators_follow_the_declarations():
             raise AssertionError(f"{frame!r:.300}: {invalid}") from None
 
     run()
+
+
+# --------------------------------------------------------------------------- /webchat
+
+SHOP = "https://shop.example"
+WEBCHAT_TYPES = {"message", "status", "error"}  # what the server sends a visitor (api.md)
+
+
+def _webchat_frames() -> st.SearchStrategy:
+    """The visitor's frames, to the bounds server/edge/ws/webchat.py reads them with
+    (they have no field declarations: the widget is their only client), and broken."""
+    from server.edge.ws import webchat
+
+    visitor = st.from_regex(webchat.VISITOR, fullmatch=True)
+    hello = st.fixed_dictionaries(
+        {"type": st.just("hello"), "visitor": visitor},
+        optional={
+            "name": st.text(max_size=40) | st.just("n" * webchat.MAX_NAME),
+            "email": st.emails() | st.text(max_size=20),
+            "team": st.sampled_from(["support", "nowhere"]) | st.just("t" * webchat.MAX_TEAM),
+        },
+    )
+    message = st.fixed_dictionaries(
+        {"type": st.just("message"), "text": st.text(min_size=1, max_size=40)},
+        optional={"id": st.from_regex(webchat.CLIENT_MESSAGE_ID, fullmatch=True)},
+    ) | st.just({"type": "message", "text": "x" * webchat.MAX_TEXT})
+    valid = st.one_of(hello, message, st.just({"type": "end"}))
+
+    @st.composite
+    def broken(draw) -> Any:
+        frame = dict(draw(valid))
+        how = draw(st.sampled_from(["value", "value", "drop", "unknown_key", "type", "other"]))
+        keys = [key for key in frame if key != "type"]
+        if how == "value" and keys:
+            frame[draw(st.sampled_from(keys))] = draw(HOSTILE)
+        elif how == "drop" and keys:
+            del frame[draw(st.sampled_from(keys))]
+        elif how == "unknown_key":
+            frame[draw(st.text(min_size=1, max_size=20))] = draw(HOSTILE)
+        elif how == "type":
+            frame["type"] = draw(st.text(max_size=30) | HOSTILE)
+        else:
+            return draw(HOSTILE)
+        return frame
+
+    rest = st.lists(st.one_of(valid, valid, broken()), min_size=1, max_size=4)
+    # Most examples introduce themselves first, so that what follows reaches past hello.
+    return st.one_of(rest, st.tuples(hello, rest).map(lambda pair: [pair[0], *pair[1]]))
+
+
+async def _webchat_example(server: LiveServer, frames: list, ascii_only: bool, n: int) -> None:
+    from websockets.asyncio.client import connect
+
+    url = server.url.replace("http://", "ws://") + "/webchat/acme"
+    async with connect(url, origin=SHOP) as socket:
+        for frame in frames:
+            await socket.send(json.dumps(frame, ensure_ascii=ascii_only))
+        fence = f"fence-{n}"
+        await socket.send(json.dumps({"type": fence}))
+        got = []
+        async with asyncio.timeout(20):
+            while True:
+                try:
+                    answer = json.loads(await socket.recv())
+                except ConnectionClosed:
+                    raise AssertionError(
+                        f"closed {socket.close_code} after {frames!r:.500}; got {got!r:.500}"
+                    ) from None
+                if answer.get("type") == "error" and fence in answer.get("message", ""):
+                    break
+                got.append(answer)
+        for answer in got:
+            assert answer.get("type") in WEBCHAT_TYPES, (f"{frames!r:.300}", answer)
+            assert answer.get("code") != "internal", (f"{frames!r:.300}", answer)
+            if answer["type"] == "error":
+                assert isinstance(answer.get("message"), str) and answer["message"]
+
+
+async def test_generated_webchat_frames_never_break_the_socket_or_the_server(backend, tmp_path):
+    from websockets.asyncio.client import connect
+
+    async with live_server(backend, tmp_path) as server:
+        api = server.api
+        response = await api.client.put(
+            "/api/v1/tenant", json={"widget_origins": [SHOP]}, headers=api.auth("admin")
+        )
+        assert response.status_code == 200, response.text
+        response = await api.client.put("/api/v1/teams/support", json={}, headers=api.auth("admin"))
+        assert response.status_code == 200, response.text
+        url = server.url.replace("http://", "ws://") + "/webchat/acme"
+        async with connect(url, origin=SHOP) as honest:
+            await honest.send(json.dumps({"type": "hello", "visitor": "h" * 32}))
+            assert json.loads(await asyncio.wait_for(honest.recv(), 10))["type"] == "status"
+            loop = asyncio.get_running_loop()
+            counter = itertools.count()
+
+            @settings(
+                max_examples=EXAMPLES * 4,
+                deadline=None,
+                database=None,
+                suppress_health_check=list(HealthCheck),
+                print_blob=True,
+            )
+            @given(frames=_webchat_frames(), ascii_only=st.booleans())
+            def run(frames, ascii_only):
+                example = _webchat_example(server, frames, ascii_only, next(counter))
+                asyncio.run_coroutine_threadsafe(example, loop).result(timeout=60)
+
+            await asyncio.to_thread(run)
+            # The honest visitor's socket lived through it, and its message goes through.
+            await honest.send(json.dumps({"type": "message", "id": "after", "text": "still here"}))
+            async with asyncio.timeout(10):
+                while json.loads(await honest.recv()).get("id") != "w-after":
+                    pass
+        assert (await api.client.get("/healthz")).status_code == 200
