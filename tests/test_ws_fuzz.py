@@ -29,6 +29,7 @@ import contextlib
 import itertools
 import json
 import math
+import os
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -42,10 +43,12 @@ from websockets.exceptions import ConnectionClosed
 from server.openapi.document import openapi_document
 from server.wire.protocol import CLIENT_FRAMES, MAX_FRAME_BYTES
 from tests.server_support import LiveServer, WsClient, live_server
+from tests.support import wait_for
 
 SCHEMAS = openapi_document()["components"]["schemas"]
-# Examples per client frame type, role and subprotocol (four sockets per backend).
-EXAMPLES = 25
+# Examples per client frame type, role and subprotocol (four sockets per backend);
+# SWITCHBOARD_FUZZ_EXAMPLES scales them for a deeper run by hand, as in test_openapi.py.
+EXAMPLES = max(1, round(16 * float(os.environ.get("SWITCHBOARD_FUZZ_EXAMPLES", "1"))))
 DOCUMENTED_CLOSES = {1000, 1008, 1009, 4401}
 # What answers each client frame, besides `error` (protocol.py's `answer`).
 ANSWERS = {
@@ -82,6 +85,10 @@ ANY_JSON = st.recursive(
     ),
     max_leaves=8,
 )
+
+
+# Valid text: no NUL, which every text field refuses (NUL belongs to the hostile values).
+TEXT = st.characters(codec="utf-8", exclude_characters="\x00")
 
 
 def from_schema(schema: dict, depth: int = 0) -> st.SearchStrategy:
@@ -121,7 +128,7 @@ def from_schema(schema: dict, depth: int = 0) -> st.SearchStrategy:
                 timezones=st.just(UTC),
             ).map(lambda d: d.isoformat())
         low, high = schema.get("minLength", 0), schema.get("maxLength", 40)
-        sized = st.text(min_size=low, max_size=min(high, 40))
+        sized = st.text(TEXT, min_size=low, max_size=min(high, 40))
         if high > 40:  # the bound itself too
             sized |= st.just("x" * high)
         return sized
@@ -263,6 +270,11 @@ def encode(frame: Any, format: str, ascii_only: bool) -> str | bytes:
 # --------------------------------------------------------------------------- the socket
 
 
+def _limited(frame: dict) -> bool:
+    """An `error` for the connection's frame rate (issue 17's per-connection limits)."""
+    return frame.get("type") == "error" and frame.get("code") == "rate_limited"
+
+
 class Fuzzed:
     """One role's socket, an honest subscription on it, and the frames sent so far."""
 
@@ -281,11 +293,28 @@ class Fuzzed:
         self.honest = snapshot["sub"]
 
     async def fence(self) -> int:
-        """Ping and wait for the pong: every answer to what went before is in."""
-        ref = f"fence-{next(self.refs)}"
-        await self.ws.send({"type": "ping", "ref": ref})
-        await self.ws.wait(lambda f: f.get("ref") == ref, 20)
-        return len(self.ws.frames)
+        """Ping and wait for the pong: every answer to what went before is in. A ping
+        refused for the connection's frame rate (`rate_limited`) is sent again once the
+        server's `retry_after` (or a fifth of a second) has passed."""
+        for _ in range(50):
+            ref, start = f"fence-{next(self.refs)}", len(self.ws.frames)
+            await self.ws.send({"type": "ping", "ref": ref})
+            answer = await self._first_after(start, lambda f, ref=ref: f.get("ref") == ref)
+            if answer.get("ref") == ref and answer["type"] == "pong":
+                return len(self.ws.frames)
+            await asyncio.sleep(float(answer.get("retry_after") or 0.2))  # the server's pace
+        raise AssertionError("the fence ping was refused 50 times")
+
+    async def _first_after(self, start: int, predicate) -> dict:
+        """The first frame after `start` that satisfies `predicate` or is `rate_limited`."""
+        found: list[dict] = []
+
+        def seen() -> bool:
+            found[:] = [f for f in self.ws.frames[start:] if predicate(f) or _limited(f)]
+            return bool(found)
+
+        await wait_for(seen, 20)
+        return found[0]
 
     async def send(self, frame: Any, ascii_only: bool, stack: contextlib.AsyncExitStack) -> None:
         ref = None
@@ -315,6 +344,8 @@ class Fuzzed:
             check_server_frame(got)
         if ref is not None and isinstance(frame.get("type"), str):
             answers = [f for f in new if f.get("ref") == ref]
+            if not answers and any(_limited(f) for f in new):
+                return  # refused for the connection's frame rate before it was read
             assert answers, f"no answer to {frame!r:.500}; got {new!r:.500}"
             wanted = ANSWERS.get(frame["type"], set()) | {"error"}
             assert answers[0]["type"] in wanted, (f"{frame!r:.300}", answers[0])
@@ -525,7 +556,7 @@ async def test_generated_webchat_frames_never_break_the_socket_or_the_server(bac
             counter = itertools.count()
 
             @settings(
-                max_examples=EXAMPLES * 4,
+                max_examples=EXAMPLES * 6,
                 deadline=None,
                 database=None,
                 suppress_health_check=list(HealthCheck),
