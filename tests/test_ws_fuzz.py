@@ -129,6 +129,8 @@ def from_schema(schema: dict, depth: int = 0) -> st.SearchStrategy:
             ).map(lambda d: d.isoformat())
         low, high = schema.get("minLength", 0), schema.get("maxLength", 40)
         sized = st.text(TEXT, min_size=low, max_size=min(high, 40))
+        if low:  # a Text field wants something besides white space (its schema cannot say)
+            sized = sized.filter(str.strip)
         if high > 40:  # the bound itself too
             sized |= st.just("x" * high)
         return sized
