@@ -25,11 +25,13 @@ socket by design (1009): they are sent last, on a socket of their own.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import json
 import math
 import os
+import urllib.parse
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -430,6 +432,8 @@ async def test_oversize_frames_close_1009_and_the_server_serves_on(backend, tmp_
                 ("json", json.dumps({"type": "ping", "ref": "x" * MAX_FRAME_BYTES})),
                 ("msgpack", msgpack.packb({"type": "ping", "ref": b"x" * MAX_FRAME_BYTES})),
                 ("json", "[" * (MAX_FRAME_BYTES + 1)),
+                # One message in fragments, each small, together over the limit.
+                ("json", ["[" * 8192] * (MAX_FRAME_BYTES // 8192 + 1)),
             ]:
                 async with server.ws(format=format) as ws:
                     await ws.socket.send(payload)
@@ -443,6 +447,84 @@ async def test_oversize_frames_close_1009_and_the_server_serves_on(backend, tmp_
                     and any(row.get("id") == "after-oversize" for row in f["upsert"])
                 )
             )
+        assert (await server.api.client.get("/healthz")).status_code == 200
+
+
+TOKENS = st.one_of(
+    st.text(max_size=60),
+    st.text(st.characters(codec="ascii", categories=["L", "N"]), min_size=1, max_size=4000),
+    st.sampled_from(["", "Bearer", "null", "eyJhbGciOiJub25lIn0.e30.", "a.b.c", "..", "x" * 8000]),
+)
+
+
+async def test_generated_handshakes_are_refused_as_documented(backend, tmp_path):
+    """Tokens and subprotocols that are not what a client sends: the handshake is refused
+    with 401 (or 400/403, or 414/431 for a URL or header too long), never a 500, and the
+    server serves on."""
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import InvalidHandshake, InvalidStatus
+
+    from server.core.auth import mint_token
+    from tests.app_support import SECRET, TENANT
+
+    async with live_server(backend, tmp_path) as server:
+        good = server.api.token("supervisor", "sup1")
+        wrong_secret = mint_token("another-secret-" + "x" * 40, TENANT, "supervisor", "s", 3600)
+        expired = mint_token(SECRET, TENANT, "supervisor", "s", -10)
+        loop = asyncio.get_running_loop()
+        seen: collections.Counter = collections.Counter()
+
+        async def attempt(token: str, where: str, protocols: list[str]) -> None:
+            url, headers = server.ws_url, {}
+            if where == "header":
+                headers["Authorization"] = f"Bearer {token}"
+            elif where == "raw":
+                headers["Authorization"] = token
+            else:
+                url += "?token=" + urllib.parse.quote(token, safe="")
+            try:
+                async with connect(
+                    url, additional_headers=headers, subprotocols=protocols or None,
+                    open_timeout=20,
+                ) as socket:  # fmt: skip
+                    await socket.send(json.dumps({"type": "ping", "ref": "p"}))
+                    assert json.loads(await asyncio.wait_for(socket.recv(), 10))["type"] == "pong"
+                    seen[101] += 1
+            except InvalidStatus as refused:
+                status = refused.response.status_code
+                # 414 and 431: a URL or a header too long for the HTTP parser
+                assert status in (400, 401, 403, 414, 431), (token[:200], where, protocols, status)
+                seen[status] += 1
+            except InvalidHandshake:  # a subprotocol the server did not take
+                seen["no subprotocol"] += 1
+
+        @settings(
+            max_examples=EXAMPLES * 6,
+            deadline=None,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
+        @given(
+            token=st.one_of(
+                TOKENS,
+                st.sampled_from([wrong_secret, expired, good[:-3], good + "x", good[::-1]]),
+                TOKENS.map(lambda junk: good + junk),
+            ),
+            where=st.sampled_from(["header", "raw", "query"]),
+            protocols=st.lists(
+                st.sampled_from(["switchboard.v1.json", "switchboard.v1.msgpack", "chat", "v2"])
+            ),
+        )
+        def run(token, where, protocols):
+            if "\r" in token or "\n" in token or (not token.isprintable() and where != "query"):
+                return  # no HTTP client sends these in a header
+            future = asyncio.run_coroutine_threadsafe(attempt(token, where, protocols), loop)
+            future.result(timeout=60)
+
+        await asyncio.to_thread(run)
+        assert seen[401] > 0, seen
+        async with server.ws() as ws:  # an honest client still gets in
+            assert (await ws.request({"type": "ping"}))["type"] == "pong"
         assert (await server.api.client.get("/healthz")).status_code == 200
 
 
