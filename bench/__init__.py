@@ -17,4 +17,5 @@ BENCHMARKS: dict[str, str] = {
     "f6": "bench.f6_recovery",
     "f8": "bench.f8_postgres_restart",
     "r1": "bench.r1_routing",
+    "soak": "bench.soak",
 }

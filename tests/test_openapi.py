@@ -442,6 +442,64 @@ async def test_app_conforms_to_its_document(api, role):
     assert not failures, "\n\n".join(failures)
 
 
+# --- every bound of every operation ---------------------------------------------------------
+#
+# Hypothesis' random draws rarely land on a bound. Schemathesis' coverage phase does: for
+# every parameter and body field, values at and just past each minimum and maximum (length,
+# items, number), every enum value, each required key left out, wrong types. Every such
+# case goes to the app as the admin, held to the same checks as the fuzzing above.
+COVERAGE_CAP = int(200 * SCALE)  # cases per operation, spread evenly over all it makes
+
+
+def _coverage_cases(schema, operation) -> list:
+    config = schema.config.generation_for(operation=operation)
+    cases = list(
+        schema.iter_coverage_cases(
+            operation, generation_modes=[POSITIVE, NEGATIVE], generation_config=config
+        )
+    )
+    step = max(1, -(-len(cases) // COVERAGE_CAP))
+    return cases[::step]
+
+
+def _cover(api, loop, schema, token: str) -> tuple[list[str], int]:
+    """In a worker thread: every operation's coverage cases, each sent to the app on
+    `loop`. Returns the failures (the first per operation) and how many were sent."""
+    failures, sent = [], 0
+    for operation in _operations(schema):
+        for case in _coverage_cases(schema, operation):
+            if _known_issue(case, api.backend.name) is not None:
+                continue
+            try:
+                request = _httpx_request(case, token, "application/json")
+            except Exception:  # a case no HTTP client can carry (hypothesis' reject)
+                continue
+            future = asyncio.run_coroutine_threadsafe(api.client.request(**request), loop)
+            response = future.result(timeout=REQUEST_TIMEOUT_S)
+            sent += 1
+            try:
+                case.validate_response(response, checks=CHECKS)
+            except Exception as exc:
+                body = json.dumps(case.body, default=repr)[:300] if case.body is not None else ""
+                failures.append(
+                    f"{operation.method.upper()} {case.formatted_path} {body}\n"
+                    f"-> {response.status_code} {response.text[:300]}\n{exc}"
+                )
+                break
+    return failures, sent
+
+
+async def test_every_bound_of_every_operation(api):
+    response = await api.client.get("/openapi.json")
+    schema = schemathesis.openapi.from_dict(response.json())
+    await _seed(api)
+    loop = asyncio.get_running_loop()
+    token = api.token("admin", "u1")
+    failures, sent = await asyncio.to_thread(_cover, api, loop, schema, token)
+    assert not failures, "\n\n".join(failures)
+    assert sent >= 1000, sent  # the coverage phase made its cases
+
+
 # --- bodies the generator rarely makes ------------------------------------------------------
 
 AGENT = ("PUT", "/api/v1/agents/{agent_id}", "/api/v1/agents/a1")
