@@ -61,7 +61,7 @@ class VisitorSession(Session):
         self.frames = Bucket(*FRAME_RATE)
         self.visitor = VisitorSocket(self, tenant)
 
-    def admit(self, data: str | bytes) -> bool:
+    def admit(self, data: str | bytes, frame) -> bool:
         if self.frames.take():
             self.error("rate_limited", "too many frames; slow down")
             return False
