@@ -97,7 +97,9 @@ def build_services(
     # Every ingest records, with the rows it commits, the offers and timers they call for.
     arming = TimerArming(db)
     ingest = Ingest(db, bus, clock, alongside=(arming,))
-    live = LiveViews(db, bus, clock, tenants.zone, settings.push_interval_s)
+    live = LiveViews(
+        db, bus, clock, tenants.zone, settings.push_interval_s, settings.window_memory_bytes
+    )
     recordings = FileRecordingStore(Path(settings.data_dir) / "recordings")
     provider_configs = ProviderConfigs(db, Sealer(settings.secret), clock)
     inbound = InboundDelivery(db, ingest, recordings, clock, provider_configs.team_of_number)

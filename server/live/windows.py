@@ -24,6 +24,13 @@ format, and hands each subscriber its frame. Flushes are leading-edge: a change 
 a quiet push interval goes out at once; under load there is at most one flush per
 interval, so changes coalesce. A big fan-out is written in slices, letting ingest
 and reads run between them.
+
+Memory: every window's rows are accounted in bytes (`Window.bytes`: the rows it holds
+times the deep size of a sample of them, `row_bytes`, plus WINDOW_OVERHEAD) against the
+process's budget (`memory_budget`, SWITCHBOARD_WINDOW_MEMORY_MB). A subscribe that
+needs a new window which would pass it first evicts idle windows, least recently used
+first; if that is not enough it is refused `over_capacity`, and every existing
+subscription goes on.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import bisect
 import contextlib
 import itertools
 import logging
+import sys
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -40,6 +48,14 @@ from typing import Any, Protocol
 
 from server.bus import Bus, BusMessage, Gap
 from server.core.clock import Clock
+from server.core.errors import Refused
+from server.core.metrics import (
+    LIVE_EVICTIONS,
+    LIVE_REFUSALS,
+    LIVE_SUBSCRIPTIONS,
+    LIVE_WINDOW_BYTES,
+    LIVE_WINDOWS,
+)
 from server.core.tasks import cancel_and_wait
 from server.live import queries
 from server.live.filters import ViewQuery
@@ -58,6 +74,26 @@ RESERVE = 20
 IDLE_WINDOW_S = 60.0  # how long a window nobody watches is kept
 MAX_IDLE_WINDOWS = 1000
 VERSIONS_REMEMBERED = 100_000  # per process: the newest version seen of recent rows
+MEMORY_BUDGET = 256 << 20  # bytes of live windows per process (SWITCHBOARD_WINDOW_MEMORY_MB)
+ROW_BYTES = 2048  # a row's guess before any was measured (measured: 1.5-2.5 KB)
+ROW_SAMPLE = 16  # rows whose deep size gives a window's bytes per row
+WINDOW_OVERHEAD = 4096  # a window's own structures, its index entries, a count-only one
+OVER_CAPACITY_RETRY_S = 10.0  # memory comes back as windows go idle and are evicted
+
+
+def row_bytes(rows: list[dict], query: ViewQuery) -> int:
+    """The deep size of a row as a window holds it, from a sample: the dict, its keys'
+    values, its sort key, and its slots in `held`, `ids` and `sort_keys`."""
+    sample = rows[:: max(1, len(rows) // ROW_SAMPLE)][:ROW_SAMPLE]
+    if not sample:
+        return ROW_BYTES
+    total = 0
+    for row in sample:
+        total += sys.getsizeof(row) + sum(sys.getsizeof(value) for value in row.values())
+        key = query.sort_key(row)
+        total += sys.getsizeof(key) + sum(sys.getsizeof(part) for part in key)
+        total += 3 * 8 + 100  # list slots, the `ids` entry
+    return total // len(sample)
 
 
 class Receiver(Protocol):
@@ -103,6 +139,8 @@ class Window:
     oldest: Any = None
     timer: asyncio.Handle | None = None
     failed: BaseException | None = None
+    bytes: int = 0  # accounted against the process's budget (LiveViews.accounted)
+    row_bytes: int = ROW_BYTES
 
     @property
     def capacity(self) -> int:
@@ -218,9 +256,19 @@ class LiveViews:
     """All windows of this process, fed by the bus."""
 
     def __init__(
-        self, db: Database, bus: Bus, clock: Clock, zone_of, push_interval: float = PUSH_INTERVAL_S
+        self,
+        db: Database,
+        bus: Bus,
+        clock: Clock,
+        zone_of,
+        push_interval: float = PUSH_INTERVAL_S,
+        memory_budget: int = MEMORY_BUDGET,
     ):
         self.db = db
+        self.memory_budget = memory_budget
+        self.accounted = 0  # bytes of every window of this process
+        self.evictions = 0
+        self.refusals = 0
         self.push_interval = push_interval
         self.bus = bus
         self.clock = clock
@@ -280,6 +328,7 @@ class LiveViews:
             await self._flush_or_give_up(window)
             sub.window = window
             window.subscribers.add(sub)
+            LIVE_SUBSCRIPTIONS.inc()
             return list(window.visible), window.total
 
     async def fetch(self, sub: Subscription, limit: int) -> tuple[list[dict], dict | None]:
@@ -298,6 +347,7 @@ class LiveViews:
             self._detach(sub)
             sub.window = window
             window.subscribers.add(sub)
+            LIVE_SUBSCRIPTIONS.inc()
             target = {row["id"]: row for row in window.visible}
             upserts = [
                 (row, None) for row_id, row in target.items() if held.get(row_id) != row["version"]
@@ -319,6 +369,7 @@ class LiveViews:
             return
         window.subscribers.discard(sub)
         sub.window = None
+        LIVE_SUBSCRIPTIONS.dec()
         if not window.subscribers:
             # Kept exact a while longer: a reload, a reconnect or the next page of the
             # same view then costs no query (and no count over the whole view).
@@ -340,6 +391,40 @@ class LiveViews:
             self.index.remove(window)
         if window.timer:
             window.timer.cancel()
+        self._account(window, 0)
+
+    # --- memory
+
+    def _account(self, window: Window, size: int | None = None) -> None:
+        """Set a window's accounted bytes: `size`, or what it holds now."""
+        if size is None:
+            if window.held:
+                window.row_bytes = row_bytes(window.held, window.query)
+            size = WINDOW_OVERHEAD + len(window.held) * window.row_bytes
+        self.accounted += size - window.bytes
+        window.bytes = size
+        LIVE_WINDOW_BYTES.set(self.accounted)
+        LIVE_WINDOWS.set(len(self.windows))
+
+    def _make_room(self, size: int) -> None:
+        """Room for a new window of `size` rows: evict idle windows, least recently
+        used first, or refuse `over_capacity`."""
+        measured = [w.row_bytes for w in self.windows.values() if w.held]
+        per_row = max(measured) if measured else ROW_BYTES
+        needed = WINDOW_OVERHEAD + (size + RESERVE if size else 0) * per_row
+        while self.accounted + needed > self.memory_budget and self._idle:
+            self._drop(next(iter(self._idle)))
+            self.evictions += 1
+            LIVE_EVICTIONS.inc()
+        if self.accounted + needed > self.memory_budget:
+            self.refusals += 1
+            LIVE_REFUSALS.inc()
+            raise Refused(
+                "over_capacity",
+                f"the server holds as many live rows as it may "
+                f"({self.memory_budget >> 20} MB); retry later, or with a smaller limit",
+                retry_after_s=OVER_CAPACITY_RETRY_S,
+            )
 
     def total(self, tenant: str, definition_key: str, agent: str | None) -> int | None:
         """The exact total of a view if a window of it is live here, else None."""
@@ -358,14 +443,17 @@ class LiveViews:
         if window is not None:
             self._idle.pop(window, None)
         else:
+            self._make_room(size)
             window = Window(tenant, key, query, size)
             self.windows[key] = window
             self.index.add(window)
+            self._account(window, WINDOW_OVERHEAD + window.capacity * ROW_BYTES)
             try:
                 await self._reload(window)
             except BaseException as exc:
                 self.windows.pop(key, None)
                 self.index.remove(window)
+                self._account(window, 0)
                 window.failed = exc
                 window.ready.set()
                 raise
@@ -413,6 +501,8 @@ class LiveViews:
         window.dirty = True
         for new, old, token in kept:
             self._apply_item(window, new, old, token, now)
+        if self.windows.get(window.key) is window:
+            self._account(window)
         self._schedule_time_change(window)
 
     async def _refill(self, window: Window) -> None:
@@ -444,6 +534,8 @@ class LiveViews:
                 window.changed[row["id"]] = None
         window.complete = len(rows) < wanted or len(window.held) >= window.total
         window.dirty = True
+        if self.windows.get(window.key) is window:
+            self._account(window)
         for new, old, token in kept:
             self._apply_item(window, new, old, token, now)
 

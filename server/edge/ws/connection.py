@@ -32,6 +32,7 @@ from starlette.requests import HTTPConnection
 from server.core.auth import InvalidToken, Principal, verify_token
 from server.core.errors import Refused
 from server.core.limits import TokenBucket
+from server.core.metrics import WS_RATE_LIMITED
 from server.edge.errors import STATUS
 from server.edge.ws import actions as ws_actions
 from server.edge.ws import agent as ws_agent
@@ -155,6 +156,7 @@ class Connection(Session):
         wait = self._frames.take(cost(frame))
         if not wait:
             return True
+        WS_RATE_LIMITED.labels("/ws").inc()
         ref = self.ref_of(frame) if isinstance(frame, dict) else None
         retry = round(max(wait, 0.1), 1)
         self.error("rate_limited", f"too many frames; retry in {retry} s", ref, retry_after_s=retry)

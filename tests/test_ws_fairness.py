@@ -1,0 +1,136 @@
+"""Issue 17, findings 3 and 4: one socket cannot stall the process or exhaust it.
+
+* A socket pipelining a thousand subscribes in one write is handled fairly with
+  everyone else: an HTTP request and another socket's subscribe are answered while
+  its frames are still being handled (asserted by order: subscription ids are given
+  out in the order subscribes are handled, and /metrics counts live subscriptions).
+* A token bucket per connection weighs frames by what they ask (`rate_limited`), a
+  connection that keeps on is closed with 1008, and subscriptions per connection are
+  capped (`too_many_subscriptions`).
+* Live windows are accounted in bytes against a budget: idle windows are evicted
+  first, then a subscribe is refused `over_capacity` while existing ones go on, and
+  the bytes come back when the sockets close.
+"""
+
+from __future__ import annotations
+
+import json
+
+from websockets.exceptions import ConnectionClosed
+
+from server.live import windows as live
+from tests.app_support import prepare_database
+from tests.server_support import live_server, spawned_server
+from tests.support import wait_for
+
+FLOOD = 1000
+VIEW = {"filters": []}  # every conversation, the default columns
+CHAT = {"filters": [{"field": "channel", "op": "eq", "value": "chat"}]}
+
+
+def created(n: int) -> dict:
+    return {
+        "event_id": f"c{n}",
+        "type": "conversation.created",
+        "conversation_id": f"k{n}",
+        "occurred_at": f"2026-11-24T10:{n // 60:02d}:{n % 60:02d}Z",
+        "data": {"channel": "chat", "contact": f"v{n}", "customer": {"name": f"N{n}"}},
+    }
+
+
+def number(sub: str) -> int:
+    return int(sub.removeprefix("s"))
+
+
+async def test_a_pipelining_socket_does_not_hold_up_others(backend, tmp_path):
+    limits = {"SWITCHBOARD_WS_FRAME_BURST": "1000000", "SWITCHBOARD_WS_MAX_SUBSCRIPTIONS": "100000"}
+    await prepare_database(backend.database_url)
+    async with spawned_server(backend, tmp_path, env=limits) as server:
+        async with server.ws() as flooder, server.ws(user="sup2") as honest:
+            first = await flooder.request({"type": "subscribe", "view": VIEW, "limit": 0})
+            await honest.request({"type": "ping"})
+            # A thousand count-only subscribes of the same window in one write (one read
+            # of the server's): each is quick, so without yielding they run back to back.
+            frame = json.dumps({"type": "subscribe", "view": VIEW, "limit": 0})
+            protocol = flooder.socket.protocol
+            for _ in range(FLOOD):
+                protocol.send_text(frame.encode())
+            flooder.socket.transport.write(b"".join(protocol.data_to_send()))
+            await flooder.wait(lambda f: f.get("type") == "snapshot" and f is not first)
+
+            metrics = await server.api.client.get("/metrics")
+            answer = await honest.request({"type": "subscribe", "view": CHAT, "limit": 0})
+            await wait_for(lambda: len(snapshots(flooder)) == FLOOD + 1, 30)
+            last = max(number(f["sub"]) for f in snapshots(flooder))
+            assert number(answer["sub"]) < last, "the honest subscribe waited for the flood"
+            held = _gauge(metrics.text, "switchboard_live_subscriptions")
+            assert held < FLOOD + 1, f"/metrics waited for the flood ({held} subscriptions)"
+
+
+def snapshots(client) -> list[dict]:
+    return [f for f in client.frames if f.get("type") == "snapshot"]
+
+
+def _gauge(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"no {name} in /metrics")
+
+
+async def test_rate_limited_frames_are_refused_and_a_flooder_closed(backend, tmp_path):
+    changes = {"ws_frame_burst": 100.0, "ws_frame_rate": 1.0, "ws_max_subscriptions": 3}
+    async with live_server(backend, tmp_path, settings_changes=changes) as server:
+        await server.api.post_events([created(n) for n in range(3)])
+        async with server.ws() as client, server.ws(user="sup2") as other:
+            # 1,000-row windows cost 21 units each: the fifth is over the 100 at once
+            answers = [
+                await client.request({"type": "subscribe", "view": VIEW, "limit": 1000})
+                for _ in range(3)
+            ]
+            assert [a["type"] for a in answers] == ["snapshot"] * 3
+            capped = await client.request({"type": "subscribe", "view": CHAT, "limit": 0})
+            assert capped["type"] == "error" and capped["code"] == "too_many_subscriptions"
+            fetch = {"type": "fetch", "sub": answers[0]["sub"], "limit": 1000}
+            assert (await client.request(fetch))["type"] == "page"
+            refused = await client.request(fetch)
+            assert refused["type"] == "error" and refused["code"] == "rate_limited", refused
+            assert refused["retry_after_s"] > 0
+            # another connection has a bucket of its own
+            assert (await other.request({"type": "ping"}))["type"] == "pong"
+            # who keeps on past the refusals is closed with 1008
+            for _ in range(200):
+                try:
+                    await client.send({"type": "subscribe", "view": VIEW, "limit": 1000})
+                except ConnectionClosed:
+                    break
+            await wait_for(lambda: client.socket.close_code is not None)
+            assert client.socket.close_code == 1008
+            assert (await other.request({"type": "ping"}))["type"] == "pong"
+
+
+async def test_windows_are_held_to_a_memory_budget(backend, tmp_path, monkeypatch):
+    monkeypatch.setattr(live, "IDLE_WINDOW_S", 0.5)
+    async with live_server(backend, tmp_path) as server:
+        views = server.services.live
+        await server.api.post_events([created(n) for n in range(60)])
+        async with server.ws() as client:
+            one = await client.request({"type": "subscribe", "view": VIEW, "limit": 50})
+            window = next(iter(views.windows.values()))
+            assert window.bytes > 50 * 500 and views.accounted == window.bytes
+            # room for this window and half of one more: two do not fit
+            views.memory_budget = views.accounted * 3 // 2
+            await client.request({"type": "unsubscribe", "sub": one["sub"]})
+            idle = await client.request({"type": "subscribe", "view": CHAT, "limit": 50})
+            assert idle["type"] == "snapshot", "the idle window was not evicted to make room"
+            assert views.evictions == 1
+            other = {"filters": [{"field": "status", "op": "eq", "value": "queued"}]}
+            refused = await client.request({"type": "subscribe", "view": other, "limit": 50})
+            assert refused["type"] == "error" and refused["code"] == "over_capacity", refused
+            assert refused["retry_after_s"] > 0
+            # the existing subscription goes on
+            await server.api.post_events([created(100)])
+            await client.wait(lambda f: f.get("type") == "delta" and f["sub"] == idle["sub"])
+            metrics = (await server.api.client.get("/metrics")).text
+            assert _gauge(metrics, "switchboard_live_window_bytes") == views.accounted
+        await wait_for(lambda: views.accounted == 0 and not views.windows, 5)
