@@ -31,7 +31,7 @@ from server.providers.recordings import FileRecordingStore
 from server.providers.registry import ProviderConfigs, Providers
 from server.providers.sandbox import Sandboxes
 from server.providers.sealing import Sealer
-from server.providers.webchat import WebChat
+from server.providers.webchat import WebChat, WebChatLimits
 from server.routing.actions import AgentActions
 from server.routing.agent_connections import AgentConnections
 from server.routing.popups import Popups
@@ -128,7 +128,7 @@ def build_services(
         routing=build_routing(
             settings, clock, db, bus, ingest, arming, tenants, conversation_actions
         ),
-        webchat=WebChat(db, bus, ingest, inbound, clock),
+        webchat=WebChat(db, bus, ingest, inbound, clock, WebChatLimits.from_settings(settings)),
     )
 
 

@@ -110,15 +110,24 @@ ENVIRONMENT = {
         ),
         Variable(
             "SWITCHBOARD_WEBCHAT_HANDSHAKES_PER_MINUTE",
-            "60",
-            "/webchat handshakes per client address per minute (429 beyond); per tenant, "
-            "ten times as many.",
+            "120",
+            "/webchat handshakes per client address per minute (429 beyond).",
+        ),
+        Variable(
+            "SWITCHBOARD_WEBCHAT_TENANT_HANDSHAKES_PER_MINUTE",
+            "6000",
+            "/webchat handshakes per tenant per minute, over every address (429 beyond).",
         ),
         Variable(
             "SWITCHBOARD_WEBCHAT_CONVERSATIONS_PER_HOUR",
             "30",
-            "Web chat visitors introduced (hello) per client address per hour (close 1013 "
-            "beyond); per tenant, a hundred times as many.",
+            "New web chat visitors (a hello with a visitor id not seen lately) per client "
+            "address per hour (close 1013 beyond).",
+        ),
+        Variable(
+            "SWITCHBOARD_WEBCHAT_TENANT_CONVERSATIONS_PER_HOUR",
+            "3000",
+            "New web chat visitors per tenant per hour, over every address (close 1013 beyond).",
         ),
     )
 }
@@ -151,7 +160,13 @@ class Settings:
     window_memory_bytes: int = int(default("SWITCHBOARD_WINDOW_MEMORY_MB")) << 20
     trusted_proxies: tuple[str, ...] = ()
     webchat_handshakes_per_minute: int = int(default("SWITCHBOARD_WEBCHAT_HANDSHAKES_PER_MINUTE"))
+    webchat_tenant_handshakes_per_minute: int = int(
+        default("SWITCHBOARD_WEBCHAT_TENANT_HANDSHAKES_PER_MINUTE")
+    )
     webchat_conversations_per_hour: int = int(default("SWITCHBOARD_WEBCHAT_CONVERSATIONS_PER_HOUR"))
+    webchat_tenant_conversations_per_hour: int = int(
+        default("SWITCHBOARD_WEBCHAT_TENANT_CONVERSATIONS_PER_HOUR")
+    )
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> Settings:
@@ -185,8 +200,14 @@ class Settings:
             webchat_handshakes_per_minute=int(
                 _number(env, "SWITCHBOARD_WEBCHAT_HANDSHAKES_PER_MINUTE", 1)
             ),
+            webchat_tenant_handshakes_per_minute=int(
+                _number(env, "SWITCHBOARD_WEBCHAT_TENANT_HANDSHAKES_PER_MINUTE", 1)
+            ),
             webchat_conversations_per_hour=int(
                 _number(env, "SWITCHBOARD_WEBCHAT_CONVERSATIONS_PER_HOUR", 1)
+            ),
+            webchat_tenant_conversations_per_hour=int(
+                _number(env, "SWITCHBOARD_WEBCHAT_TENANT_CONVERSATIONS_PER_HOUR", 1)
             ),
         )
         values.update(overrides)

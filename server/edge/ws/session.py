@@ -37,6 +37,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, ClassVar
@@ -59,9 +60,10 @@ _told_plain_asgi = False
 class HandshakeRefused(Exception):
     """The handshake is answered with HTTP `status` and `{"error": {code, message}}`."""
 
-    def __init__(self, status: int, code: str, message: str):
+    def __init__(self, status: int, code: str, message: str, retry_after_s: float | None = None):
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
+        self.retry_after_s = retry_after_s
 
 
 class Malformed(Exception):
@@ -328,15 +330,14 @@ async def _deny(scope, send, refused: HandshakeRefused) -> None:
         await send({"type": "websocket.close"})  # the server answers 403
         return
     body = json.dumps({"error": {"code": refused.code, "message": refused.message}}).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    if refused.retry_after_s is not None:
+        headers.append((b"retry-after", str(max(1, math.ceil(refused.retry_after_s))).encode()))
     await send(
-        {
-            "type": "websocket.http.response.start",
-            "status": refused.status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
+        {"type": "websocket.http.response.start", "status": refused.status, "headers": headers}
     )
     await send({"type": "websocket.http.response.body", "body": body})
 
