@@ -109,28 +109,39 @@ async def test_rate_limited_frames_are_refused_and_a_flooder_closed(backend, tmp
             assert (await other.request({"type": "ping"}))["type"] == "pong"
 
 
+def every(n: int) -> dict:
+    """A view of every conversation, distinct for each n (a window of its own)."""
+    return {"filters": [{"field": "created_at", "op": "gt", "value": f"2020-01-01T00:00:{n:02d}Z"}]}
+
+
 async def test_windows_are_held_to_a_memory_budget(backend, tmp_path, monkeypatch):
     monkeypatch.setattr(live, "IDLE_WINDOW_S", 0.5)
     async with live_server(backend, tmp_path) as server:
         views = server.services.live
         await server.api.post_events([created(n) for n in range(60)])
         async with server.ws() as client:
-            one = await client.request({"type": "subscribe", "view": VIEW, "limit": 50})
-            window = next(iter(views.windows.values()))
-            assert window.bytes > 50 * 500 and views.accounted == window.bytes
-            # room for this window and half of one more: two do not fit
-            views.memory_budget = views.accounted * 3 // 2
+            held = await client.request({"type": "subscribe", "view": every(1), "limit": 50})
+            one = await client.request({"type": "subscribe", "view": every(2), "limit": 50})
+            assert len(views.windows) == 2
+            size = max(window.bytes for window in views.windows.values())
+            assert size > 60 * 500 and views.accounted >= 2 * size - 1000
             await client.request({"type": "unsubscribe", "sub": one["sub"]})
-            idle = await client.request({"type": "subscribe", "view": CHAT, "limit": 50})
-            assert idle["type"] == "snapshot", "the idle window was not evicted to make room"
-            assert views.evictions == 1
-            other = {"filters": [{"field": "status", "op": "eq", "value": "queued"}]}
-            refused = await client.request({"type": "subscribe", "view": other, "limit": 50})
+            # room for two windows and a bit: the idle one must go for a third
+            views.memory_budget = views.accounted * 5 // 4
+            third = await client.request({"type": "subscribe", "view": every(3), "limit": 50})
+            assert third["type"] == "snapshot", "the idle window was not evicted to make room"
+            assert views.evictions == 1 and len(views.windows) == 2
+            refused = await client.request({"type": "subscribe", "view": every(4), "limit": 50})
             assert refused["type"] == "error" and refused["code"] == "over_capacity", refused
             assert refused["retry_after_s"] > 0
-            # the existing subscription goes on
+            # a count-only subscription still fits; the existing ones go on
+            count = await client.request({"type": "subscribe", "view": every(5), "limit": 0})
+            assert count["type"] == "snapshot"
             await server.api.post_events([created(100)])
-            await client.wait(lambda f: f.get("type") == "delta" and f["sub"] == idle["sub"])
+            for sub in (held["sub"], third["sub"]):
+                await client.wait(lambda f, sub=sub: f.get("type") == "delta" and f["sub"] == sub)
             metrics = (await server.api.client.get("/metrics")).text
             assert _gauge(metrics, "switchboard_live_window_bytes") == views.accounted
+            assert _gauge(metrics, "switchboard_live_over_capacity_total") >= 1
+        # given back when the socket closes (idle windows kept IDLE_WINDOW_S at most)
         await wait_for(lambda: views.accounted == 0 and not views.windows, 5)

@@ -27,7 +27,8 @@ and reads run between them.
 
 Memory: every window's rows are accounted in bytes (`Window.bytes`: the rows it holds
 times the deep size of a sample of them, `row_bytes`, plus WINDOW_OVERHEAD) against the
-process's budget (`memory_budget`, SWITCHBOARD_WINDOW_MEMORY_MB). A subscribe that
+process's budget (`memory_budget`, SWITCHBOARD_WINDOW_MEMORY_MB); idle windows, kept
+for reuse, hold at most IDLE_SHARE of it (the oldest are dropped). A subscribe that
 needs a new window which would pass it first evicts idle windows, least recently used
 first; if that is not enough it is refused `over_capacity`, and every existing
 subscription goes on.
@@ -38,6 +39,9 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import ctypes
+import ctypes.util
+import gc
 import itertools
 import logging
 import sys
@@ -68,6 +72,19 @@ from server.wire.rows import shown_as, wire_row
 
 log = logging.getLogger("switchboard.live")
 
+
+def _libc():
+    """glibc, for malloc_trim; None elsewhere (musl, macOS: nothing to trim)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim.argtypes = [ctypes.c_size_t]
+        return libc
+    except (OSError, AttributeError):
+        return None
+
+
+_LIBC = _libc()
+
 PUSH_INTERVAL_S = 0.02  # the shortest time between flushes (docs/websocket-server.md)
 FANOUT_SLICE = 100  # subscribers written before the loop may run something else
 RESERVE = 20
@@ -78,6 +95,8 @@ MEMORY_BUDGET = 256 << 20  # bytes of live windows per process (SWITCHBOARD_WIND
 ROW_BYTES = 2048  # a row's guess before any was measured (measured: 1.5-2.5 KB)
 ROW_SAMPLE = 16  # rows whose deep size gives a window's bytes per row
 WINDOW_OVERHEAD = 4096  # a window's own structures, its index entries, a count-only one
+TRIM_BYTES = 16 << 20  # windows dropped before freed memory is given back to the system
+IDLE_SHARE = 0.25  # idle windows may hold this much of the budget, the oldest dropped
 OVER_CAPACITY_RETRY_S = 10.0  # memory comes back as windows go idle and are evicted
 
 
@@ -138,6 +157,7 @@ class Window:
     dirty: bool = False
     oldest: Any = None
     timer: asyncio.Handle | None = None
+    idle_timer: asyncio.TimerHandle | None = None  # set while nobody watches it
     failed: BaseException | None = None
     bytes: int = 0  # accounted against the process's budget (LiveViews.accounted)
     row_bytes: int = ROW_BYTES
@@ -267,6 +287,9 @@ class LiveViews:
         self.db = db
         self.memory_budget = memory_budget
         self.accounted = 0  # bytes of every window of this process
+        self.idle_bytes = 0  # of those, windows nobody watches
+        self._freed = 0  # bytes of windows dropped since memory was last given back
+        self._trim_scheduled = False
         self.evictions = 0
         self.refusals = 0
         self.push_interval = push_interval
@@ -375,8 +398,13 @@ class LiveViews:
             # same view then costs no query (and no count over the whole view).
             loop = asyncio.get_running_loop()
             self._idle[window] = loop.time()
-            loop.call_later(IDLE_WINDOW_S, self._drop_if_idle, window)
-            while len(self._idle) > MAX_IDLE_WINDOWS:
+            self.idle_bytes += window.bytes
+            # a handle the window keeps and cancels: the loop must not hold on to a
+            # window dropped before its time (its rows would stay in memory)
+            window.idle_timer = loop.call_later(IDLE_WINDOW_S, self._drop_if_idle, window)
+            while len(self._idle) > MAX_IDLE_WINDOWS or (
+                self.idle_bytes > self.memory_budget * IDLE_SHARE
+            ):
                 self._drop(next(iter(self._idle)))
 
     def _drop_if_idle(self, window: Window) -> None:
@@ -384,14 +412,34 @@ class LiveViews:
         if since is not None and asyncio.get_running_loop().time() - since >= IDLE_WINDOW_S - 0.01:
             self._drop(window)
 
+    def _unidle(self, window: Window) -> None:
+        if self._idle.pop(window, None) is not None:
+            self.idle_bytes -= window.bytes
+        if window.idle_timer is not None:
+            window.idle_timer.cancel()
+            window.idle_timer = None
+
     def _drop(self, window: Window) -> None:
-        self._idle.pop(window, None)
+        self._unidle(window)
         if self.windows.get(window.key) is window:
             del self.windows[window.key]
             self.index.remove(window)
         if window.timer:
             window.timer.cancel()
+        self._freed += window.bytes
         self._account(window, 0)
+        if self._freed >= TRIM_BYTES and not self._trim_scheduled:
+            self._trim_scheduled = True
+            asyncio.get_running_loop().call_soon(self._give_back)
+
+    def _give_back(self) -> None:
+        """Return freed pages to the system (glibc's malloc keeps them otherwise:
+        measured, RSS stayed at its peak after every window was dropped)."""
+        self._trim_scheduled = False
+        self._freed = 0
+        gc.collect(1)  # rows in reference cycles go now, not at the next collection
+        if _LIBC is not None:
+            _LIBC.malloc_trim(0)
 
     # --- memory
 
@@ -402,6 +450,8 @@ class LiveViews:
                 window.row_bytes = row_bytes(window.held, window.query)
             size = WINDOW_OVERHEAD + len(window.held) * window.row_bytes
         self.accounted += size - window.bytes
+        if window in self._idle:
+            self.idle_bytes += size - window.bytes
         window.bytes = size
         LIVE_WINDOW_BYTES.set(self.accounted)
         LIVE_WINDOWS.set(len(self.windows))
@@ -441,7 +491,7 @@ class LiveViews:
         key = (tenant, definition_key, query.agent, size)
         window = self.windows.get(key)
         if window is not None:
-            self._idle.pop(window, None)
+            self._unidle(window)
         else:
             self._make_room(size)
             window = Window(tenant, key, query, size)

@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import sys
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -66,7 +68,8 @@ from server.wire.rows import project
 
 OUTBOX_BYTES = 1 << 20
 ROWS_PER_COST = 50  # a subscribe or fetch costs 1 + limit / ROWS_PER_COST units
-REFUSALS = (50, 5.0)  # a bucket of refusals: 50 at once, or 5 a second for long, close 1008
+REFUSALS = (50, 5.0)  # refusals ignored (a frame sent before retry_after_s): 50 at once,
+# or more than 5 a second for long, and the socket is closed with 1008
 VIEW_ROLES = ("supervisor", "admin", "agent")
 
 
@@ -79,6 +82,7 @@ class Connection(Session):
         "_expiry",
         "_frames",
         "_refusals",
+        "_retry_at",
         "base_url",
         "principal",
         "queries",
@@ -100,6 +104,7 @@ class Connection(Session):
         settings = services.settings
         self._frames = TokenBucket(settings.ws_frame_burst, settings.ws_frame_rate)
         self._refusals = TokenBucket(*REFUSALS)
+        self._retry_at = 0.0  # monotonic: a frame before this ignores a refusal
 
     async def opened(self) -> None:
         await self.services.routing.opened(self)  # an agent's popups and presence
@@ -158,10 +163,14 @@ class Connection(Session):
             return True
         WS_RATE_LIMITED.labels("/ws").inc()
         ref = self.ref_of(frame) if isinstance(frame, dict) else None
-        retry = round(max(wait, 0.1), 1)
+        retry = math.ceil(wait * 10) / 10
         self.error("rate_limited", f"too many frames; retry in {retry} s", ref, retry_after_s=retry)
-        if self._refusals.take():
+        # Only a frame sent before the last refusal's retry_after_s counts against the
+        # client: one that waits as told is never closed, one that keeps on is.
+        now = time.monotonic()
+        if now < self._retry_at and self._refusals.take():
             self.close(CLOSE_POLICY, "too many frames past the rate limit")
+        self._retry_at = max(self._retry_at, now + retry)
         return False
 
     def decode(self, data: str | bytes) -> Any:
