@@ -11,7 +11,7 @@ import secrets
 
 import pytest
 from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.server_support import LiveServer, live_server
 from tests.support import wait_for
@@ -96,3 +96,19 @@ async def test_a_client_making_up_visitors_is_stopped(backend, tmp_path, scope):
             assert await introduced(client) == (scope == "address")
         async with chat(server, other, new_id(), tenant="globex") as client:
             assert await introduced(client), "another tenant was held to this one's limit"
+
+
+async def test_a_visitor_flooding_frames_is_refused_then_closed(backend, tmp_path):
+    async with live_server(backend, tmp_path) as server:
+        await set_up(server)
+        async with chat(server, None, new_id()) as client:
+            assert await introduced(client)
+            for _ in range(100):
+                try:
+                    await client.send({"type": "end"})
+                except ConnectionClosed:
+                    break
+            limited = await client.wait(lambda f: f.get("code") == "rate_limited")
+            assert limited["retry_after"] > 0
+            await wait_for(lambda: client.socket.close_code is not None)
+            assert client.socket.close_code == 1008

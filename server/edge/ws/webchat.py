@@ -6,7 +6,8 @@ The visitor sends `hello` (`visitor`, optional `name`, `email`, `team`), then `m
 frames (`text`, optional `id`) and `end`; the server sends `message` and `status`
 frames. The handshake is refused unless its Origin is one of the tenant's
 `widget_origins`. Frames are bounded (the server's 64 KiB limit, 4,096 characters of
-text), rate limited per connection (FRAME_RATE) and per visitor (the service's
+text), rate limited per connection (FRAME_RATE; a visitor that keeps on sending
+before the refusal's `retry_after` is closed with 1008) and per visitor (the service's
 MESSAGE_RATE), and a bad one gets an `error` frame. Handshakes are limited per client
 address and per tenant (HTTP 429 with Retry-After beyond), and so are new visitors
 introduced by `hello` (the socket is closed with 1013 beyond): the service's
@@ -19,8 +20,10 @@ reconnects.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import secrets
+import time
 
 from starlette.requests import HTTPConnection
 
@@ -40,7 +43,7 @@ from server.routing import repository as routing_repo
 from server.storage import models as m
 from server.storage import repository as repo
 from server.wire.frames import JSON
-from server.wire.protocol import CLOSE_TRY_AGAIN_LATER
+from server.wire.protocol import CLOSE_POLICY, CLOSE_TRY_AGAIN_LATER
 
 log = logging.getLogger("switchboard.webchat")
 
@@ -51,12 +54,13 @@ MAX_NAME = 200
 MAX_TEAM = 100
 OUTBOX_BYTES = 256 * 1024  # frames waiting for a visitor that does not read
 FRAME_RATE = (30, 5.0)  # token bucket (burst, per second): every frame of one connection
+REFUSALS = (20, 2.0)  # refusals ignored (a frame before retry_after), then close 1008
 
 
 class VisitorSession(Session):
     """One widget's socket: the visitor it carries, its frame bucket."""
 
-    __slots__ = ("address", "chat", "frames", "visitor")
+    __slots__ = ("address", "chat", "frames", "ignored", "retry_at", "visitor")
 
     outbox_bytes = OUTBOX_BYTES
     refusals = (FrameError,)
@@ -66,14 +70,23 @@ class VisitorSession(Session):
         self.address = address  # the client's, for the limits per address
         self.chat = chat
         self.frames = Bucket(*FRAME_RATE)
+        self.ignored = Bucket(*REFUSALS)
+        self.retry_at = 0.0  # monotonic: a frame before this ignores a refusal
         self.visitor = VisitorSocket(self, tenant)
 
     def admit(self, data: str | bytes, frame) -> bool:
-        if self.frames.take():
-            WS_RATE_LIMITED.labels("/webchat").inc()
-            self.error("rate_limited", "too many frames; slow down")
-            return False
-        return True
+        wait = self.frames.take()
+        if not wait:
+            return True
+        WS_RATE_LIMITED.labels("/webchat").inc()
+        retry = math.ceil(wait * 10) / 10
+        self.error("rate_limited", "too many frames; slow down", retry_after=retry)
+        # as on /ws: only frames sent before the last refusal's retry_after count
+        now = time.monotonic()
+        if now < self.retry_at and self.ignored.take():
+            self.close(CLOSE_POLICY, "too many frames past the rate limit")
+        self.retry_at = max(self.retry_at, now + retry)
+        return False
 
     async def ended(self) -> None:
         if self.visitor.contact is not None:
