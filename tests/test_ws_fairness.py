@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from websockets.exceptions import ConnectionClosed
@@ -107,6 +108,25 @@ async def test_rate_limited_frames_are_refused_and_a_flooder_closed(backend, tmp
             await wait_for(lambda: client.socket.close_code is not None)
             assert client.socket.close_code == 1008
             assert (await other.request({"type": "ping"}))["type"] == "pong"
+
+
+async def test_a_client_that_waits_as_told_is_never_closed(backend, tmp_path):
+    changes = {"ws_frame_burst": 25.0, "ws_frame_rate": 50.0}
+    async with live_server(backend, tmp_path, settings_changes=changes) as server:
+        async with server.ws() as client:
+            refusals = 0
+            for n in range(8):  # 1,000-row windows: 21 units each, one in the bucket
+                while True:
+                    answer = await client.request(
+                        {"type": "subscribe", "view": every(n), "limit": 1000}
+                    )
+                    if answer["type"] != "error":
+                        break
+                    assert answer["code"] == "rate_limited", answer
+                    refusals += 1
+                    # the behaviour under test: a client waits the time it is told
+                    await asyncio.sleep(answer["retry_after_s"])
+            assert refusals >= 7 and client.socket.close_code is None
 
 
 def every(n: int) -> dict:
