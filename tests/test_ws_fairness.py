@@ -50,22 +50,32 @@ async def test_a_pipelining_socket_does_not_hold_up_others(backend, tmp_path):
         async with server.ws() as flooder, server.ws(user="sup2") as honest:
             first = await flooder.request({"type": "subscribe", "view": VIEW, "limit": 0})
             await honest.request({"type": "ping"})
+            port = int(server.url.rsplit(":", 1)[1])
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
             # A thousand count-only subscribes of the same window in one write (one read
             # of the server's): each is quick, so without yielding they run back to back.
-            frame = json.dumps({"type": "subscribe", "view": VIEW, "limit": 0})
-            protocol = flooder.socket.protocol
-            for _ in range(FLOOD):
-                protocol.send_text(frame.encode())
-            flooder.socket.transport.write(b"".join(protocol.data_to_send()))
-            await flooder.wait(lambda f: f.get("type") == "snapshot" and f is not first)
-
-            metrics = await server.api.client.get("/metrics")
-            answer = await honest.request({"type": "subscribe", "view": CHAT, "limit": 0})
+            # Right behind them, with no wait between the writes: the honest socket's
+            # subscribe and an HTTP request for /metrics.
+            write(flooder, [{"type": "subscribe", "view": VIEW, "limit": 0}] * FLOOD)
+            write(honest, [{"type": "subscribe", "view": CHAT, "limit": 0, "ref": "h"}])
+            writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            metrics = (await reader.read()).decode()
+            writer.close()
+            answer = await honest.wait(lambda f: f.get("ref") == "h")
             await wait_for(lambda: len(snapshots(flooder)) == FLOOD + 1, 30)
+            assert first in flooder.frames
             last = max(number(f["sub"]) for f in snapshots(flooder))
             assert number(answer["sub"]) < last, "the honest subscribe waited for the flood"
-            held = _gauge(metrics.text, "switchboard_live_subscriptions")
+            held = _gauge(metrics, "switchboard_live_subscriptions")
             assert held < FLOOD + 1, f"/metrics waited for the flood ({held} subscriptions)"
+
+
+def write(client, frames: list[dict]) -> None:
+    """Frames in one write to the socket, at once (no await: nothing runs between)."""
+    protocol = client.socket.protocol
+    for frame in frames:
+        protocol.send_text(json.dumps(frame).encode())
+    client.socket.transport.write(b"".join(protocol.data_to_send()))
 
 
 def snapshots(client) -> list[dict]:
