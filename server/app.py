@@ -31,7 +31,7 @@ from server.providers.recordings import FileRecordingStore
 from server.providers.registry import ProviderConfigs, Providers
 from server.providers.sandbox import Sandboxes
 from server.providers.sealing import Sealer
-from server.providers.webchat import WebChat
+from server.providers.webchat import WebChat, WebChatLimits
 from server.routing.actions import AgentActions
 from server.routing.agent_connections import AgentConnections
 from server.routing.popups import Popups
@@ -97,7 +97,9 @@ def build_services(
     # Every ingest records, with the rows it commits, the offers and timers they call for.
     arming = TimerArming(db)
     ingest = Ingest(db, bus, clock, alongside=(arming,))
-    live = LiveViews(db, bus, clock, tenants.zone, settings.push_interval_s)
+    live = LiveViews(
+        db, bus, clock, tenants.zone, settings.push_interval_s, settings.window_memory_bytes
+    )
     recordings = FileRecordingStore(Path(settings.data_dir) / "recordings")
     provider_configs = ProviderConfigs(db, Sealer(settings.secret), clock)
     inbound = InboundDelivery(db, ingest, recordings, clock, provider_configs.team_of_number)
@@ -126,7 +128,7 @@ def build_services(
         routing=build_routing(
             settings, clock, db, bus, ingest, arming, tenants, conversation_actions
         ),
-        webchat=WebChat(db, bus, ingest, inbound, clock),
+        webchat=WebChat(db, bus, ingest, inbound, clock, WebChatLimits.from_settings(settings)),
     )
 
 

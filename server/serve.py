@@ -52,5 +52,9 @@ def uvicorn_config(app, host: str, port: int, loop: str = "uvloop", **changes) -
         "log_config": None,
         "lifespan": "on",
         "timeout_graceful_shutdown": 5,
+        # The client's address is the socket's peer: X-Forwarded-For is read by the
+        # server only from SWITCHBOARD_TRUSTED_PROXIES (server/core/limits.py), never
+        # by uvicorn's default trust of 127.0.0.1 (FORWARDED_ALLOW_IPS).
+        "proxy_headers": False,
     }
     return uvicorn.Config(app, host=host, port=port, **{**settings, **changes})

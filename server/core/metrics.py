@@ -4,7 +4,7 @@ import gc
 import logging
 import time
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 log = logging.getLogger("switchboard.gc")
 
@@ -14,6 +14,25 @@ REQUESTS = Histogram(
     "HTTP request latency by route and status",
     ["method", "route", "status"],
     buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+
+LIVE_WINDOW_BYTES = Gauge(
+    "switchboard_live_window_bytes",
+    "Bytes of live windows' rows, as accounted against SWITCHBOARD_WINDOW_MEMORY_MB",
+)
+LIVE_SUBSCRIPTIONS = Gauge("switchboard_live_subscriptions", "Live view subscriptions held")
+LIVE_WINDOWS = Gauge("switchboard_live_windows", "Live windows held (watched or idle)")
+LIVE_EVICTIONS = Counter(
+    "switchboard_live_window_evictions_total", "Idle windows evicted to make room in the budget"
+)
+LIVE_REFUSALS = Counter("switchboard_live_over_capacity_total", "Subscribes refused over_capacity")
+WS_RATE_LIMITED = Counter(
+    "switchboard_ws_rate_limited_total", "Websocket frames refused rate_limited, by path", ["path"]
+)
+WEBCHAT_LIMITED = Counter(
+    "switchboard_webchat_limited_total",
+    "Web chat handshakes (429) and hellos (close 1013) refused, by limit",
+    ["limit"],
 )
 
 GC_PAUSES = Histogram(

@@ -4,6 +4,7 @@ are for (docs/api.md is written from it)."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from dataclasses import dataclass, field
@@ -77,6 +78,57 @@ ENVIRONMENT = {
             "5000",
             "How often each process refreshes its agents' connections (at least 10).",
         ),
+        Variable(
+            "SWITCHBOARD_WS_MAX_SUBSCRIPTIONS",
+            "1000",
+            "Subscriptions one /ws connection may hold (`too_many_subscriptions` beyond; "
+            "docs/security.md).",
+        ),
+        Variable(
+            "SWITCHBOARD_WS_FRAME_BURST",
+            "1000",
+            "The token bucket of one /ws connection's inbound frames: what it may ask at "
+            "once, in cost units (a ping or a count-only subscribe costs 1, a subscribe or "
+            "fetch 1 + limit/50; `rate_limited` beyond; docs/security.md).",
+        ),
+        Variable(
+            "SWITCHBOARD_WS_FRAME_RATE",
+            "200",
+            "The cost units per second that refill that bucket.",
+        ),
+        Variable(
+            "SWITCHBOARD_WINDOW_MEMORY_MB",
+            "256",
+            "The process-wide budget of live windows' rows; beyond it idle windows are "
+            "evicted, then a subscribe gets `over_capacity` (docs/security.md).",
+        ),
+        Variable(
+            "SWITCHBOARD_TRUSTED_PROXIES",
+            "",
+            "Comma-separated addresses or CIDRs of proxies whose X-Forwarded-For names the "
+            "client (for /webchat's limits per address); none by default.",
+        ),
+        Variable(
+            "SWITCHBOARD_WEBCHAT_HANDSHAKES_PER_MINUTE",
+            "120",
+            "/webchat handshakes per client address per minute (429 beyond).",
+        ),
+        Variable(
+            "SWITCHBOARD_WEBCHAT_TENANT_HANDSHAKES_PER_MINUTE",
+            "6000",
+            "/webchat handshakes per tenant per minute, over every address (429 beyond).",
+        ),
+        Variable(
+            "SWITCHBOARD_WEBCHAT_CONVERSATIONS_PER_HOUR",
+            "30",
+            "New web chat visitors (a hello with a visitor id not seen lately) per client "
+            "address per hour (close 1013 beyond).",
+        ),
+        Variable(
+            "SWITCHBOARD_WEBCHAT_TENANT_CONVERSATIONS_PER_HOUR",
+            "3000",
+            "New web chat visitors per tenant per hour, over every address (close 1013 beyond).",
+        ),
     )
 }
 
@@ -101,6 +153,20 @@ class Settings:
     presence_grace_s: float = float(default("SWITCHBOARD_PRESENCE_GRACE_MS")) / 1000
     # processes refresh their agents' connection rows
     presence_heartbeat_s: float = float(default("SWITCHBOARD_PRESENCE_HEARTBEAT_MS")) / 1000
+    # limits and fairness (docs/security.md)
+    ws_max_subscriptions: int = int(default("SWITCHBOARD_WS_MAX_SUBSCRIPTIONS"))
+    ws_frame_burst: float = float(default("SWITCHBOARD_WS_FRAME_BURST"))
+    ws_frame_rate: float = float(default("SWITCHBOARD_WS_FRAME_RATE"))
+    window_memory_bytes: int = int(default("SWITCHBOARD_WINDOW_MEMORY_MB")) << 20
+    trusted_proxies: tuple[str, ...] = ()
+    webchat_handshakes_per_minute: int = int(default("SWITCHBOARD_WEBCHAT_HANDSHAKES_PER_MINUTE"))
+    webchat_tenant_handshakes_per_minute: int = int(
+        default("SWITCHBOARD_WEBCHAT_TENANT_HANDSHAKES_PER_MINUTE")
+    )
+    webchat_conversations_per_hour: int = int(default("SWITCHBOARD_WEBCHAT_CONVERSATIONS_PER_HOUR"))
+    webchat_tenant_conversations_per_hour: int = int(
+        default("SWITCHBOARD_WEBCHAT_TENANT_CONVERSATIONS_PER_HOUR")
+    )
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> Settings:
@@ -126,6 +192,23 @@ class Settings:
             presence_grace_s=_milliseconds(env, "SWITCHBOARD_PRESENCE_GRACE_MS") / 1000,
             presence_heartbeat_s=_milliseconds(env, "SWITCHBOARD_PRESENCE_HEARTBEAT_MS", least=10)
             / 1000,
+            ws_max_subscriptions=int(_number(env, "SWITCHBOARD_WS_MAX_SUBSCRIPTIONS", 1)),
+            ws_frame_burst=_number(env, "SWITCHBOARD_WS_FRAME_BURST", 25),
+            ws_frame_rate=_number(env, "SWITCHBOARD_WS_FRAME_RATE", 1),
+            window_memory_bytes=int(_number(env, "SWITCHBOARD_WINDOW_MEMORY_MB", 1)) << 20,
+            trusted_proxies=_networks(env.get("SWITCHBOARD_TRUSTED_PROXIES", "")),
+            webchat_handshakes_per_minute=int(
+                _number(env, "SWITCHBOARD_WEBCHAT_HANDSHAKES_PER_MINUTE", 1)
+            ),
+            webchat_tenant_handshakes_per_minute=int(
+                _number(env, "SWITCHBOARD_WEBCHAT_TENANT_HANDSHAKES_PER_MINUTE", 1)
+            ),
+            webchat_conversations_per_hour=int(
+                _number(env, "SWITCHBOARD_WEBCHAT_CONVERSATIONS_PER_HOUR", 1)
+            ),
+            webchat_tenant_conversations_per_hour=int(
+                _number(env, "SWITCHBOARD_WEBCHAT_TENANT_CONVERSATIONS_PER_HOUR", 1)
+            ),
         )
         values.update(overrides)
         if "secret" not in values:
@@ -146,6 +229,33 @@ def _milliseconds(env: dict[str, str], name: str, least: float = 0) -> float:
             f"{name}: must be a number of milliseconds from {least:g} to 60000, not {text!r}"
         )
     return value
+
+
+def _number(env: dict[str, str], name: str, least: float) -> float:
+    """A positive number setting: its default when unset, else at least `least`."""
+    text = env.get(name)
+    if text is None or not text.strip():
+        return float(default(name))
+    try:
+        value = float(text)
+    except ValueError:
+        value = least - 1
+    if not least <= value < 1e12:
+        raise ValueError(f"{name}: must be a number, at least {least:g}, not {text!r}")
+    return value
+
+
+def _networks(text: str) -> tuple[str, ...]:
+    """SWITCHBOARD_TRUSTED_PROXIES: addresses or CIDRs, each checked."""
+    entries = tuple(entry.strip() for entry in text.split(",") if entry.strip())
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ValueError(
+                f"SWITCHBOARD_TRUSTED_PROXIES: {entry!r} is not an address or a CIDR"
+            ) from None
+    return entries
 
 
 def _stored_secret(data_dir: Path) -> str:

@@ -49,6 +49,10 @@ ERRORS: dict[str, tuple[int, str]] = {
     "invalid_data": (422, "An event's data does not fit its type."),
     "invalid_credentials": (422, "A provider's credentials are not complete or not valid."),
     "rate_limited": (429, "Too many requests; retry after Retry-After."),
+    "too_many_subscriptions": (
+        429,
+        "A websocket connection already holds as many subscriptions as it may.",
+    ),
     "internal": (500, "An unexpected error (never for bad input)."),
     "provider_error": (502, "A provider's API failed (fetching a recording)."),
     "provider_failed": (
@@ -57,6 +61,10 @@ ERRORS: dict[str, tuple[int, str]] = {
         "what was recorded.",
     ),
     "unavailable": (503, "A dependency (the database) is down; retry after Retry-After."),
+    "over_capacity": (
+        503,
+        "The server's budget for live windows is spent; retry after `retry_after_s`.",
+    ),
 }
 STATUS: dict[str, int] = {code: status for code, (status, _) in ERRORS.items()}
 

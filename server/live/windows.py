@@ -24,6 +24,14 @@ format, and hands each subscriber its frame. Flushes are leading-edge: a change 
 a quiet push interval goes out at once; under load there is at most one flush per
 interval, so changes coalesce. A big fan-out is written in slices, letting ingest
 and reads run between them.
+
+Memory: every window's rows are accounted in bytes (`Window.bytes`: the rows it holds
+times the deep size of a sample of them, `row_bytes`, plus WINDOW_OVERHEAD) against the
+process's budget (`memory_budget`, SWITCHBOARD_WINDOW_MEMORY_MB); idle windows, kept
+for reuse, hold at most IDLE_SHARE of it (the oldest are dropped). A subscribe that
+needs a new window which would pass it first evicts idle windows, least recently used
+first; if that is not enough it is refused `over_capacity`, and every existing
+subscription goes on.
 """
 
 from __future__ import annotations
@@ -31,8 +39,12 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import ctypes
+import ctypes.util
+import gc
 import itertools
 import logging
+import sys
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -40,6 +52,14 @@ from typing import Any, Protocol
 
 from server.bus import Bus, BusMessage, Gap
 from server.core.clock import Clock
+from server.core.errors import Refused
+from server.core.metrics import (
+    LIVE_EVICTIONS,
+    LIVE_REFUSALS,
+    LIVE_SUBSCRIPTIONS,
+    LIVE_WINDOW_BYTES,
+    LIVE_WINDOWS,
+)
 from server.core.tasks import cancel_and_wait
 from server.live import queries
 from server.live.filters import ViewQuery
@@ -52,12 +72,47 @@ from server.wire.rows import shown_as, wire_row
 
 log = logging.getLogger("switchboard.live")
 
+
+def _libc():
+    """glibc, for malloc_trim; None elsewhere (musl, macOS: nothing to trim)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim.argtypes = [ctypes.c_size_t]
+        return libc
+    except (OSError, AttributeError):
+        return None
+
+
+_LIBC = _libc()
+
 PUSH_INTERVAL_S = 0.02  # the shortest time between flushes (docs/websocket-server.md)
 FANOUT_SLICE = 100  # subscribers written before the loop may run something else
 RESERVE = 20
 IDLE_WINDOW_S = 60.0  # how long a window nobody watches is kept
 MAX_IDLE_WINDOWS = 1000
 VERSIONS_REMEMBERED = 100_000  # per process: the newest version seen of recent rows
+MEMORY_BUDGET = 256 << 20  # bytes of live windows per process (SWITCHBOARD_WINDOW_MEMORY_MB)
+ROW_BYTES = 2048  # a row's guess before any was measured (measured: 1.5-2.5 KB)
+ROW_SAMPLE = 16  # rows whose deep size gives a window's bytes per row
+WINDOW_OVERHEAD = 4096  # a window's own structures, its index entries, a count-only one
+TRIM_BYTES = 16 << 20  # windows dropped before freed memory is given back to the system
+IDLE_SHARE = 0.25  # idle windows may hold this much of the budget, the oldest dropped
+OVER_CAPACITY_RETRY_S = 10.0  # memory comes back as windows go idle and are evicted
+
+
+def row_bytes(rows: list[dict], query: ViewQuery) -> int:
+    """The deep size of a row as a window holds it, from a sample: the dict, its keys'
+    values, its sort key, and its slots in `held`, `ids` and `sort_keys`."""
+    sample = rows[:: max(1, len(rows) // ROW_SAMPLE)][:ROW_SAMPLE]
+    if not sample:
+        return ROW_BYTES
+    total = 0
+    for row in sample:
+        total += sys.getsizeof(row) + sum(sys.getsizeof(value) for value in row.values())
+        key = query.sort_key(row)
+        total += sys.getsizeof(key) + sum(sys.getsizeof(part) for part in key)
+        total += 3 * 8 + 100  # list slots, the `ids` entry
+    return total // len(sample)
 
 
 class Receiver(Protocol):
@@ -102,7 +157,10 @@ class Window:
     dirty: bool = False
     oldest: Any = None
     timer: asyncio.Handle | None = None
+    idle_timer: asyncio.TimerHandle | None = None  # set while nobody watches it
     failed: BaseException | None = None
+    bytes: int = 0  # accounted against the process's budget (LiveViews.accounted)
+    row_bytes: int = ROW_BYTES
 
     @property
     def capacity(self) -> int:
@@ -218,9 +276,22 @@ class LiveViews:
     """All windows of this process, fed by the bus."""
 
     def __init__(
-        self, db: Database, bus: Bus, clock: Clock, zone_of, push_interval: float = PUSH_INTERVAL_S
+        self,
+        db: Database,
+        bus: Bus,
+        clock: Clock,
+        zone_of,
+        push_interval: float = PUSH_INTERVAL_S,
+        memory_budget: int = MEMORY_BUDGET,
     ):
         self.db = db
+        self.memory_budget = memory_budget
+        self.accounted = 0  # bytes of every window of this process
+        self.idle_bytes = 0  # of those, windows nobody watches
+        self._freed = 0  # bytes of windows dropped since memory was last given back
+        self._trim_scheduled = False
+        self.evictions = 0
+        self.refusals = 0
         self.push_interval = push_interval
         self.bus = bus
         self.clock = clock
@@ -280,6 +351,7 @@ class LiveViews:
             await self._flush_or_give_up(window)
             sub.window = window
             window.subscribers.add(sub)
+            LIVE_SUBSCRIPTIONS.inc()
             return list(window.visible), window.total
 
     async def fetch(self, sub: Subscription, limit: int) -> tuple[list[dict], dict | None]:
@@ -298,6 +370,7 @@ class LiveViews:
             self._detach(sub)
             sub.window = window
             window.subscribers.add(sub)
+            LIVE_SUBSCRIPTIONS.inc()
             target = {row["id"]: row for row in window.visible}
             upserts = [
                 (row, None) for row_id, row in target.items() if held.get(row_id) != row["version"]
@@ -319,13 +392,19 @@ class LiveViews:
             return
         window.subscribers.discard(sub)
         sub.window = None
+        LIVE_SUBSCRIPTIONS.dec()
         if not window.subscribers:
             # Kept exact a while longer: a reload, a reconnect or the next page of the
             # same view then costs no query (and no count over the whole view).
             loop = asyncio.get_running_loop()
             self._idle[window] = loop.time()
-            loop.call_later(IDLE_WINDOW_S, self._drop_if_idle, window)
-            while len(self._idle) > MAX_IDLE_WINDOWS:
+            self.idle_bytes += window.bytes
+            # a handle the window keeps and cancels: the loop must not hold on to a
+            # window dropped before its time (its rows would stay in memory)
+            window.idle_timer = loop.call_later(IDLE_WINDOW_S, self._drop_if_idle, window)
+            while len(self._idle) > MAX_IDLE_WINDOWS or (
+                self.idle_bytes > self.memory_budget * IDLE_SHARE
+            ):
                 self._drop(next(iter(self._idle)))
 
     def _drop_if_idle(self, window: Window) -> None:
@@ -333,13 +412,69 @@ class LiveViews:
         if since is not None and asyncio.get_running_loop().time() - since >= IDLE_WINDOW_S - 0.01:
             self._drop(window)
 
+    def _unidle(self, window: Window) -> None:
+        if self._idle.pop(window, None) is not None:
+            self.idle_bytes -= window.bytes
+        if window.idle_timer is not None:
+            window.idle_timer.cancel()
+            window.idle_timer = None
+
     def _drop(self, window: Window) -> None:
-        self._idle.pop(window, None)
+        self._unidle(window)
         if self.windows.get(window.key) is window:
             del self.windows[window.key]
             self.index.remove(window)
         if window.timer:
             window.timer.cancel()
+        self._freed += window.bytes
+        self._account(window, 0)
+        if self._freed >= TRIM_BYTES and not self._trim_scheduled:
+            self._trim_scheduled = True
+            asyncio.get_running_loop().call_soon(self._give_back)
+
+    def _give_back(self) -> None:
+        """Return freed pages to the system (glibc's malloc keeps them otherwise:
+        measured, RSS stayed at its peak after every window was dropped)."""
+        self._trim_scheduled = False
+        self._freed = 0
+        gc.collect(1)  # rows in reference cycles go now, not at the next collection
+        if _LIBC is not None:
+            _LIBC.malloc_trim(0)
+
+    # --- memory
+
+    def _account(self, window: Window, size: int | None = None) -> None:
+        """Set a window's accounted bytes: `size`, or what it holds now."""
+        if size is None:
+            if window.held:
+                window.row_bytes = row_bytes(window.held, window.query)
+            size = WINDOW_OVERHEAD + len(window.held) * window.row_bytes
+        self.accounted += size - window.bytes
+        if window in self._idle:
+            self.idle_bytes += size - window.bytes
+        window.bytes = size
+        LIVE_WINDOW_BYTES.set(self.accounted)
+        LIVE_WINDOWS.set(len(self.windows))
+
+    def _make_room(self, size: int) -> None:
+        """Room for a new window of `size` rows: evict idle windows, least recently
+        used first, or refuse `over_capacity`."""
+        measured = [w.row_bytes for w in self.windows.values() if w.held]
+        per_row = max(measured) if measured else ROW_BYTES
+        needed = WINDOW_OVERHEAD + (size + RESERVE if size else 0) * per_row
+        while self.accounted + needed > self.memory_budget and self._idle:
+            self._drop(next(iter(self._idle)))
+            self.evictions += 1
+            LIVE_EVICTIONS.inc()
+        if self.accounted + needed > self.memory_budget:
+            self.refusals += 1
+            LIVE_REFUSALS.inc()
+            raise Refused(
+                "over_capacity",
+                f"the server holds as many live rows as it may "
+                f"({self.memory_budget >> 20} MB); retry later, or with a smaller limit",
+                retry_after_s=OVER_CAPACITY_RETRY_S,
+            )
 
     def total(self, tenant: str, definition_key: str, agent: str | None) -> int | None:
         """The exact total of a view if a window of it is live here, else None."""
@@ -356,16 +491,19 @@ class LiveViews:
         key = (tenant, definition_key, query.agent, size)
         window = self.windows.get(key)
         if window is not None:
-            self._idle.pop(window, None)
+            self._unidle(window)
         else:
+            self._make_room(size)
             window = Window(tenant, key, query, size)
             self.windows[key] = window
             self.index.add(window)
+            self._account(window, WINDOW_OVERHEAD + window.capacity * ROW_BYTES)
             try:
                 await self._reload(window)
             except BaseException as exc:
                 self.windows.pop(key, None)
                 self.index.remove(window)
+                self._account(window, 0)
                 window.failed = exc
                 window.ready.set()
                 raise
@@ -413,6 +551,8 @@ class LiveViews:
         window.dirty = True
         for new, old, token in kept:
             self._apply_item(window, new, old, token, now)
+        if self.windows.get(window.key) is window:
+            self._account(window)
         self._schedule_time_change(window)
 
     async def _refill(self, window: Window) -> None:
@@ -444,6 +584,8 @@ class LiveViews:
                 window.changed[row["id"]] = None
         window.complete = len(rows) < wanted or len(window.held) >= window.total
         window.dirty = True
+        if self.windows.get(window.key) is window:
+            self._account(window)
         for new, old, token in kept:
             self._apply_item(window, new, old, token, now)
 

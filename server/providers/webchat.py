@@ -23,6 +23,7 @@ from typing import Any
 from channels.base import ChannelEvent, Inbound, Reference, rfc3339
 from server.bus import Bus, BusMessage, Gap
 from server.core.clock import Clock
+from server.core.limits import KeyedBuckets, client_address, networks
 from server.core.tasks import cancel_and_wait
 from server.ingest.pipeline import Ingest
 from server.providers import repository as crepo
@@ -98,13 +99,84 @@ class VisitorSocket:
         self.websocket.reply(frame)
 
 
+class WebChatLimits:
+    """Abuse limits of /webchat, per client address and per tenant, in this process
+    (docs/security.md): handshakes (429 beyond) and new visitors introduced, i.e.
+    conversations a client may open (close 1013 beyond). A visitor id seen lately from
+    an address (a reconnect, the next page of the shop) takes nothing: a client that
+    makes up a new id per connection is what the limit stops."""
+
+    def __init__(
+        self,
+        handshakes_per_minute: int = 120,
+        tenant_handshakes_per_minute: int = 6000,
+        conversations_per_hour: int = 30,
+        tenant_conversations_per_hour: int = 3000,
+        trusted_proxies: tuple[str, ...] = (),
+    ):
+        self.trusted = networks(trusted_proxies)
+        self.handshakes = KeyedBuckets(handshakes_per_minute, handshakes_per_minute / 60)
+        self.tenant_handshakes = KeyedBuckets(
+            tenant_handshakes_per_minute, tenant_handshakes_per_minute / 60
+        )
+        self.visitors = KeyedBuckets(conversations_per_hour, conversations_per_hour / 3600)
+        self.tenant_visitors = KeyedBuckets(
+            tenant_conversations_per_hour, tenant_conversations_per_hour / 3600
+        )
+        self.seen: OrderedDict[tuple[str, str, str], None] = OrderedDict()
+
+    @classmethod
+    def from_settings(cls, settings) -> WebChatLimits:
+        return cls(
+            settings.webchat_handshakes_per_minute,
+            settings.webchat_tenant_handshakes_per_minute,
+            settings.webchat_conversations_per_hour,
+            settings.webchat_tenant_conversations_per_hour,
+            settings.trusted_proxies,
+        )
+
+    def address(self, peer: str | None, forwarded_for: list[str]) -> str:
+        return client_address(peer, forwarded_for, self.trusted)
+
+    def handshake(self, address: str) -> float:
+        """0 when a handshake from `address` may go on (to any tenant: checked before
+        the tenant is looked up), else the seconds to wait."""
+        return self.handshakes.take(address)
+
+    def tenant_handshake(self, tenant: str) -> float:
+        """0 when a handshake to the tenant may go on, else the seconds to wait."""
+        return self.tenant_handshakes.take(tenant)
+
+    def new_visitor(self, tenant: str, address: str, contact: str) -> str | None:
+        """None when the visitor may be introduced, else which limit it passed."""
+        key = (tenant, address, contact)
+        if key in self.seen:
+            self.seen.move_to_end(key)
+            return None
+        if self.visitors.take((tenant, address)):
+            return "address"
+        if self.tenant_visitors.take(tenant):
+            return "tenant"
+        self.seen[key] = None
+        if len(self.seen) > VISITOR_BUCKETS:
+            self.seen.popitem(last=False)
+        return None
+
+
 class WebChat:
     """The visitors connected to this process, and the bus watcher that brings them
     what changed in their conversations."""
 
     def __init__(
-        self, db: Database, bus: Bus, ingest: Ingest, inbound: InboundDelivery, clock: Clock
+        self,
+        db: Database,
+        bus: Bus,
+        ingest: Ingest,
+        inbound: InboundDelivery,
+        clock: Clock,
+        limits: WebChatLimits | None = None,
     ):
+        self.limits = limits or WebChatLimits()
         self.db = db
         self.bus = bus
         self.ingest = ingest

@@ -51,8 +51,8 @@ CLOSE_TRY_AGAIN_LATER = 1013
 CLOSE_TOKEN_EXPIRED = 4401
 CLOSE_CODES = {
     CLOSE_INVALID_TEXT: "A text frame that is not valid UTF-8.",
-    CLOSE_POLICY: "Policy violation: reserved for a client that keeps on past its limits; "
-    "not sent yet.",
+    CLOSE_POLICY: "Policy violation: the client went on sending frames while they were "
+    "refused `rate_limited`.",
     CLOSE_TOO_BIG: f"A frame larger than {MAX_FRAME_BYTES // 1024} KiB.",
     CLOSE_INTERNAL_ERROR: f"No pong within {PING_TIMEOUT_S:g} s of the server's ping, or an "
     "unexpected error in the server's protocol. An error in handling one frame is an "

@@ -7,6 +7,12 @@ HTTP 401, a foreign Origin 403. A token that expires while the socket is open cl
 it with 4401. Malformed frames get an `error` frame and the socket stays open; a frame
 over the server's limit closes it with 1009.
 
+Inbound frames pass a token bucket weighed by what they ask for (`cost`): beyond it
+`error` `rate_limited` and the frame is not handled; a connection that goes on being
+refused (REFUSALS) is closed with 1008. A connection holds at most
+`ws_max_subscriptions` subscriptions (`too_many_subscriptions`). docs/security.md has
+the defaults and how they were measured.
+
 A client that does not read loses its pending frames and its subscriptions end with
 `resync`; if it falls behind again before it caught up, the socket is closed with
 1013. No other client notices.
@@ -16,7 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import sys
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -25,6 +33,8 @@ from starlette.requests import HTTPConnection
 
 from server.core.auth import InvalidToken, Principal, verify_token
 from server.core.errors import Refused
+from server.core.limits import TokenBucket
+from server.core.metrics import WS_RATE_LIMITED
 from server.edge.errors import STATUS
 from server.edge.ws import actions as ws_actions
 from server.edge.ws import agent as ws_agent
@@ -48,13 +58,18 @@ from server.live.windows import Subscription
 from server.wire.frames import JSON, encode
 from server.wire.protocol import (
     CLIENT_FRAMES,
+    CLOSE_POLICY,
     CLOSE_TOKEN_EXPIRED,
     CLOSE_TRY_AGAIN_LATER,
+    MAX_LIMIT,
     SUBPROTOCOLS,
 )
 from server.wire.rows import project
 
 OUTBOX_BYTES = 1 << 20
+ROWS_PER_COST = 50  # a subscribe or fetch costs 1 + limit / ROWS_PER_COST units
+REFUSALS = (50, 5.0)  # refusals ignored (a frame sent before retry_after_s): 50 at once,
+# or more than 5 a second for long, and the socket is closed with 1008
 VIEW_ROLES = ("supervisor", "admin", "agent")
 
 
@@ -63,7 +78,17 @@ class Connection(Session):
     connection holds no task of its own and no queue: only the ASGI task that reads
     from it (server/edge/ws/session.py)."""
 
-    __slots__ = ("_expiry", "base_url", "principal", "queries", "services", "subscriptions")
+    __slots__ = (
+        "_expiry",
+        "_frames",
+        "_refusals",
+        "_retry_at",
+        "base_url",
+        "principal",
+        "queries",
+        "services",
+        "subscriptions",
+    )
 
     outbox_bytes = OUTBOX_BYTES
     refusals = (Refused,)
@@ -76,6 +101,10 @@ class Connection(Session):
         self.subscriptions: dict[str, Subscription] = {}
         self.queries: dict[str, tuple[str, ViewQuery, Any]] = {}
         self._expiry: asyncio.TimerHandle | None = None
+        settings = services.settings
+        self._frames = TokenBucket(settings.ws_frame_burst, settings.ws_frame_rate)
+        self._refusals = TokenBucket(*REFUSALS)
+        self._retry_at = 0.0  # monotonic: a frame before this ignores a refusal
 
     async def opened(self) -> None:
         await self.services.routing.opened(self)  # an agent's popups and presence
@@ -128,6 +157,22 @@ class Connection(Session):
 
     # --- inbound
 
+    def admit(self, data: str | bytes, frame: Any) -> bool:
+        wait = self._frames.take(cost(frame))
+        if not wait:
+            return True
+        WS_RATE_LIMITED.labels("/ws").inc()
+        ref = self.ref_of(frame) if isinstance(frame, dict) else None
+        retry = math.ceil(wait * 10) / 10
+        self.error("rate_limited", f"too many frames; retry in {retry} s", ref, retry_after_s=retry)
+        # Only a frame sent before the last refusal's retry_after_s counts against the
+        # client: one that waits as told is never closed, one that keeps on is.
+        now = time.monotonic()
+        if now < self._retry_at and self._refusals.take():
+            self.close(CLOSE_POLICY, "too many frames past the rate limit")
+        self._retry_at = max(self._retry_at, now + retry)
+        return False
+
     def decode(self, data: str | bytes) -> Any:
         try:
             frame = json.loads(data) if isinstance(data, str) else msgpack.unpackb(data)
@@ -146,6 +191,19 @@ class Connection(Session):
         if isinstance(ref, int) and not -(2**63) <= ref < 2**64:
             return None  # msgpack could not echo it
         return ref
+
+
+def cost(frame: Any) -> float:
+    """What a frame asks of the server, in bucket units: 1 for a ping, an unsubscribe,
+    a count-only subscribe or anything malformed; 1 + limit / ROWS_PER_COST for a
+    subscribe or fetch of `limit` rows (21 for 1,000)."""
+    if not isinstance(frame, dict) or frame.get("type") not in ("subscribe", "fetch"):
+        return 1.0
+    field = CLIENT_FRAMES[frame["type"]].fields["limit"]
+    limit = frame.get("limit", field.default)
+    if not isinstance(limit, int) or isinstance(limit, bool):
+        return 1.0  # refused by the handler
+    return 1.0 + min(max(limit, 0), MAX_LIMIT) / ROWS_PER_COST
 
 
 def _is_unicode(value: Any) -> bool:
@@ -174,6 +232,12 @@ def _limit(frame: dict) -> int:
 async def on_subscribe(connection: Connection, frame: dict, ref) -> None:
     _require(connection, *VIEW_ROLES)
     services, principal = connection.services, connection.principal
+    cap = services.settings.ws_max_subscriptions
+    if len(connection.subscriptions) >= cap:
+        raise Refused(
+            "too_many_subscriptions",
+            f"at most {cap} subscriptions per connection; unsubscribe from one first",
+        )
     tz = await services.tenants.zone(principal.tenant)
     view = frame.get("view")
     row = None

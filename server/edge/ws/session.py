@@ -14,12 +14,15 @@ same for both:
   reading, frames wait in an outbox bounded in bytes (`outbox_bytes`), drained by a
   task that exists only while it holds something. When it would overflow, what waits is
   dropped and `overflow()` decides: close with 1013 unless the endpoint does better.
-* Inbound: each message passes `admit()` (where a per-connection token bucket sits),
-  is decoded (`decode`; a malformed one gets an `error` frame `malformed`), must be a
+* Inbound: each message is decoded (`decode`; a malformed one gets an `error` frame
+  `malformed`), passes `admit()` (where a per-connection token bucket sits, weighing
+  the decoded frame), must be a
   map with a string `type`, and goes to the handler table (`unknown_type` otherwise).
   A handler's refusal (`refusals`) becomes an `error` frame with its `code`, `message`
   and extra keys; anything else is logged and answered `internal`. In every case the
-  socket stays open. A message over the server's limit closes it with 1009 (the
+  socket stays open. Between two messages the connection yields to the event loop,
+  so one socket's pipelined frames never hold up another's or an HTTP request. A
+  message over the server's limit closes it with 1009 (the
   server's doing: uvicorn's `ws_max_size`).
 * Closing: `close(code, reason)` sends the close frame once what waits went out (at
   once, dropping it, for 1013: a client that cannot keep up would never read it).
@@ -34,6 +37,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, ClassVar
@@ -56,9 +60,10 @@ _told_plain_asgi = False
 class HandshakeRefused(Exception):
     """The handshake is answered with HTTP `status` and `{"error": {code, message}}`."""
 
-    def __init__(self, status: int, code: str, message: str):
+    def __init__(self, status: int, code: str, message: str, retry_after_s: float | None = None):
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
+        self.retry_after_s = retry_after_s
 
 
 class Malformed(Exception):
@@ -121,9 +126,9 @@ class Session:
     async def ended(self) -> None:
         """The socket is over (no more messages); outbound may still drain."""
 
-    def admit(self, data: str | bytes) -> bool:
-        """Whether to handle this message; a refusal answers it itself. The place for
-        a per-connection token bucket."""
+    def admit(self, data: str | bytes, frame: Any) -> bool:
+        """Whether to handle this message (`frame`: it decoded, or None); a refusal
+        answers it itself. The place for a per-connection token bucket."""
         return True
 
     def decode(self, data: str | bytes) -> Any:
@@ -243,12 +248,13 @@ class Session:
 
     async def handle(self, data: str | bytes) -> None:
         """One inbound message; every problem becomes an `error` frame."""
-        if not self.admit(data):
-            return
         try:
             frame = self.decode(data)
         except Malformed as malformed:
-            self.error("malformed", str(malformed))
+            if self.admit(data, None):
+                self.error("malformed", str(malformed))
+            return
+        if not self.admit(data, frame):
             return
         if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
             self.error("malformed", 'a frame must be an object with a string "type"')
@@ -261,7 +267,11 @@ class Session:
         try:
             await handler(self, frame, ref)
         except self.refusals as refusal:
-            self.error(refusal.code, refusal.message, ref, **refusal.extra)
+            extra = refusal.extra
+            retry_after_s = getattr(refusal, "retry_after_s", None)
+            if retry_after_s is not None:
+                extra = {**extra, "retry_after_s": retry_after_s}
+            self.error(refusal.code, refusal.message, ref, **extra)
         except Exception:  # ours, not the client's: say so and keep the socket
             log.exception("websocket frame failed", extra={"type": frame["type"][:100]})
             self.error("internal", "the server could not handle this frame; retry", ref)
@@ -302,6 +312,9 @@ class Endpoint:
                 if session.closing is None:
                     data = message.get("text")
                     await session.handle(data if data is not None else message.get("bytes"))
+                    # Fair with everyone else: frames of one read would otherwise be
+                    # handled back to back, /healthz and other sockets waiting.
+                    await asyncio.sleep(0)
         except Exception:
             if session.closing is None:
                 session.close(CLOSE_INTERNAL_ERROR, "internal error")
@@ -317,15 +330,14 @@ async def _deny(scope, send, refused: HandshakeRefused) -> None:
         await send({"type": "websocket.close"})  # the server answers 403
         return
     body = json.dumps({"error": {"code": refused.code, "message": refused.message}}).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    if refused.retry_after_s is not None:
+        headers.append((b"retry-after", str(max(1, math.ceil(refused.retry_after_s))).encode()))
     await send(
-        {
-            "type": "websocket.http.response.start",
-            "status": refused.status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
+        {"type": "websocket.http.response.start", "status": refused.status, "headers": headers}
     )
     await send({"type": "websocket.http.response.body", "body": body})
 

@@ -6,8 +6,13 @@ The visitor sends `hello` (`visitor`, optional `name`, `email`, `team`), then `m
 frames (`text`, optional `id`) and `end`; the server sends `message` and `status`
 frames. The handshake is refused unless its Origin is one of the tenant's
 `widget_origins`. Frames are bounded (the server's 64 KiB limit, 4,096 characters of
-text), rate limited per connection (FRAME_RATE) and per visitor (the service's
-MESSAGE_RATE), and a bad one gets an `error` frame. A visitor that does not read is
+text), rate limited per connection (FRAME_RATE; a visitor that keeps on sending
+before the refusal's `retry_after` is closed with 1008) and per visitor (the service's
+MESSAGE_RATE), and a bad one gets an `error` frame. Handshakes are limited per client
+address and per tenant (HTTP 429 with Retry-After beyond), and so are new visitors
+introduced by `hello` (the socket is closed with 1013 beyond): the service's
+WebChatLimits. The client address is the socket's peer, or what a proxy in
+SWITCHBOARD_TRUSTED_PROXIES wrote in X-Forwarded-For. A visitor that does not read is
 closed with 1013 once its outbox passes OUTBOX_BYTES, and catches up when it
 reconnects.
 """
@@ -15,11 +20,14 @@ reconnects.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import secrets
+import time
 
 from starlette.requests import HTTPConnection
 
+from server.core.metrics import WEBCHAT_LIMITED, WS_RATE_LIMITED
 from server.edge.ws.session import Endpoint, HandshakeRefused, Session, origin_in
 from server.providers.contacts import EMAIL
 from server.providers.webchat import (
@@ -35,6 +43,7 @@ from server.routing import repository as routing_repo
 from server.storage import models as m
 from server.storage import repository as repo
 from server.wire.frames import JSON
+from server.wire.protocol import CLOSE_POLICY, CLOSE_TRY_AGAIN_LATER
 
 log = logging.getLogger("switchboard.webchat")
 
@@ -45,27 +54,39 @@ MAX_NAME = 200
 MAX_TEAM = 100
 OUTBOX_BYTES = 256 * 1024  # frames waiting for a visitor that does not read
 FRAME_RATE = (30, 5.0)  # token bucket (burst, per second): every frame of one connection
+REFUSALS = (20, 2.0)  # refusals ignored (a frame before retry_after), then close 1008
 
 
 class VisitorSession(Session):
     """One widget's socket: the visitor it carries, its frame bucket."""
 
-    __slots__ = ("chat", "frames", "visitor")
+    __slots__ = ("address", "chat", "frames", "ignored", "retry_at", "visitor")
 
     outbox_bytes = OUTBOX_BYTES
     refusals = (FrameError,)
 
-    def __init__(self, chat: WebChat, tenant: str):
+    def __init__(self, chat: WebChat, tenant: str, address: str = "unknown"):
         super().__init__(JSON)
+        self.address = address  # the client's, for the limits per address
         self.chat = chat
         self.frames = Bucket(*FRAME_RATE)
+        self.ignored = Bucket(*REFUSALS)
+        self.retry_at = 0.0  # monotonic: a frame before this ignores a refusal
         self.visitor = VisitorSocket(self, tenant)
 
-    def admit(self, data: str | bytes) -> bool:
-        if self.frames.take():
-            self.error("rate_limited", "too many frames; slow down")
-            return False
-        return True
+    def admit(self, data: str | bytes, frame) -> bool:
+        wait = self.frames.take()
+        if not wait:
+            return True
+        WS_RATE_LIMITED.labels("/webchat").inc()
+        retry = math.ceil(wait * 10) / 10
+        self.error("rate_limited", "too many frames; slow down", retry_after=retry)
+        # as on /ws: only frames sent before the last refusal's retry_after count
+        now = time.monotonic()
+        if now < self.retry_at and self.ignored.take():
+            self.close(CLOSE_POLICY, "too many frames past the rate limit")
+        self.retry_at = max(self.retry_at, now + retry)
+        return False
 
     async def ended(self) -> None:
         if self.visitor.contact is not None:
@@ -118,7 +139,14 @@ async def on_hello(session: VisitorSession, frame: dict, ref) -> None:
     team = _text_field(frame, "team", MAX_TEAM)
     if team is not None and team not in await _teams(chat, socket.tenant):
         raise FrameError("invalid_field", f"team: the tenant has no team {team!r}")
-    socket.contact = visitor_contact(socket.tenant, visitor)
+    contact = visitor_contact(socket.tenant, visitor)
+    passed = chat.limits.new_visitor(socket.tenant, session.address, contact)
+    if passed is not None:
+        WEBCHAT_LIMITED.labels(f"conversations per {passed}").inc()
+        where = "this address" if passed == "address" else "this site"
+        session.close(CLOSE_TRY_AGAIN_LATER, f"too many new chats from {where}; try later")
+        return
+    socket.contact = contact
     socket.customer = {"name": name.strip() if name else "Web visitor"}
     if email:
         socket.customer["email"] = email
@@ -177,6 +205,10 @@ class WebChatEndpoint(Endpoint):
     async def judge(self, connection: HTTPConnection) -> tuple[VisitorSession, None]:
         services = connection.app.state.services
         tenant = connection.path_params["tenant"]
+        limits = services.webchat.limits
+        peer = connection.client.host if connection.client else None
+        address = limits.address(peer, connection.headers.getlist("x-forwarded-for"))
+        _limit("address", limits.handshake(address))
         row = None
         if len(tenant) <= 64 and "\x00" not in tenant:  # no tenant id has one
             try:
@@ -191,7 +223,17 @@ class WebChatEndpoint(Endpoint):
         origin = connection.headers.get("origin")
         if origin is None or not origin_in(origin, row["widget_origins"] or ()):
             raise HandshakeRefused(403, "forbidden", "this site may not open the tenant's chat")
-        return VisitorSession(services.webchat, tenant), None
+        _limit("tenant", limits.tenant_handshake(tenant))
+        return VisitorSession(services.webchat, tenant, address), None
+
+
+def _limit(which: str, wait: float) -> None:
+    if wait:
+        WEBCHAT_LIMITED.labels(f"handshakes per {which}").inc()
+        where = "this address" if which == "address" else "this site"
+        raise HandshakeRefused(
+            429, "rate_limited", f"too many chat connections from {where}; retry later", wait
+        )
 
 
 ENDPOINT = WebChatEndpoint()

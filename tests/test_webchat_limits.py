@@ -1,0 +1,114 @@
+"""Issue 17, finding 5: an anonymous client cannot flood a tenant's web chat. Handshakes
+and new visitors (conversations a client may open) are limited per client address and
+per tenant; a client making up a new visitor id per connection is stopped (close 1013),
+another address or tenant is not; X-Forwarded-For names the client only when the peer
+is a trusted proxy."""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from tests.server_support import LiveServer, live_server
+from tests.support import wait_for
+from tests.test_webchat import SHOP, Visitor, set_up, webchat_url
+
+LOCAL = ("127.0.0.1/32",)  # the test's own address: a trusted proxy in front of itself
+
+
+@contextlib.asynccontextmanager
+async def chat(server: LiveServer, address: str | None, visitor: str, tenant: str = "acme"):
+    headers = {"X-Forwarded-For": address} if address else {}
+    async with connect(
+        webchat_url(server, tenant), origin=SHOP, additional_headers=headers
+    ) as socket:
+        client = Visitor(socket, visitor)
+        await client.send({"type": "hello", "visitor": visitor})
+        yield client
+
+
+async def introduced(client: Visitor) -> bool:
+    """The hello was taken (a `status` frame) or the socket closed (False)."""
+    await wait_for(lambda: client.of("status") or client.socket.close_code is not None)
+    return client.socket.close_code is None
+
+
+def new_id() -> str:
+    return secrets.token_hex(16)
+
+
+async def handshake(server: LiveServer, address: str | None, tenant: str = "acme") -> int:
+    headers = {"X-Forwarded-For": address} if address else {}
+    try:
+        async with connect(webchat_url(server, tenant), origin=SHOP, additional_headers=headers):
+            return 101
+    except InvalidStatus as refused:
+        assert refused.response.status_code != 429 or refused.response.headers["Retry-After"]
+        return refused.response.status_code
+
+
+async def test_handshakes_are_limited_per_address_behind_a_trusted_proxy(backend, tmp_path):
+    changes = {"webchat_handshakes_per_minute": 3, "trusted_proxies": LOCAL}
+    async with live_server(backend, tmp_path, settings_changes=changes) as server:
+        await set_up(server)
+        assert [await handshake(server, "203.0.113.1") for _ in range(4)] == [101] * 3 + [429]
+        assert await handshake(server, "203.0.113.2") == 101  # another address
+        # what the client wrote left of the proxy's entry is not believed
+        assert await handshake(server, "203.0.113.2, 203.0.113.1") == 429
+
+
+async def test_forwarded_for_is_ignored_from_an_untrusted_peer(backend, tmp_path):
+    async with live_server(
+        backend, tmp_path, settings_changes={"webchat_handshakes_per_minute": 3}
+    ) as server:
+        await set_up(server)
+        statuses = [await handshake(server, f"203.0.113.{n}") for n in range(4)]
+        assert statuses == [101] * 3 + [429]
+
+
+@pytest.mark.parametrize("scope", ["address", "tenant"])
+async def test_a_client_making_up_visitors_is_stopped(backend, tmp_path, scope):
+    changes = {
+        "trusted_proxies": LOCAL,
+        "webchat_conversations_per_hour": 2 if scope == "address" else 100,
+        "webchat_tenant_conversations_per_hour": 100 if scope == "address" else 2,
+    }
+    async with live_server(backend, tmp_path, settings_changes=changes) as server:
+        await set_up(server)
+        admin = server.api.auth("admin", tenant="globex")
+        response = await server.api.client.put(
+            "/api/v1/tenant", json={"widget_origins": [SHOP]}, headers=admin
+        )
+        assert response.status_code == 200, response.text
+        first = new_id()
+        for visitor in (first, first, new_id()):  # a reconnect is not a new visitor
+            async with chat(server, "203.0.113.1", visitor) as client:
+                assert await introduced(client)
+        async with chat(server, "203.0.113.1", new_id()) as client:
+            assert not await introduced(client)
+            assert client.socket.close_code == 1013
+        other = "203.0.113.2"
+        async with chat(server, other, new_id()) as client:
+            assert await introduced(client) == (scope == "address")
+        async with chat(server, other, new_id(), tenant="globex") as client:
+            assert await introduced(client), "another tenant was held to this one's limit"
+
+
+async def test_a_visitor_flooding_frames_is_refused_then_closed(backend, tmp_path):
+    async with live_server(backend, tmp_path) as server:
+        await set_up(server)
+        async with chat(server, None, new_id()) as client:
+            assert await introduced(client)
+            for _ in range(100):
+                try:
+                    await client.send({"type": "end"})
+                except ConnectionClosed:
+                    break
+            limited = await client.wait(lambda f: f.get("code") == "rate_limited")
+            assert limited["retry_after"] > 0
+            await wait_for(lambda: client.socket.close_code is not None)
+            assert client.socket.close_code == 1008
