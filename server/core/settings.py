@@ -9,6 +9,8 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from server.core.files import private_dir
+
 
 @dataclass(frozen=True)
 class Variable:
@@ -154,7 +156,7 @@ def _stored_secret(data_dir: Path) -> str:
     path = data_dir / "secret"
     if path.exists():
         return path.read_text().strip()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(data_dir)
     value = secrets.token_urlsafe(48)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

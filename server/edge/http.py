@@ -13,6 +13,7 @@ from starlette.responses import Response
 
 from server.core.auth import InvalidToken, Principal, verify_token
 from server.core.errors import Refused
+from server.wire.frames import decode_json
 
 MSGPACK = "application/msgpack"
 # An answer that carries a credential (a recording link, a page given ?token=): never
@@ -72,7 +73,7 @@ async def read_body(request: Request, limit: int) -> Any:
         except Exception:  # msgpack raises several unrelated types for bad input
             raise Refused("malformed", "the body is not valid msgpack") from None
     try:
-        body = json.loads(raw)
+        body = decode_json(raw)
     except (ValueError, RecursionError) as exc:
         # ValueError: JSONDecodeError, UnicodeDecodeError, an integer of over 4300 digits
         raise Refused("malformed", f"the body is not valid JSON: {exc}") from None

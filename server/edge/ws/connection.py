@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import sys
 from typing import Any
 from urllib.parse import urlsplit
@@ -44,7 +45,7 @@ from server.live.definitions import (
 )
 from server.live.filters import ViewQuery
 from server.live.windows import Subscription
-from server.wire.frames import JSON, encode
+from server.wire.frames import JSON, decode_json, encode
 from server.wire.protocol import (
     CLIENT_FRAMES,
     CLOSE_TOKEN_EXPIRED,
@@ -121,7 +122,7 @@ class Connection(Session):
 
     def decode(self, data: str | bytes) -> Any:
         try:
-            frame = json.loads(data) if isinstance(data, str) else msgpack.unpackb(data)
+            frame = decode_json(data) if isinstance(data, str) else msgpack.unpackb(data)
         except Exception:  # msgpack raises several unrelated types for bad input
             raise Malformed("the frame is not valid JSON or msgpack") from None
         if isinstance(data, str) and "\\u" in data and not _is_unicode(frame):
@@ -136,6 +137,8 @@ class Connection(Session):
             return None
         if isinstance(ref, int) and not -(2**63) <= ref < 2**64:
             return None  # msgpack could not echo it
+        if isinstance(ref, float) and not math.isfinite(ref):
+            return None  # a msgpack NaN: JSON could not log or echo it
         return ref
 
 
