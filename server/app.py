@@ -104,7 +104,7 @@ def build_services(
     sandboxes = Sandboxes(clock, Path(settings.data_dir), inbound.deliver)
     providers = Providers(provider_configs, sandboxes, settings.public_url, api_bases)
     conversation_actions = ConversationActions(
-        db, ingest, provider_configs, providers, tenants.zone, clock, settings.public_url
+        db, ingest, provider_configs, providers, tenants.zone, clock
     )
     return Services(
         settings=settings,

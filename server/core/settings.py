@@ -41,7 +41,11 @@ ENVIRONMENT = {
             "once and kept in the data directory (changing it means putting the providers' "
             "credentials again).",
         ),
-        Variable("SWITCHBOARD_DATA_DIR", "data", "Where the SQLite file and the secret live."),
+        Variable(
+            "SWITCHBOARD_DATA_DIR",
+            "data",
+            "Where the SQLite file, the secret and recordings live (made 0700, files 0600).",
+        ),
         Variable(
             "SWITCHBOARD_ALLOWED_ORIGINS",
             "",
@@ -50,8 +54,9 @@ ENVIRONMENT = {
         Variable(
             "SWITCHBOARD_PUBLIC_URL",
             "",
-            "The address providers call back: webhook URLs are built from it, and "
-            "signatures that cover the URL are checked against it.",
+            "The address providers call back: webhook URLs are built from it (never from a "
+            "request's Host), and signatures that cover the URL are checked against it. "
+            "Required before Twilio, Plivo or WhatsApp Cloud can be configured.",
         ),
         Variable(
             "SWITCHBOARD_BUS_PREFIX",

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import sys
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -63,14 +62,13 @@ class Connection(Session):
     connection holds no task of its own and no queue: only the ASGI task that reads
     from it (server/edge/ws/session.py)."""
 
-    __slots__ = ("_expiry", "base_url", "principal", "queries", "services", "subscriptions")
+    __slots__ = ("_expiry", "principal", "queries", "services", "subscriptions")
 
     outbox_bytes = OUTBOX_BYTES
     refusals = (Refused,)
 
-    def __init__(self, principal: Principal, format: str, services, base_url: str):
+    def __init__(self, principal: Principal, format: str, services):
         super().__init__(format)
-        self.base_url = base_url  # where the client reached us: callback URLs of initiate
         self.principal = principal
         self.services = services
         self.subscriptions: dict[str, Subscription] = {}
@@ -284,8 +282,7 @@ class WsEndpoint(Endpoint):
             raise HandshakeRefused(STATUS[exc.code], exc.code, exc.message) from None
         offered = connection.scope.get("subprotocols") or []
         chosen = next((name for name in offered if name in SUBPROTOCOLS), None)
-        base_url = sys.intern(str(connection.base_url))  # one string for all its sockets
-        return Connection(principal, SUBPROTOCOLS.get(chosen, JSON), services, base_url), chosen
+        return Connection(principal, SUBPROTOCOLS.get(chosen, JSON), services), chosen
 
 
 def _own_origins(connection: HTTPConnection, public_url: str | None) -> list[str]:
