@@ -42,6 +42,7 @@ from server.routing.timers import TimerArming, TimerRunner
 from server.routing.wallboard import Wallboard
 from server.storage.db import Database
 from server.tenants.settings import TenantSettings
+from server.tenants.tickets import WsTickets
 from server.tenants.zones import TenantZones
 
 
@@ -67,6 +68,7 @@ class Services:
     conversation_actions: ConversationActions
     routing: Routing
     webchat: WebChat
+    tickets: WsTickets
 
     async def start(self) -> None:
         await self.live.start()  # subscribed before the bus connects: no news missed
@@ -127,6 +129,7 @@ def build_services(
             settings, clock, db, bus, ingest, arming, tenants, conversation_actions
         ),
         webchat=WebChat(db, bus, ingest, inbound, clock),
+        tickets=WsTickets(db, clock),
     )
 
 

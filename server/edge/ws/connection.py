@@ -260,7 +260,8 @@ Connection.handlers = HANDLERS
 
 
 class WsEndpoint(Endpoint):
-    """`/ws`: a token (header or `?token=`) and an allowed Origin, or no socket."""
+    """`/ws`: a token (header or `?token=`) or a ticket (`?ticket=`), and an allowed
+    Origin, or no socket."""
 
     async def judge(self, connection: HTTPConnection) -> tuple[Connection, str | None]:
         services = connection.app.state.services
@@ -271,10 +272,17 @@ class WsEndpoint(Endpoint):
         ):
             raise HandshakeRefused(403, "forbidden", "origin not allowed")
         token = _token(connection)
+        ticket = connection.query_params.get("ticket")
         try:
-            if token is None:
-                raise InvalidToken("a token is required (Authorization: Bearer, or ?token=)")
-            principal = verify_token(settings.secret, token, services.clock)
+            if token is not None:
+                principal = verify_token(settings.secret, token, services.clock)
+            elif ticket is not None:
+                principal = await services.tickets.redeem(ticket)
+            else:
+                raise InvalidToken(
+                    "a token or ticket is required (Authorization: Bearer, ?ticket= from "
+                    "POST /api/v1/ws-tickets, or ?token=)"
+                )
             await services.tenants.zone(principal.tenant)
         except InvalidToken as exc:
             raise HandshakeRefused(401, "unauthorized", str(exc)) from None
