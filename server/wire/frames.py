@@ -44,11 +44,17 @@ def _finite(text: str) -> float:
     return value
 
 
+# One decoder for the process: json.loads with options builds one per call.
+_strict = json.JSONDecoder(parse_constant=_constant, parse_float=_finite)
+
+
 def decode_json(text: str | bytes) -> Any:
     """A JSON frame or body, strictly: NaN, Infinity and numbers no float holds (which
     Python's json takes) raise ValueError, so that no answer echoes them as bare
-    NaN, which is not JSON."""
-    return json.loads(text, parse_constant=_constant, parse_float=_finite)
+    NaN, which is not JSON. Bytes are decoded as json.loads decodes them."""
+    if isinstance(text, bytes | bytearray):
+        text = text.decode(json.detect_encoding(text), "surrogatepass")
+    return _strict.decode(text)
 
 
 def encode(format: str, frame: dict[str, Any]) -> bytes:
