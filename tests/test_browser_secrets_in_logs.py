@@ -97,7 +97,8 @@ async def test_no_token_or_ticket_reaches_the_log(browser, backend, tmp_path):
         await refused(f"{server.ws_url}?ticket=not-a-ticket-{tokens[0][-12:]}", 401)
         used = parse_qs(urlsplit(sockets[0]).query)["ticket"][0]
         await refused(f"{server.ws_url}?ticket={used}", 401)  # used already
-        await refused(f"{server.url.replace('http', 'ws')}/ws/nowhere?token={program}", 403)
+        for path in ("/ws/nowhere", "/static/js/live.js", "/api/v1/views"):
+            await refused(f"{server.url.replace('http', 'ws')}{path}?token={program}", 403)
         # A token in an HTTP query is not a credential there, and not logged either.
         stray = await api.client.get(f"/api/v1/views?token={program}&ticket={used}")
         assert stray.status_code == 401

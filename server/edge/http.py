@@ -122,11 +122,6 @@ def authenticate(request: Request, secret: str, clock) -> Principal:
         raise Refused("unauthorized", str(exc)) from None
 
 
-def base_url(request: Request) -> str:
-    """The server's own address as the request reached it."""
-    return str(request.base_url).rstrip("/")
-
-
 async def principal_of(request: Request) -> Principal:
     """The caller, by its bearer token; its tenant must exist (403 otherwise)."""
     services = request.app.state.services

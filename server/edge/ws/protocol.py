@@ -331,9 +331,10 @@ class SocketProtocol(asyncio.Protocol):
             self._finished(CLOSE_INTERNAL_ERROR, "internal error")
         else:
             if self._phase is _HANDSHAKE and self._handshake is not None:
-                # Anyone can get here (a client gone while its handshake was judged):
-                # the answer is a 500 for a client that may not be there; no alarm.
-                log.info("websocket handshake left unanswered: answered 500")
+                # Not a refusal (those are answered, and logged at INFO by
+                # _log_handshake) nor a client gone (connection_lost forgets the
+                # handshake): the app's own bug, so an alarm.
+                log.error("websocket application returned without answering the handshake")
             self._finished(1000, "")
 
     def _finished(self, code: int, reason: str) -> None:
