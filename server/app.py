@@ -42,6 +42,7 @@ from server.routing.timers import TimerArming, TimerRunner
 from server.routing.wallboard import Wallboard
 from server.storage.db import Database
 from server.tenants.settings import TenantSettings
+from server.tenants.tickets import WsTickets
 from server.tenants.zones import TenantZones
 
 
@@ -67,6 +68,7 @@ class Services:
     conversation_actions: ConversationActions
     routing: Routing
     webchat: WebChat
+    tickets: WsTickets
 
     async def start(self) -> None:
         await self.live.start()  # subscribed before the bus connects: no news missed
@@ -106,7 +108,7 @@ def build_services(
     sandboxes = Sandboxes(clock, Path(settings.data_dir), inbound.deliver)
     providers = Providers(provider_configs, sandboxes, settings.public_url, api_bases)
     conversation_actions = ConversationActions(
-        db, ingest, provider_configs, providers, tenants.zone, clock, settings.public_url
+        db, ingest, provider_configs, providers, tenants.zone, clock
     )
     return Services(
         settings=settings,
@@ -129,6 +131,7 @@ def build_services(
             settings, clock, db, bus, ingest, arming, tenants, conversation_actions
         ),
         webchat=WebChat(db, bus, ingest, inbound, clock, WebChatLimits.from_settings(settings)),
+        tickets=WsTickets(db, clock),
     )
 
 

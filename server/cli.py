@@ -10,6 +10,8 @@ import sys
 from server.core.auth import DEFAULT_TTL_S, ROLES, mint_token
 from server.core.settings import Settings
 
+MAX_TTL_S = 3650 * 86400  # ten years: a longer-lived token is a mistake, not a need
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="switchboard", description=__doc__)
@@ -39,9 +41,17 @@ def main(argv: list[str] | None = None) -> int:
     token.add_argument("--tenant", required=True)
     token.add_argument("--role", required=True, choices=ROLES)
     token.add_argument("--user", required=True, help="user id; for an agent, its agent id")
-    token.add_argument("--ttl", type=int, default=DEFAULT_TTL_S, help="seconds (default 12 h)")
+    token.add_argument(
+        "--ttl",
+        type=int,
+        default=DEFAULT_TTL_S,
+        help=f"seconds, 1 to {MAX_TTL_S} (ten years; default 12 h)",
+    )
 
     args = parser.parse_args(argv)
+    if args.command == "token" and not 0 < args.ttl <= MAX_TTL_S:
+        # parser.error prints the usage and the message on standard error, exit code 2
+        parser.error(f"--ttl must be from 1 to {MAX_TTL_S} seconds (ten years), not {args.ttl}")
     settings = Settings.from_env()
 
     if args.command == "migrate":

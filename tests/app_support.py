@@ -72,13 +72,15 @@ class Api:
         return response.json()
 
 
-def test_settings(backend: Backend, data_dir: Path) -> Settings:
+def test_settings(backend: Backend, data_dir: Path, public_url: str | None = None) -> Settings:
+    """`public_url`: SWITCHBOARD_PUBLIC_URL, where providers call back (None: unset)."""
     return Settings(
         data_dir=data_dir,
         database_url=backend.database_url,
         bus_url=backend.bus_url,
         bus_prefix=backend.bus_prefix,
         secret=SECRET,
+        public_url=public_url,
     )
 
 
@@ -105,10 +107,14 @@ async def prepare_database(database_url: str) -> None:
 
 @contextlib.asynccontextmanager
 async def running_api(
-    backend: Backend, data_dir: Path, clock: Clock = SYSTEM_CLOCK
+    backend: Backend,
+    data_dir: Path,
+    clock: Clock = SYSTEM_CLOCK,
+    public_url: str | None = "http://testserver",
 ) -> AsyncIterator[Api]:
+    """`public_url`: SWITCHBOARD_PUBLIC_URL, by default the client's own address."""
     await prepare_database(backend.database_url)
-    app = create_app(test_settings(backend, data_dir), clock)
+    app = create_app(test_settings(backend, data_dir, public_url), clock)
     services: Services = app.state.services
     await services.start()
     try:

@@ -107,13 +107,15 @@ async def live_server(
     settings_changes: dict[str, Any] | None = None,
     uvicorn_changes: dict[str, Any] | None = None,
 ) -> AsyncIterator[LiveServer]:
-    """`settings_changes`: Settings fields to override (e.g. allowed_origins);
-    `uvicorn_changes`: uvicorn.Config arguments (e.g. another `ws` protocol)."""
+    """`settings_changes`: Settings fields to override (e.g. allowed_origins; the
+    public URL is the server's own address unless given); `uvicorn_changes`:
+    uvicorn.Config arguments (e.g. another `ws` protocol)."""
     if prepare:
         await prepare_database(backend.database_url)
-    settings = dataclasses.replace(test_settings(backend, data_dir), **(settings_changes or {}))
-    app = create_app(settings, clock)
     port = free_port()
+    own = test_settings(backend, data_dir, f"http://127.0.0.1:{port}")
+    settings = dataclasses.replace(own, **(settings_changes or {}))
+    app = create_app(settings, clock)
     config = uvicorn_config(app, "127.0.0.1", port, loop="asyncio", **(uvicorn_changes or {}))
     server = uvicorn.Server(config)
     server.config.setup_event_loop = lambda: None
@@ -147,13 +149,15 @@ async def spawned_server(
 ) -> AsyncIterator[LiveServer]:
     """`switchboard serve` in a process of its own, on the backend's database and bus
     (`env`: more environment variables, e.g. a fault hook; `port`: to start one again
-    where it was). Stopped by its pid when the block ends, unless it exited by itself."""
+    where it was; SWITCHBOARD_PUBLIC_URL is its own address unless `env` says otherwise).
+    Stopped by its pid when the block ends, unless it exited by itself."""
     port = port or free_port()
     env = {
         **os.environ,
         **backend.env(),
         "SWITCHBOARD_SECRET": SECRET,
         "SWITCHBOARD_DATA_DIR": str(data_dir),
+        "SWITCHBOARD_PUBLIC_URL": f"http://127.0.0.1:{port}",
         **(env or {}),
     }
     log = _server_log(data_dir)

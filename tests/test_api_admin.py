@@ -100,7 +100,7 @@ INVALID = [
     ("/api/v1/tenant", {"reply_timeout_s": 1.5}, "reply_timeout_s"),
     ("/api/v1/tenant", {"merge_channels": "yes"}, "merge_channels"),
     ("/api/v1/tenant", {"widget_origins": "https://x.example"}, "widget_origins"),
-    ("/api/v1/tenant", {"widget_origins": [1]}, "widget_origins"),
+    ("/api/v1/tenant", {"widget_origins": [1]}, "widget_origins[0]"),
     # One bad field spoils the whole body: the good one is not stored either.
     ("/api/v1/tenant", {"routing": "external", "reply_timeout_s": -1}, "reply_timeout_s"),
     ("/api/v1/teams/sales", {"colour": "red"}, "colour"),

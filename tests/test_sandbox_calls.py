@@ -234,7 +234,7 @@ async def test_an_inbound_sandbox_call_is_held_then_bridged_to_the_accepting_age
         ]
     )
     assert [r["outcome"] for r in results] == ["applied"] * 3, results
-    await api.services.conversation_actions.bridge_call("acme", cid, "u1", "http://testserver")
+    await api.services.conversation_actions.bridge_call("acme", cid, "u1")
     # The agent's phone picks up within 3 s; the customer talks at most 240 s. (Read
     # with a token minted now: one minted after the jump would not be valid yet.)
     supervisor = api.auth("supervisor", "sup1")

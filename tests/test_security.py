@@ -79,6 +79,7 @@ ACCESS: dict[tuple[str, str], frozenset] = {
         )
     },
     ("GET", "/api/v1/me"): frozenset(ROLES),
+    ("POST", "/api/v1/ws-tickets"): frozenset(ROLES),
     ("GET", "/api/v1/view-schema"): READERS,
     ("POST", "/api/v1/conversations/{conversation_id}/wrapup"): ACTORS,
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -88,6 +89,16 @@ def verify_token(secret: str, token: str, clock: Clock = SYSTEM_CLOCK) -> Princi
     return principal
 
 
+def _expiry(exp, clock: Clock) -> datetime:
+    """A token's `exp` as a moment: a finite number of seconds a datetime can hold."""
+    if not isinstance(exp, int | float) or isinstance(exp, bool) or not math.isfinite(exp):
+        raise InvalidToken("invalid token: exp must be a number of seconds")
+    try:
+        return datetime.fromtimestamp(exp, clock.now().tzinfo)
+    except (OverflowError, OSError, ValueError):
+        raise InvalidToken("invalid token: exp is out of range") from None
+
+
 def _decode(secret: str, token: str, clock: Clock) -> Principal:
     try:
         claims = jwt.decode(
@@ -98,7 +109,7 @@ def _decode(secret: str, token: str, clock: Clock) -> Principal:
         )
     except jwt.PyJWTError as exc:
         raise InvalidToken(f"invalid token: {exc}") from None
-    expires_at = datetime.fromtimestamp(claims["exp"], clock.now().tzinfo)
+    expires_at = _expiry(claims["exp"], clock)
     if expires_at <= clock.now():
         raise InvalidToken("token expired")
     tenant, user, role = claims["tenant"], claims["sub"], claims["role"]

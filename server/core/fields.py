@@ -298,6 +298,33 @@ class TimeZone(Text):
         return value
 
 
+# A web origin: a scheme, a host and maybe a port; nothing else (no path, no `*`).
+_ORIGIN = re.compile(
+    r"^https?://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)(:\d{1,5})?$"
+)
+
+
+class Origin(Text):
+    """A site's origin, `http(s)://host[:port]`, as a browser sends it in `Origin`."""
+
+    def __init__(self, **options: Any):
+        super().__init__(300, **options)
+
+    def check(self, value: Any, where: str) -> str:
+        value = super().check(value, where)
+        match = _ORIGIN.match(value)
+        if match is None or (match[2] and not 0 < int(match[2][1:]) < 65536):
+            raise Invalid(
+                where,
+                f"{value[:80]!r} is not an origin: http:// or https://, a host and an optional "
+                "port, nothing after (e.g. https://shop.example:8443)",
+            )
+        return value
+
+    def describe(self) -> dict:
+        return {**super().describe(), "pattern": _ORIGIN.pattern}
+
+
 class Slug(Field):
     """An id chosen by a person (a tenant's): lower-case letters, digits, - and _."""
 

@@ -10,6 +10,8 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from server.core.files import private_dir
+
 
 @dataclass(frozen=True)
 class Variable:
@@ -40,7 +42,11 @@ ENVIRONMENT = {
             "once and kept in the data directory (changing it means putting the providers' "
             "credentials again).",
         ),
-        Variable("SWITCHBOARD_DATA_DIR", "data", "Where the SQLite file and the secret live."),
+        Variable(
+            "SWITCHBOARD_DATA_DIR",
+            "data",
+            "Where the SQLite file, the secret and recordings live (made 0700, files 0600).",
+        ),
         Variable(
             "SWITCHBOARD_ALLOWED_ORIGINS",
             "",
@@ -49,8 +55,9 @@ ENVIRONMENT = {
         Variable(
             "SWITCHBOARD_PUBLIC_URL",
             "",
-            "The address providers call back: webhook URLs are built from it, and "
-            "signatures that cover the URL are checked against it.",
+            "The address providers call back: webhook URLs are built from it (never from a "
+            "request's Host), and signatures that cover the URL are checked against it. "
+            "Required before Twilio, Plivo or WhatsApp Cloud can be configured.",
         ),
         Variable(
             "SWITCHBOARD_BUS_PREFIX",
@@ -264,7 +271,7 @@ def _stored_secret(data_dir: Path) -> str:
     path = data_dir / "secret"
     if path.exists():
         return path.read_text().strip()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(data_dir)
     value = secrets.token_urlsafe(48)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -34,7 +34,6 @@ from state_machine import ENDED_STATUSES, HANDLING_STATUSES, UNROUTED_STATUSES, 
 log = logging.getLogger("switchboard.demo")
 
 TENANT = "demo"
-BASE_URL = "http://localhost"  # callback URLs: the sandbox needs none
 FOREVER = datetime(9999, 1, 1, tzinfo=UTC)
 DISPOSITIONS = ("resolved", "sale", "callback", "escalated", "information")
 AGENT_LINES = (
@@ -164,7 +163,7 @@ class SimulatedAgent:
             if roll < 0.14:
                 await self.services.routing.actions.reject(self.principal, offer_id)
                 return
-            await self.services.routing.actions.accept(self.principal, offer_id, BASE_URL)
+            await self.services.routing.actions.accept(self.principal, offer_id)
         except Refused:
             return  # taken, expired or cancelled meanwhile
         if conversation["channel"] == "call":
@@ -176,9 +175,7 @@ class SimulatedAgent:
             log.info("demo agent could not start", extra={"error": str(error)})
 
     async def _say(self, cid: str, text: str) -> None:
-        await self.services.conversation_actions.send_reply(
-            self.principal, cid, {"text": text}, BASE_URL
-        )
+        await self.services.conversation_actions.send_reply(self.principal, cid, {"text": text})
 
     async def _work(self) -> None:
         now = self.services.clock.now()
@@ -210,9 +207,7 @@ class SimulatedAgent:
             if row.status == Status.ACTIVE:
                 if row.channel == "call":
                     if (now - talk.since).total_seconds() > talk.talk_s:
-                        await self.services.conversation_actions.hang_up(
-                            self.principal, row.id, BASE_URL
-                        )
+                        await self.services.conversation_actions.hang_up(self.principal, row.id)
                 else:
                     await self._text(row.id, talk, now)
             elif talk.wrap_since is None:
@@ -232,12 +227,12 @@ class SimulatedAgent:
         if last["sender"] == "customer":
             if talk.replies >= talk.turns:
                 await self._say(cid, "Glad I could help. Have a nice day!")
-                await self.services.conversation_actions.hang_up(self.principal, cid, BASE_URL)
+                await self.services.conversation_actions.hang_up(self.principal, cid)
                 return
             talk.replies += 1
             await self._say(cid, AGENT_LINES[(talk.replies - 1) % len(AGENT_LINES)])
         elif (now - last["at"]).total_seconds() > 45:  # the customer went quiet
-            await self.services.conversation_actions.hang_up(self.principal, cid, BASE_URL)
+            await self.services.conversation_actions.hang_up(self.principal, cid)
 
     async def _wrap_up(self, cid: str) -> None:
         """The wrap-up form an agent submits, then what the survey and ticket tools
@@ -290,7 +285,7 @@ class SimulatedAgent:
             )
         key = f"demo-{secrets.token_hex(8)}"
         try:
-            await self.services.initiator.initiate(self.principal, body, key, BASE_URL)
+            await self.services.initiator.initiate(self.principal, body, key)
         except Refused as error:  # a rate limit, or the contact refused
             log.info("demo initiate refused", extra={"code": error.code})
 

@@ -48,6 +48,10 @@ ERRORS: dict[str, tuple[int, str]] = {
     "invalid_view": (422, "A view's definition is invalid: `field` names what is wrong."),
     "invalid_data": (422, "An event's data does not fit its type."),
     "invalid_credentials": (422, "A provider's credentials are not complete or not valid."),
+    "public_url_required": (
+        422,
+        "A real provider calls the server back: SWITCHBOARD_PUBLIC_URL must be set first.",
+    ),
     "rate_limited": (429, "Too many requests; retry after Retry-After."),
     "too_many_subscriptions": (
         429,

@@ -13,6 +13,7 @@ from starlette.responses import Response
 
 from server.core.auth import InvalidToken, Principal, verify_token
 from server.core.errors import Refused
+from server.wire.frames import decode_json
 
 MSGPACK = "application/msgpack"
 # An answer that carries a credential (a recording link, a page given ?token=): never
@@ -72,7 +73,7 @@ async def read_body(request: Request, limit: int) -> Any:
         except Exception:  # msgpack raises several unrelated types for bad input
             raise Refused("malformed", "the body is not valid msgpack") from None
     try:
-        body = json.loads(raw)
+        body = decode_json(raw)
     except (ValueError, RecursionError) as exc:
         # ValueError: JSONDecodeError, UnicodeDecodeError, an integer of over 4300 digits
         raise Refused("malformed", f"the body is not valid JSON: {exc}") from None
@@ -119,11 +120,6 @@ def authenticate(request: Request, secret: str, clock) -> Principal:
         return verify_token(secret, token.strip(), clock)
     except InvalidToken as exc:
         raise Refused("unauthorized", str(exc)) from None
-
-
-def base_url(request: Request) -> str:
-    """The server's own address as the request reached it."""
-    return str(request.base_url).rstrip("/")
 
 
 async def principal_of(request: Request) -> Principal:

@@ -68,7 +68,10 @@ never answered with a 500.
 ## The websocket `{PATH}`
 
 The handshake carries the token in `Authorization: Bearer T`, or `?token=T` for
-browsers; a missing, bad or expired token is refused with HTTP 401. A handshake
+programs; the pages use `?ticket=K` with a single-use ticket from
+`POST /api/v1/ws-tickets` (good once, for 30 seconds, as the token that asked for it),
+so that no token is in a URL. A missing, bad, used or expired token or ticket is
+refused with HTTP 401. A handshake
 with an `Origin` header is refused (403) unless the origin is the server's own or
 listed in `SWITCHBOARD_ALLOWED_ORIGINS`; one without (a program) is judged by its
 token alone.

@@ -16,6 +16,7 @@ from server.edge.api import (
     providers,
     recordings,
     routing,
+    tickets,
     views,
     webhooks,
 )
@@ -65,6 +66,7 @@ ROUTES = [
     # what the pages ask besides the API
     Route("/api/v1/me", pages.me),
     Route("/api/v1/view-schema", pages.view_schema),
+    Route("/api/v1/ws-tickets", tickets.post_ws_ticket, methods=POST),
     # the websockets: live views, popups and wallboards; a website visitor's chat
     WebSocketRoute("/ws", connection.ENDPOINT, name="ws"),
     WebSocketRoute("/webchat/{tenant}", webchat.ENDPOINT, name="webchat"),

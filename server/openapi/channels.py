@@ -40,7 +40,11 @@ def schemas() -> dict[str, dict]:
                 "provider": enum(sorted(providers.CAPABILITIES)),
                 **provider_fields,
                 "credentials_set": {"type": "boolean"},
-                "webhook_url": string(description="The URL to give the provider."),
+                "webhook_url": {
+                    "type": ["string", "null"],
+                    "description": "The URL to give the provider: under SWITCHBOARD_PUBLIC_URL; "
+                    "null while that is unset.",
+                },
             },
             ["provider", "channels", "numbers", "credentials_set", "webhook_url"],
         ),

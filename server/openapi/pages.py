@@ -20,6 +20,7 @@ from server.openapi.core import (
 )
 from server.providers.actions import WRAPUP_BODY
 from server.routing.presence import PRESENCES
+from server.tenants.tickets import TICKET_TTL_S
 
 PAGES = {
     "/": ("pageIndex", "The links to every page and what each is for"),
@@ -67,6 +68,16 @@ def pages_schemas() -> dict[str, dict]:
             ["columns", "fields", "within", "sortable", "max_filters", "max_sort_keys"],
         ),
         "Wrapup": WRAPUP_BODY.schema(),
+        "WsTicket": obj(
+            {
+                "ticket": string(
+                    description="Open /ws?ticket=<ticket> with it: once, within expires_in "
+                    "seconds, as the token that asked for it."
+                ),
+                "expires_in": {"type": "integer", "enum": [TICKET_TTL_S]},
+            },
+            ["ticket", "expires_in"],
+        ),
     }
 
 
@@ -96,6 +107,14 @@ def pages_paths() -> dict[str, dict]:
             "getMe",
             "The caller as its token names it, and its tenant's time zone",
             (200, "The caller", returns(ref("Me"))),
+            roles="any",
+        )
+    }
+    paths["/api/v1/ws-tickets"] = {
+        "post": operation(
+            "createWsTicket",
+            "A single-use ticket to open /ws with, so that no token is put in a URL",
+            (200, "The ticket", returns(ref("WsTicket"))),
             roles="any",
         )
     }

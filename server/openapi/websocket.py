@@ -62,8 +62,9 @@ def websocket() -> dict:
         "path": PATH,
         "description": "The live views, popups, wallboards and a conversation's actions, "
         "over one websocket (docs/api.md). The token goes in Authorization: Bearer, or "
-        "?token= for browsers; a missing, bad or expired one is refused with 401, a "
-        "foreign Origin with 403.",
+        "?token= for programs; pages use ?ticket= with a single-use ticket from "
+        "POST /api/v1/ws-tickets (30 s). A missing, bad, used or expired one is refused "
+        "with 401, a foreign Origin with 403.",
         "subprotocols": SUBPROTOCOL_FRAMES,
         "maxFrameBytes": MAX_FRAME_BYTES,
         "clientFrames": ref("ClientFrame"),

@@ -57,7 +57,6 @@ class ConversationActions:
         providers,
         zone_of,
         clock: Clock,
-        public_url: str | None,
     ):
         self.db = db
         self.ingest = ingest
@@ -65,7 +64,6 @@ class ConversationActions:
         self.providers = providers
         self.zone_of = zone_of
         self.clock = clock
-        self.public_url = public_url
 
     async def _own_conversation(self, principal: Principal, conversation_id: str) -> dict:
         # Whoever is the conversation's agent may act on it, whatever its role (a
@@ -94,7 +92,7 @@ class ConversationActions:
             conversation=await self._row_wire(tenant, conversation_id),
         )
 
-    async def send_reply(self, principal: Principal, conversation_id: Any, body: Any, base: str):
+    async def send_reply(self, principal: Principal, conversation_id: Any, body: Any):
         """(status, answer): the agent's message, stored, then sent through the provider."""
         row = await self._own_conversation(principal, conversation_id)
         text = MESSAGE_BODY.read(body)["text"]
@@ -132,7 +130,7 @@ class ConversationActions:
             if config is None:
                 raise ProviderError(f"the tenant has no provider for {channel}")
             number = row["contacto_number"] or config.default_number() or ""
-            adapter = self.providers.adapter(tenant, config, base)
+            adapter = self.providers.adapter(tenant, config)
             await with_retries(
                 adapter.send_message,
                 OutboundMessage(channel, row["contact"], number, text, message_id),
@@ -163,7 +161,7 @@ class ConversationActions:
             "conversation": await self._row_wire(tenant, conversation_id),
         }
 
-    async def hang_up(self, principal: Principal, conversation_id: Any, base: str):
+    async def hang_up(self, principal: Principal, conversation_id: Any):
         """(status, answer): the agent ends the call or chat; the provider drops the call."""
         row = await self._own_conversation(principal, conversation_id)
         tenant = principal.tenant
@@ -185,13 +183,13 @@ class ConversationActions:
             )
         answer: dict[str, Any] = {}
         if "call" in repo.decode_channels(row["channels"]):
-            problem = await self._drop_calls(tenant, conversation_id, base)
+            problem = await self._drop_calls(tenant, conversation_id)
             if problem:
                 answer["warning"] = problem
         answer["conversation"] = await self._row_wire(tenant, conversation_id)
         return 200, answer
 
-    async def _drop_calls(self, tenant: str, conversation_id: str, base: str) -> str | None:
+    async def _drop_calls(self, tenant: str, conversation_id: str) -> str | None:
         async with self.db.read() as conn:
             calls = await crepo.calls_of(conn, tenant, conversation_id)
         problems = []
@@ -202,7 +200,7 @@ class ConversationActions:
             if config is None:
                 continue
             try:
-                await self.providers.adapter(tenant, config, base).hangup(call["provider_call_id"])
+                await self.providers.adapter(tenant, config).hangup(call["provider_call_id"])
             except ProviderError as error:
                 log.warning(
                     "provider hangup failed", extra={"tenant": tenant, "error": error.message}
@@ -210,15 +208,14 @@ class ConversationActions:
                 problems.append(f"{call['provider']} could not end the call: {error.message}")
         return "; ".join(problems) or None
 
-    async def bridge_after_accept(self, principal: Principal, row: dict, base: str | None) -> None:
+    async def bridge_after_accept(self, principal: Principal, row: dict) -> None:
         """The accept path's hook (AgentActions.after_accept): an accepted call is bridged
         to the agent's phone. A provider that refuses is logged: the accept stands (the
         conversation is the agent's), as a hangup's provider failure does."""
         if row.get("channel") != "call":
             return
-        base = base or self.public_url or "http://localhost"
         try:
-            await self.bridge_call(principal.tenant, row["id"], principal.user, base)
+            await self.bridge_call(principal.tenant, row["id"], principal.user)
         except ProviderError as error:
             log.warning(
                 "bridge on accept failed",
@@ -229,9 +226,7 @@ class ConversationActions:
                 },
             )
 
-    async def bridge_call(
-        self, tenant: str, conversation_id: str, agent_id: str, base: str
-    ) -> None:
+    async def bridge_call(self, tenant: str, conversation_id: str, agent_id: str) -> None:
         """Connect a held inbound caller to the accepting agent's phone. For the accept
         path (agent.accepted of a call) to call once the acceptance is applied; raises
         ProviderError when the provider refuses."""
@@ -250,7 +245,7 @@ class ConversationActions:
             if config is None:
                 continue
             number = (row or {}).get("contacto_number") or config.default_number() or ""
-            adapter = self.providers.adapter(tenant, config, base)
+            adapter = self.providers.adapter(tenant, config)
             await adapter.bridge(call["provider_call_id"], (agent or {}).get("phone") or "", number)
 
     async def submit_wrapup(self, principal: Principal, conversation_id: Any, body: dict) -> dict:

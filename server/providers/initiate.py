@@ -92,9 +92,7 @@ class Initiator:
         self.providers = providers
         self.clock = clock
 
-    async def initiate(
-        self, principal: Principal, body: Any, key: str | None, base: str
-    ) -> tuple[int, dict]:
+    async def initiate(self, principal: Principal, body: Any, key: str | None) -> tuple[int, dict]:
         """(HTTP status, answer body). Raises Refused for what changes nothing."""
         if not principal.has("agent", "supervisor", "admin"):
             raise Refused("forbidden", f"role {principal.role!r} may not start conversations")
@@ -115,6 +113,7 @@ class Initiator:
         config = await self.configs.for_channel(tenant, fields["channel"])
         if config is None or config.name == "webchat":
             raise invalid("channel", f"the tenant has no provider for {fields['channel']}")
+        self.providers.require_public_url(config.name)  # its callbacks: before anything starts
         number = fields["contacto_number"] or config.default_number()
         if fields["contacto_number"] and config.numbers and config.team_of(number) is None:
             raise invalid("contacto_number", f"is not one of {config.name}'s numbers")
@@ -158,7 +157,7 @@ class Initiator:
         started = False
         try:
             status, answer, started = await self._start(
-                tenant, conversation_id, fields, config, number, agent_phone, base
+                tenant, conversation_id, fields, config, number, agent_phone
             )
         except BaseException:
             async with self.db.write() as conn:
@@ -173,7 +172,7 @@ class Initiator:
             await crepo.finish_initiate(conn, tenant, user, key, status, answer)
         return status, answer
 
-    async def _start(self, tenant, conversation_id, fields, config, number, agent_phone, base):
+    async def _start(self, tenant, conversation_id, fields, config, number, agent_phone):
         """Ingest `conversation.initiated`, then ask the provider. (status, answer, started)."""
         channel = fields["channel"]
         data = {"channel": channel, "contact": fields["contact"], "agent_id": fields["agent_id"]}
@@ -199,7 +198,7 @@ class Initiator:
         (outcome,) = await self.ingest.submit(tenant, [envelope])
         if outcome.outcome != "applied":
             raise Refused(outcome.code or "invalid_data", outcome.message or "not applied")
-        adapter = self.providers.adapter(tenant, config, base)
+        adapter = self.providers.adapter(tenant, config)
         if channel == "call":
             async with self.db.write() as conn:
                 # Mapped before the call is placed: its first callback may beat our answer.

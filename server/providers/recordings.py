@@ -18,6 +18,7 @@ from typing import Protocol
 from channels.base import Provider, Recording
 from server.core.auth import Principal, sees_conversation
 from server.core.errors import Refused
+from server.core.files import private_dir, private_file
 from server.storage import models as m
 from server.storage import repository as repo
 from server.storage.db import Database
@@ -57,10 +58,11 @@ class FileRecordingStore:
         path = self._path(tenant, recording.recording_id)
         if path.is_file():
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(path.name + ".download")
+        private_dir(path.parent)
+        partial = private_file(path.with_name(path.name + ".download"))
         try:
             await adapter.download_recording(recording, partial)
+            private_file(partial)  # a download may have written a new file
             partial.replace(path)
         finally:
             partial.unlink(missing_ok=True)

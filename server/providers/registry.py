@@ -207,25 +207,38 @@ class Providers:
     async def close(self) -> None:
         await self.http.aclose()
 
-    def webhook_url(self, tenant: str, provider: str, base: str) -> str:
-        root = self.public_url or base.rstrip("/")
-        return f"{root}/webhooks/{provider}/{tenant}"
+    def webhook_url(self, tenant: str, provider: str) -> str | None:
+        """Where `provider` calls back for `tenant`: under SWITCHBOARD_PUBLIC_URL, never
+        under a request's Host (anyone can send any Host); None while it is unset."""
+        if self.public_url is None:
+            return None
+        return f"{self.public_url}/webhooks/{provider}/{tenant}"
 
-    def adapter(self, tenant: str, config: ProviderConfig, base: str) -> Provider:
-        """The adapter for one of the tenant's providers. `base` is the server's own
-        address as the request saw it (used without SWITCHBOARD_PUBLIC_URL)."""
+    def require_public_url(self, provider: str) -> None:
+        """A real provider calls back: Refused (422) naming the setting while unset."""
+        if provider in registry.API_PROVIDERS and self.public_url is None:
+            raise Refused(
+                "public_url_required",
+                f"{provider} calls this server back: set SWITCHBOARD_PUBLIC_URL to the "
+                "address it can reach (e.g. https://switchboard.example.com) and restart",
+            )
+
+    def adapter(self, tenant: str, config: ProviderConfig) -> Provider:
+        """The adapter for one of the tenant's providers; a real provider's callbacks
+        go to its webhook_url (Refused while SWITCHBOARD_PUBLIC_URL is unset)."""
         if config.name == "sandbox":
             return self.sandboxes.provider(tenant, config.credentials)
+        self.require_public_url(config.name)
         return registry.build(
             config.name,
             config.credentials or {},
-            self.webhook_url(tenant, config.name, base),
+            self.webhook_url(tenant, config.name),
             self.http,
             self.api_bases.get(config.name),
         )
 
 
-def provider_wire(config: ProviderConfig, webhook_url: str) -> dict[str, Any]:
+def provider_wire(config: ProviderConfig, webhook_url: str | None) -> dict[str, Any]:
     return {
         "provider": config.name,
         "channels": list(config.channels),

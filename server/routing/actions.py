@@ -38,7 +38,7 @@ class AgentActions:
         self.ingest = ingest
         self.clock = clock
         self.zone_of = zone_of
-        # (principal, row, base URL) after an applied accept: the provider glue connects
+        # (principal, row) after an applied accept: the provider glue connects
         # a held caller to the agent (ConversationActions.bridge_after_accept).
         self.after_accept = after_accept
 
@@ -72,7 +72,7 @@ class AgentActions:
             end = await rr.offer_end(conn, tenant, offer["conversation_id"], offer["offer_id"])
         return "expired" if end == "expired" else "taken"
 
-    async def accept(self, principal: Principal, offer_id: Any, base: str | None = None) -> dict:
+    async def accept(self, principal: Principal, offer_id: Any) -> dict:
         offer = await self._offer(principal, offer_id)
         tenant, cid = principal.tenant, offer["conversation_id"]
         now = self.clock.now()
@@ -95,7 +95,7 @@ class AgentActions:
             await self._refuse(tenant, code, f"offer {offer_id!r} is {code}", cid)
         row = await self._wire(tenant, await self._row(tenant, cid))
         if self.after_accept is not None:
-            await self.after_accept(principal, row, base)
+            await self.after_accept(principal, row)
         return row
 
     async def reject(self, principal: Principal, offer_id: Any) -> dict:

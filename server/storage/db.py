@@ -20,6 +20,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from server.core.files import private_dir, private_file
 from server.core.text import fold
 
 
@@ -106,6 +107,16 @@ class Database:
         await self.engine.dispose()
 
 
+def private_sqlite_file(url: str) -> None:
+    """A SQLite database's file made before SQLite makes it, 0600 in a 0700 directory
+    when it makes the directory: SQLite gives its WAL and shared memory files the
+    database file's mode, so they are the owner's only too."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        path = Path(parsed.database)
+        private_file(private_dir(path.parent) / path.name)
+
+
 def _create_engine(url: str, pool_size: int) -> AsyncEngine:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
@@ -117,8 +128,7 @@ def _create_engine(url: str, pool_size: int) -> AsyncEngine:
         return create_async_engine(
             url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False, pool_timeout=10
         )
-    if parsed.database and parsed.database != ":memory:":
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    private_sqlite_file(url)
     engine = create_async_engine(url, connect_args={"timeout": 30})
 
     @event.listens_for(engine.sync_engine, "connect")

@@ -10,6 +10,8 @@ from alembic.config import Config
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from server.storage.db import private_sqlite_file
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -23,6 +25,7 @@ def alembic_config(database_url: str) -> Config:
 def migrate(database_url: str) -> None:
     """Upgrade to the newest revision. Blocking: call it outside the event loop (or in
     a thread), since Alembic's environment runs its own loop."""
+    private_sqlite_file(database_url)
     command.upgrade(alembic_config(database_url), "head")
     asyncio.run(_analyze(database_url))
 

@@ -406,3 +406,22 @@ agent_connections = Table(
     Column("seen_at", Instant, nullable=False),
     Index("ix_agent_connections_process_id", "process_id"),
 )
+
+# --- websocket tickets (migration 0010) ------------------------------------------------------
+
+# Single-use tickets a page opens /ws with instead of its token (POST /api/v1/ws-tickets,
+# server/tenants/tickets.py): in the database so that a page's socket may land on any
+# process. Only the ticket's SHA-256 is kept; the principal is the token's that asked
+# for it, good until `token_expires_at`. A ticket is deleted when used; expired ones
+# are swept whenever one is issued.
+ws_tickets = Table(
+    "ws_tickets",
+    metadata,
+    Column("ticket_hash", String(64), primary_key=True),
+    Column("tenant_id", String(64), nullable=False),
+    Column("user_id", ID, nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("token_expires_at", Instant, nullable=False),
+    Column("expires_at", Instant, nullable=False),
+    Index("ix_ws_tickets_expires_at", "expires_at"),
+)

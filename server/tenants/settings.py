@@ -14,7 +14,9 @@ from server.core.fields import (
     BusinessHours,
     Choice,
     Integer,
+    List,
     Object,
+    Origin,
     Text,
     TextList,
     TimeZone,
@@ -49,7 +51,11 @@ TENANT_BODY = Object(
     merge_channels=Boolean(
         description="A contact's message or call on another channel joins its open conversation."
     ),
-    widget_origins=TextList(description="The sites allowed to embed the chat widget."),
+    widget_origins=List(
+        Origin(),
+        max_items=100,
+        description="The sites allowed to embed the chat widget: origins, `http(s)://host[:port]`.",
+    ),
     description="Only the fields given change.",
 )
 TEAM_BODY = Object(

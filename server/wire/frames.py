@@ -9,6 +9,7 @@ body is never copied per subscriber.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from json.encoder import encode_basestring
 from typing import Any
@@ -30,6 +31,30 @@ def _default(value: Any) -> Any:
 _json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=_default).encode
 _pack = msgpack.Packer(datetime=True).pack
 _TYPE, _SUB, _SEQ = _pack("type"), _pack("sub"), _pack("seq")
+
+
+def _constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400: a number JSON writes, no float holds
+        raise ValueError(f"{text[:40]} is out of range")
+    return value
+
+
+# One decoder for the process: json.loads with options builds one per call.
+_strict = json.JSONDecoder(parse_constant=_constant, parse_float=_finite)
+
+
+def decode_json(text: str | bytes) -> Any:
+    """A JSON frame or body, strictly: NaN, Infinity and numbers no float holds (which
+    Python's json takes) raise ValueError, so that no answer echoes them as bare
+    NaN, which is not JSON. Bytes are decoded as json.loads decodes them."""
+    if isinstance(text, bytes | bytearray):
+        text = text.decode(json.detect_encoding(text), "surrogatepass")
+    return _strict.decode(text)
 
 
 def encode(format: str, frame: dict[str, Any]) -> bytes:

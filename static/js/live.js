@@ -24,6 +24,7 @@ export class Live {
     this.state = "reconnecting";
     this.lastFrameAt = null; // Date.now() of the last frame: the data's age
     this.socket = null;
+    this.connecting = false; // asking for a ticket
     this.tries = 0;
     this.refs = 0;
     this.pending = new Map(); // ref -> {resolve, reject, timer}
@@ -40,9 +41,42 @@ export class Live {
 
   // --- connection -------------------------------------------------------------------
 
-  connect() {
+  // A single-use ticket for the next socket (POST /api/v1/ws-tickets), so that the
+  // token never goes in a URL, where logs and proxies would keep it. null: no ticket
+  // now (offline, or the server is away); a refused token says so and stops.
+  async ticket() {
+    let response;
+    try {
+      response = await fetch("/api/v1/ws-tickets", {
+        method: "POST",
+        headers: { Authorization: `Bearer ${this.token}`, Accept: "application/json" },
+      });
+    } catch (error) {
+      return null;
+    }
+    if (response.status === 401) {
+      this.emit("token_expired", {});
+      return null;
+    }
+    if (!response.ok) return null;
+    try {
+      return (await response.json()).ticket;
+    } catch (error) {
+      return null;
+    }
+  }
+
+  async connect() {
+    if (this.stopped || this.connecting) return;
+    this.connecting = true;
+    const ticket = await this.ticket();
+    this.connecting = false;
     if (this.stopped) return;
-    const url = `${this.url}?token=${encodeURIComponent(this.token)}`;
+    if (!ticket) {
+      this.lost();
+      return;
+    }
+    const url = `${this.url}?ticket=${encodeURIComponent(ticket)}`;
     let socket;
     try {
       socket = new WebSocket(url, PROTOCOL);
@@ -88,7 +122,7 @@ export class Live {
   }
 
   retryNow() {
-    if (this.socket || this.stopped) return;
+    if (this.socket || this.connecting || this.stopped) return;
     clearTimeout(this.retryTimer);
     this.connect();
   }

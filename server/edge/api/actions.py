@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from starlette.requests import Request
 
-from server.edge.http import base_url, principal_of, read_body, read_object, respond
+from server.edge.http import principal_of, read_body, read_object, respond
 
 
 async def post_initiate(request: Request):
@@ -13,7 +13,7 @@ async def post_initiate(request: Request):
     principal = await principal_of(request)
     body = await read_body(request, services.settings.max_body_bytes)
     key = request.headers.get("idempotency-key")
-    status, answer = await services.initiator.initiate(principal, body, key, base_url(request))
+    status, answer = await services.initiator.initiate(principal, body, key)
     return respond(request, answer, status)
 
 
@@ -22,7 +22,7 @@ async def post_message(request: Request):
     principal = await principal_of(request)
     body = await read_object(request, services.settings.max_body_bytes)
     status, answer = await services.conversation_actions.send_reply(
-        principal, request.path_params["conversation_id"], body, base_url(request)
+        principal, request.path_params["conversation_id"], body
     )
     return respond(request, answer, status)
 
@@ -31,7 +31,7 @@ async def post_hangup(request: Request):
     services = request.app.state.services
     principal = await principal_of(request)
     status, answer = await services.conversation_actions.hang_up(
-        principal, request.path_params["conversation_id"], base_url(request)
+        principal, request.path_params["conversation_id"]
     )
     return respond(request, answer, status)
 

@@ -27,9 +27,7 @@ async def put_presence(request: Request):
 
 async def accept_offer(request: Request):
     services, principal = await _caller(request, "agent")
-    row = await services.routing.actions.accept(
-        principal, request.path_params["offer_id"], str(request.base_url).rstrip("/")
-    )
+    row = await services.routing.actions.accept(principal, request.path_params["offer_id"])
     return respond(request, {"conversation": row})
 
 

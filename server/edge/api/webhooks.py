@@ -15,7 +15,7 @@ from starlette.responses import Response
 
 from channels.base import PayloadError, ProviderError, SignatureError, WebhookRequest
 from server.core.errors import Refused
-from server.edge.http import base_url, read_bytes
+from server.edge.http import read_bytes
 from server.providers.registry import CAPABILITIES
 from server.storage import repository as repo
 
@@ -43,7 +43,7 @@ async def webhook(request: Request):
     signed = WebhookRequest(
         request.method, _called_url(request, services), dict(request.headers), body
     )
-    adapter = services.providers.adapter(tenant, config, base_url(request))
+    adapter = services.providers.adapter(tenant, config)
     try:
         handshake = adapter.challenge(signed)
         if handshake is not None:

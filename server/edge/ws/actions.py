@@ -6,11 +6,6 @@ from __future__ import annotations
 from server.core.errors import Refused
 
 
-def _ws_base(connection) -> str:
-    base = connection.base_url.rstrip("/")
-    return base.replace("wss://", "https://", 1).replace("ws://", "http://", 1)
-
-
 def _ws_answer(connection, ref, status: int, answer: dict) -> None:
     if status >= 400:
         error = answer["error"]
@@ -24,9 +19,7 @@ async def on_initiate(connection, frame: dict, ref) -> None:
     key = frame.get("idempotency_key")
     if key is not None and not isinstance(key, str):
         raise Refused("malformed", "idempotency_key must be a string")
-    status, answer = await connection.services.initiator.initiate(
-        connection.principal, body, key, _ws_base(connection)
-    )
+    status, answer = await connection.services.initiator.initiate(connection.principal, body, key)
     _ws_answer(connection, ref, status, answer)
 
 
@@ -36,14 +29,13 @@ async def on_send_message(connection, frame: dict, ref) -> None:
         connection.principal,
         frame.get("conversation_id"),
         body,
-        _ws_base(connection),
     )
     _ws_answer(connection, ref, status, answer)
 
 
 async def on_hangup(connection, frame: dict, ref) -> None:
     status, answer = await connection.services.conversation_actions.hang_up(
-        connection.principal, frame.get("conversation_id"), _ws_base(connection)
+        connection.principal, frame.get("conversation_id")
     )
     _ws_answer(connection, ref, status, answer)
 

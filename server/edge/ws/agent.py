@@ -22,9 +22,8 @@ async def on_subscribe_popups(connection, frame: dict, ref) -> None:
 
 async def on_accept(connection, frame: dict, ref) -> None:
     _require(connection, "agent")
-    base = connection.base_url.replace("ws", "http", 1).rstrip("/")  # ws:// -> http://
     await _answer(
-        connection, ref, connection.services.routing.actions.accept, frame.get("offer_id"), base
+        connection, ref, connection.services.routing.actions.accept, frame.get("offer_id")
     )
 
 

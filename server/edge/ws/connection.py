@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import sys
 import time
 from typing import Any
 from urllib.parse import urlsplit
@@ -55,7 +54,7 @@ from server.live.definitions import (
 )
 from server.live.filters import ViewQuery
 from server.live.windows import Subscription
-from server.wire.frames import JSON, encode
+from server.wire.frames import JSON, decode_json, encode
 from server.wire.protocol import (
     CLIENT_FRAMES,
     CLOSE_POLICY,
@@ -83,7 +82,6 @@ class Connection(Session):
         "_frames",
         "_refusals",
         "_retry_at",
-        "base_url",
         "principal",
         "queries",
         "services",
@@ -93,9 +91,8 @@ class Connection(Session):
     outbox_bytes = OUTBOX_BYTES
     refusals = (Refused,)
 
-    def __init__(self, principal: Principal, format: str, services, base_url: str):
+    def __init__(self, principal: Principal, format: str, services):
         super().__init__(format)
-        self.base_url = base_url  # where the client reached us: callback URLs of initiate
         self.principal = principal
         self.services = services
         self.subscriptions: dict[str, Subscription] = {}
@@ -175,7 +172,7 @@ class Connection(Session):
 
     def decode(self, data: str | bytes) -> Any:
         try:
-            frame = json.loads(data) if isinstance(data, str) else msgpack.unpackb(data)
+            frame = decode_json(data) if isinstance(data, str) else msgpack.unpackb(data)
         except Exception:  # msgpack raises several unrelated types for bad input
             raise Malformed("the frame is not valid JSON or msgpack") from None
         if isinstance(data, str) and "\\u" in data and not _is_unicode(frame):
@@ -190,6 +187,8 @@ class Connection(Session):
             return None
         if isinstance(ref, int) and not -(2**63) <= ref < 2**64:
             return None  # msgpack could not echo it
+        if isinstance(ref, float) and not math.isfinite(ref):
+            return None  # a msgpack NaN: JSON could not log or echo it
         return ref
 
 
@@ -341,7 +340,8 @@ Connection.handlers = HANDLERS
 
 
 class WsEndpoint(Endpoint):
-    """`/ws`: a token (header or `?token=`) and an allowed Origin, or no socket."""
+    """`/ws`: a token (header or `?token=`) or a ticket (`?ticket=`), and an allowed
+    Origin, or no socket."""
 
     async def judge(self, connection: HTTPConnection) -> tuple[Connection, str | None]:
         services = connection.app.state.services
@@ -352,10 +352,17 @@ class WsEndpoint(Endpoint):
         ):
             raise HandshakeRefused(403, "forbidden", "origin not allowed")
         token = _token(connection)
+        ticket = connection.query_params.get("ticket")
         try:
-            if token is None:
-                raise InvalidToken("a token is required (Authorization: Bearer, or ?token=)")
-            principal = verify_token(settings.secret, token, services.clock)
+            if token is not None:
+                principal = verify_token(settings.secret, token, services.clock)
+            elif ticket is not None:
+                principal = await services.tickets.redeem(ticket)
+            else:
+                raise InvalidToken(
+                    "a token or ticket is required (Authorization: Bearer, ?ticket= from "
+                    "POST /api/v1/ws-tickets, or ?token=)"
+                )
             await services.tenants.zone(principal.tenant)
         except InvalidToken as exc:
             raise HandshakeRefused(401, "unauthorized", str(exc)) from None
@@ -363,8 +370,7 @@ class WsEndpoint(Endpoint):
             raise HandshakeRefused(STATUS[exc.code], exc.code, exc.message) from None
         offered = connection.scope.get("subprotocols") or []
         chosen = next((name for name in offered if name in SUBPROTOCOLS), None)
-        base_url = sys.intern(str(connection.base_url))  # one string for all its sockets
-        return Connection(principal, SUBPROTOCOLS.get(chosen, JSON), services, base_url), chosen
+        return Connection(principal, SUBPROTOCOLS.get(chosen, JSON), services), chosen
 
 
 def _own_origins(connection: HTTPConnection, public_url: str | None) -> list[str]:

@@ -331,6 +331,9 @@ class SocketProtocol(asyncio.Protocol):
             self._finished(CLOSE_INTERNAL_ERROR, "internal error")
         else:
             if self._phase is _HANDSHAKE and self._handshake is not None:
+                # Not a refusal (those are answered, and logged at INFO by
+                # _log_handshake) nor a client gone (connection_lost forgets the
+                # handshake): the app's own bug, so an alarm.
                 log.error("websocket application returned without answering the handshake")
             self._finished(1000, "")
 

@@ -45,7 +45,7 @@ from typing import Any, ClassVar
 from starlette.requests import HTTPConnection
 
 from server.edge.ws.protocol import EXTENSION
-from server.wire.frames import JSON, encode
+from server.wire.frames import JSON, decode_json, encode
 from server.wire.protocol import CLOSE_INTERNAL_ERROR, CLOSE_TRY_AGAIN_LATER
 
 log = logging.getLogger("switchboard.ws")
@@ -136,7 +136,7 @@ class Session:
         if not isinstance(data, str):
             raise Malformed("frames are JSON text")
         try:
-            return json.loads(data)
+            return decode_json(data)
         except ValueError:
             raise Malformed("the frame is not valid JSON") from None
 
