@@ -623,10 +623,21 @@ async def _webchat_example(server: LiveServer, frames: list, ascii_only: bool, n
                 assert isinstance(answer.get("message"), str) and answer["message"]
 
 
+# Every example is a new visitor on one address: far past the abuse limits, which
+# have tests of their own (tests/test_webchat_limits.py). Here they are lifted so
+# that what is fuzzed is the frames.
+UNLIMITED_WEBCHAT = {
+    "webchat_handshakes_per_minute": 10**6,
+    "webchat_tenant_handshakes_per_minute": 10**6,
+    "webchat_conversations_per_hour": 10**6,
+    "webchat_tenant_conversations_per_hour": 10**6,
+}
+
+
 async def test_generated_webchat_frames_never_break_the_socket_or_the_server(backend, tmp_path):
     from websockets.asyncio.client import connect
 
-    async with live_server(backend, tmp_path) as server:
+    async with live_server(backend, tmp_path, settings_changes=UNLIMITED_WEBCHAT) as server:
         api = server.api
         response = await api.client.put(
             "/api/v1/tenant", json={"widget_origins": [SHOP]}, headers=api.auth("admin")
