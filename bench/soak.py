@@ -74,6 +74,11 @@ def add_arguments(group: argparse._ArgumentGroup) -> None:
     )
     group.add_argument("--soak-redis-url", default="", help="a Redis for the bus (redis://...)")
     group.add_argument("--soak-out", default="", help="where the files go (bench/out)")
+    group.add_argument(
+        "--soak-attacks",
+        default=",".join(ATTACKS),
+        help=f"which attacks run, comma-separated (all: {','.join(ATTACKS)})",
+    )
 
 
 def rss_kb(pid: int) -> int:
@@ -344,8 +349,18 @@ async def _drain(ws, tally, name) -> None:
         tally(f"{name}: {frame.get('type')} {frame.get('code', '')}".rstrip())
 
 
-def attackers(port: int, tokens: dict[str, str], views: int, stop: asyncio.Event, tally: Tally):
-    sup = tokens["supervisor"]
+ATTACKS = ("pipeliner", "flooder", "views", "webchat", "time", "oversize", "tokens")
+
+
+def attackers(
+    port: int,
+    tokens: dict[str, str],
+    views: int,
+    stop: asyncio.Event,
+    tally: Tally,
+    chosen: tuple[str, ...] = ATTACKS,
+):
+    sup = tokens["attacker"]
 
     async def pipeliner(ws) -> None:
         reader = asyncio.ensure_future(_drain(ws, tally, "pipeliner"))
@@ -462,25 +477,30 @@ def attackers(port: int, tokens: dict[str, str], views: int, stop: asyncio.Event
         finally:
             conn.close()
 
-    return [
-        _socket_loop("pipeliner", tally, stop, port, sup, pipeliner),
-        _socket_loop("flooder", tally, stop, port, sup, flooder),
-        _socket_loop("views", tally, stop, port, sup, many_views),
-        webchat(),
-        bad_time(),
-        oversize(),
-        bad_tokens(),
-    ]
+    every = {
+        "pipeliner": lambda: _socket_loop("pipeliner", tally, stop, port, sup, pipeliner),
+        "flooder": lambda: _socket_loop("flooder", tally, stop, port, sup, flooder),
+        "views": lambda: _socket_loop("views", tally, stop, port, sup, many_views),
+        "webchat": webchat,
+        "time": bad_time,
+        "oversize": oversize,
+        "tokens": bad_tokens,
+    }
+    return [every[name]() for name in chosen]
 
 
-def attack_process(port: int, tokens: dict[str, str], views: int, stop, out) -> None:
+def attack_process(
+    port: int, tokens: dict[str, str], views: int, stop, out, chosen: tuple[str, ...]
+) -> None:
     """The attackers' own process (so that they do not slow the honest clients' reading
     in this one): runs until `stop` (a multiprocessing event) is set, then puts its
     tally and the attackers that failed in `out`."""
 
     async def main() -> None:
         tally = Tally()
-        tasks = [asyncio.ensure_future(a) for a in attackers(port, tokens, views, stop, tally)]
+        tasks = [
+            asyncio.ensure_future(a) for a in attackers(port, tokens, views, stop, tally, chosen)
+        ]
         out.put("started")
         await asyncio.to_thread(stop.wait)
         done, pending = await asyncio.wait(tasks, timeout=10)
@@ -494,6 +514,14 @@ def attack_process(port: int, tokens: dict[str, str], views: int, stop, out) -> 
 
 
 # --------------------------------------------------------------------------- the run
+
+
+def chosen_attacks(args) -> tuple[str, ...]:
+    chosen = tuple(name.strip() for name in args.soak_attacks.split(",") if name.strip())
+    unknown = set(chosen) - set(ATTACKS)
+    if unknown:
+        raise SystemExit(f"--soak-attacks: unknown {', '.join(sorted(unknown))}")
+    return chosen
 
 
 async def measure(args, server: c.ServerProcess, tokens: dict[str, str], recorder) -> dict:
@@ -527,7 +555,8 @@ async def measure(args, server: c.ServerProcess, tokens: dict[str, str], recorde
     context = multiprocessing.get_context("spawn")
     stop_attack, out = context.Event(), context.Queue()
     attack = context.Process(
-        target=attack_process, args=(port, tokens, args.soak_views, stop_attack, out)
+        target=attack_process,
+        args=(port, tokens, args.soak_views, stop_attack, out, chosen_attacks(args)),
     )
     attack.start()
     try:
@@ -680,11 +709,14 @@ def run(args: argparse.Namespace) -> int:
             ["tenant", "add", TENANT, "--timezone", "Europe/Madrid", "--routing", "external"], env
         )
         tokens = {}
-        for role in ("service", "admin", "supervisor"):
+        # The attacker is a supervisor of the same tenant, but another user than the
+        # honest ones: a hostile colleague, not the honest supervisors themselves.
+        for name, role in (("service", "service"), ("admin", "admin"),
+                           ("supervisor", "supervisor"), ("attacker", "supervisor")):  # fmt: skip
             out = c.run_cli(
-                ["token", "--tenant", TENANT, "--role", role, "--user", f"soak-{role}"], env
+                ["token", "--tenant", TENANT, "--role", role, "--user", f"soak-{name}"], env
             )
-            tokens[role] = out.strip().splitlines()[-1]
+            tokens[name] = out.strip().splitlines()[-1]
         with c.ServerProcess(env, recorder.path("-server.log")) as server:
             setup(server.base_url, tokens["admin"], args.soak_views)
             try:

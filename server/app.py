@@ -17,6 +17,7 @@ from starlette.middleware import Middleware
 
 from server.bus import Bus, bus_from_url
 from server.core.clock import SYSTEM_CLOCK, Clock
+from server.core.limits import KeyedBuckets
 from server.core.settings import Settings
 from server.edge.errors import HANDLERS
 from server.edge.middleware import Instrumentation
@@ -69,6 +70,7 @@ class Services:
     routing: Routing
     webchat: WebChat
     tickets: WsTickets
+    ws_user_rows: KeyedBuckets  # rows asked over /ws per (tenant, user), this process
 
     async def start(self) -> None:
         await self.live.start()  # subscribed before the bus connects: no news missed
@@ -132,6 +134,7 @@ def build_services(
         ),
         webchat=WebChat(db, bus, ingest, inbound, clock, WebChatLimits.from_settings(settings)),
         tickets=WsTickets(db, clock),
+        ws_user_rows=KeyedBuckets(settings.ws_user_rows_burst, settings.ws_user_rows_rate),
     )
 
 

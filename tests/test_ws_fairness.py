@@ -175,3 +175,59 @@ async def test_windows_are_held_to_a_memory_budget(backend, tmp_path, monkeypatc
             assert _gauge(metrics, "switchboard_live_over_capacity_total") >= 1
         # given back when the socket closes (idle windows kept IDLE_WINDOW_S at most)
         await wait_for(lambda: views.accounted == 0 and not views.windows, 5)
+
+
+async def test_a_reconnect_does_not_refill_the_users_row_bucket(backend, tmp_path):
+    # rows asked per user, over all its connections: two 1,000-row windows at once
+    changes = {"ws_user_rows_burst": 2000.0, "ws_user_rows_rate": 1.0}
+    async with live_server(backend, tmp_path, settings_changes=changes) as server:
+        await server.api.post_events([created(n) for n in range(3)])
+        async with server.ws() as first:
+            for n in range(2):
+                answer = await first.request({"type": "subscribe", "view": every(n), "limit": 1000})
+                assert answer["type"] == "snapshot", answer
+        async with server.ws() as again, server.ws(user="sup2") as colleague:
+            refused = await again.request({"type": "subscribe", "view": every(2), "limit": 1000})
+            assert refused["type"] == "error" and refused["code"] == "rate_limited", refused
+            assert refused["retry_after_s"] > 0
+            # what costs no rows still passes, and another user has a bucket of its own
+            count = await again.request({"type": "subscribe", "view": every(2), "limit": 0})
+            assert count["type"] == "snapshot", count
+            answer = await colleague.request({"type": "subscribe", "view": every(3), "limit": 1000})
+            assert answer["type"] == "snapshot", answer
+
+
+async def test_a_peer_that_sends_on_after_the_close_is_cut(backend, tmp_path):
+    """A flooder that never reads is closed with 1008; whatever it sends after our
+    close frame is not read (parsed) for the closing timeout but cut after a little."""
+    from websockets.client import ClientProtocol
+    from websockets.uri import parse_uri
+
+    changes = {"ws_frame_burst": 100.0, "ws_frame_rate": 1.0}
+    async with live_server(backend, tmp_path, settings_changes=changes) as server:
+        client = ClientProtocol(parse_uri(server.ws_url), subprotocols=["switchboard.v1.json"])
+        request = client.connect()
+        request.headers["Authorization"] = f"Bearer {server.api.token('supervisor', 'sup1')}"
+        client.send_request(request)
+        port = int(server.url.rsplit(":", 1)[1])
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"".join(client.data_to_send()))
+        while client.handshake_exc is None and not client.events_received():
+            client.receive_data(await reader.read(65536))
+        assert client.handshake_exc is None
+        # past the bucket and the refusals: closed with 1008 (never read by us)
+        for _ in range(1000):
+            client.send_text(b'{"type": "ping"}')
+        writer.write(b"".join(client.data_to_send()))
+        sent = 0
+        pad = json.dumps({"type": "ping", "pad": "x" * 30_000}).encode()
+        try:
+            while sent < 256 << 20:  # without the cut, all of it would be taken
+                client.send_text(pad)
+                writer.write(b"".join(client.data_to_send()))
+                await writer.drain()
+                sent += len(pad)
+        except (ConnectionResetError, BrokenPipeError):
+            pass
+        assert sent < 64 << 20, f"{sent} bytes taken after the close"
+        writer.close()

@@ -104,6 +104,18 @@ ENVIRONMENT = {
             "The cost units per second that refill that bucket.",
         ),
         Variable(
+            "SWITCHBOARD_WS_USER_ROWS_BURST",
+            "50000",
+            "Rows one user may ask for at once (subscribe and fetch `limit`s) over all its "
+            "/ws connections in a process, so that reconnecting does not refill the "
+            "connection's bucket (`rate_limited` beyond; docs/security.md).",
+        ),
+        Variable(
+            "SWITCHBOARD_WS_USER_ROWS_RATE",
+            "10000",
+            "Rows a second that refill a user's bucket (SWITCHBOARD_WS_USER_ROWS_BURST).",
+        ),
+        Variable(
             "SWITCHBOARD_WINDOW_MEMORY_MB",
             "256",
             "The process-wide budget of live windows' rows; beyond it idle windows are "
@@ -164,6 +176,8 @@ class Settings:
     ws_max_subscriptions: int = int(default("SWITCHBOARD_WS_MAX_SUBSCRIPTIONS"))
     ws_frame_burst: float = float(default("SWITCHBOARD_WS_FRAME_BURST"))
     ws_frame_rate: float = float(default("SWITCHBOARD_WS_FRAME_RATE"))
+    ws_user_rows_burst: float = float(default("SWITCHBOARD_WS_USER_ROWS_BURST"))
+    ws_user_rows_rate: float = float(default("SWITCHBOARD_WS_USER_ROWS_RATE"))
     window_memory_bytes: int = int(default("SWITCHBOARD_WINDOW_MEMORY_MB")) << 20
     trusted_proxies: tuple[str, ...] = ()
     webchat_handshakes_per_minute: int = int(default("SWITCHBOARD_WEBCHAT_HANDSHAKES_PER_MINUTE"))
@@ -202,6 +216,9 @@ class Settings:
             ws_max_subscriptions=int(_number(env, "SWITCHBOARD_WS_MAX_SUBSCRIPTIONS", 1)),
             ws_frame_burst=_number(env, "SWITCHBOARD_WS_FRAME_BURST", 25),
             ws_frame_rate=_number(env, "SWITCHBOARD_WS_FRAME_RATE", 1),
+            # at least one snapshot of the largest window (wire/protocol.py MAX_LIMIT)
+            ws_user_rows_burst=_number(env, "SWITCHBOARD_WS_USER_ROWS_BURST", 1000),
+            ws_user_rows_rate=_number(env, "SWITCHBOARD_WS_USER_ROWS_RATE", 1),
             window_memory_bytes=int(_number(env, "SWITCHBOARD_WINDOW_MEMORY_MB", 1)) << 20,
             trusted_proxies=_networks(env.get("SWITCHBOARD_TRUSTED_PROXIES", "")),
             webchat_handshakes_per_minute=int(

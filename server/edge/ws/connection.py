@@ -7,8 +7,10 @@ HTTP 401, a foreign Origin 403. A token that expires while the socket is open cl
 it with 4401. Malformed frames get an `error` frame and the socket stays open; a frame
 over the server's limit closes it with 1009.
 
-Inbound frames pass a token bucket weighed by what they ask for (`cost`): beyond it
-`error` `rate_limited` and the frame is not handled; a connection that goes on being
+Inbound frames pass a token bucket weighed by what they ask for (`cost`), and the rows
+a subscribe or fetch asks for also pass its user's bucket, shared by the user's
+connections in this process (a reconnect does not refill it): beyond either, `error`
+`rate_limited` and the frame is not handled; a connection that goes on being
 refused (REFUSALS) is closed with 1008. A connection holds at most
 `ws_max_subscriptions` subscriptions (`too_many_subscriptions`). docs/security.md has
 the defaults and how they were measured.
@@ -156,6 +158,10 @@ class Connection(Session):
 
     def admit(self, data: str | bytes, frame: Any) -> bool:
         wait = self._frames.take(cost(frame))
+        rows = rows_asked(frame)
+        if not wait and rows:
+            user = (self.principal.tenant, self.principal.user)
+            wait = self.services.ws_user_rows.take(user, rows)
         if not wait:
             return True
         WS_RATE_LIMITED.labels("/ws").inc()
@@ -192,17 +198,22 @@ class Connection(Session):
         return ref
 
 
+def rows_asked(frame: Any) -> int:
+    """The rows a subscribe or fetch asks for (its `limit`); 0 for any other frame, and
+    for a `limit` the handler will refuse."""
+    if not isinstance(frame, dict) or frame.get("type") not in ("subscribe", "fetch"):
+        return 0
+    limit = frame.get("limit", CLIENT_FRAMES[frame["type"]].fields["limit"].default)
+    if not isinstance(limit, int) or isinstance(limit, bool):
+        return 0
+    return min(max(limit, 0), MAX_LIMIT)
+
+
 def cost(frame: Any) -> float:
     """What a frame asks of the server, in bucket units: 1 for a ping, an unsubscribe,
     a count-only subscribe or anything malformed; 1 + limit / ROWS_PER_COST for a
     subscribe or fetch of `limit` rows (21 for 1,000)."""
-    if not isinstance(frame, dict) or frame.get("type") not in ("subscribe", "fetch"):
-        return 1.0
-    field = CLIENT_FRAMES[frame["type"]].fields["limit"]
-    limit = frame.get("limit", field.default)
-    if not isinstance(limit, int) or isinstance(limit, bool):
-        return 1.0  # refused by the handler
-    return 1.0 + min(max(limit, 0), MAX_LIMIT) / ROWS_PER_COST
+    return 1.0 + rows_asked(frame) / ROWS_PER_COST
 
 
 def _is_unicode(value: Any) -> bool:

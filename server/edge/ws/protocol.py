@@ -78,6 +78,10 @@ wire_log.setLevel(logging.WARNING)
 
 EXTENSION = "switchboard.socket"
 CLOSE_TIMEOUT_S = 10.0  # after our close frame: the peer's answer, or the socket is cut
+# Once closing, what the peer may still send before it is cut unread: its close frame
+# and what it had in flight, not a flood that goes on (the soak's ping flooder kept a
+# core busy parsing frames for CLOSE_TIMEOUT_S after each 1008)
+CLOSING_READ_BYTES = 64 * 1024
 
 
 class _Phase(enum.Enum):
@@ -114,6 +118,7 @@ class SocketProtocol(asyncio.Protocol):
     __slots__ = (
         "_app_state",
         "_close_timer",
+        "_closing_read",
         "_config",
         "_connections",
         "_disconnect",
@@ -155,6 +160,7 @@ class SocketProtocol(asyncio.Protocol):
         self._ping: bytes | None = None  # the payload of the ping awaiting its pong
         self._ping_timer: asyncio.TimerHandle | None = None
         self._close_timer: asyncio.TimerHandle | None = None
+        self._closing_read = 0  # bytes received since the closing handshake began
 
     # --- asyncio.Protocol
 
@@ -163,6 +169,11 @@ class SocketProtocol(asyncio.Protocol):
         self._connections.add(self)
 
     def data_received(self, data: bytes) -> None:
+        if self._phase is _CLOSING:
+            self._closing_read += len(data)
+            if self._closing_read > CLOSING_READ_BYTES:
+                self._transport.abort()
+                return
         ws = self._ws
         ws.receive_data(data)
         for event in ws.events_received():
