@@ -358,6 +358,19 @@ def switchboard_command() -> list[str]:
     return [sys.executable, "-m", "server"]
 
 
+def put_json(base_url: str, path: str, body: dict, token: str) -> None:
+    """An admin PUT of set-up (teams, agents, the tenant) that must succeed."""
+    request = urllib.request.Request(
+        base_url + path,
+        data=json.dumps(body).encode(),
+        method="PUT",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        if answer.status != 200:
+            raise RuntimeError(f"PUT {path}: HTTP {answer.status}")
+
+
 def run_cli(args: list[str], env: dict[str, str], timeout: float = 60) -> str:
     """Run `switchboard ARGS`; returns stdout, raises with stderr on failure."""
     done = subprocess.run(

@@ -29,7 +29,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
@@ -453,15 +452,7 @@ def seed_directory(base_url: str, admin_token: str) -> None:
     """Teams and agents, so that accepted offers find the agent's name as they would."""
 
     def put(path: str, body: dict) -> None:
-        request = urllib.request.Request(
-            base_url + path,
-            data=json.dumps(body).encode(),
-            method="PUT",
-            headers={"Authorization": f"Bearer {admin_token}", "Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=10) as answer:
-            if answer.status != 200:
-                raise RuntimeError(f"PUT {path}: HTTP {answer.status}")
+        c.put_json(base_url, path, body, admin_token)
 
     for team in TEAMS:
         put(f"/api/v1/teams/{team}", {"queue_capacity": 10_000})

@@ -51,12 +51,12 @@ def consistent(watchers: list[Watcher], truth: Watcher) -> bool:
     return all(w.rows == truth.rows and w.total == truth.total for w in watchers)
 
 
-async def database_truth(database: str) -> Watcher:
+async def database_truth(database: str, server_url: str = c.ADMIN_URL) -> Watcher:
     """The fresh snapshot, read from the database itself (not from a server, whose
     windows are shared): the view's first 2,000 rows in its order, and its count."""
     import asyncpg
 
-    conn = await asyncpg.connect(c.asyncpg_dsn(c.ADMIN_URL, database), timeout=5)
+    conn = await asyncpg.connect(c.asyncpg_dsn(server_url, database), timeout=5)
     try:
         where = "tenant_id = 'bench' AND channel = 'chat'"
         rows = await conn.fetch(

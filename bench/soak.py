@@ -745,15 +745,7 @@ def setup(base_url: str, admin_token: str, views: int) -> None:
     """The teams the views watch, and the widget origin the web chat attacker uses."""
 
     def put(path: str, body: dict) -> None:
-        request = urllib.request.Request(
-            base_url + path,
-            data=json.dumps(body).encode(),
-            method="PUT",
-            headers={"Authorization": f"Bearer {admin_token}", "Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=10) as answer:
-            if answer.status != 200:
-                raise RuntimeError(f"PUT {path}: HTTP {answer.status}")
+        c.put_json(base_url, path, body, admin_token)
 
     for n in range(views):
         put(f"/api/v1/teams/{team(n)}", {"queue_capacity": 100_000})
