@@ -441,11 +441,22 @@ async def test_data_a_database_cannot_store_is_rejected_not_a_500(api):
     good = api.event("routing.enqueued", "store-0", at(30), team="sales",
                      extra={"a": [{"b": 1.5, "c": "ok"}]})  # fmt: skip
     batch += [nul_id, nul_type, nan_id, nul_key, too_deep, good]
-    # NaN and Infinity are not JSON, but Python's encoder writes them, as some clients do.
+    # NaN and Infinity are not JSON (Python's encoder writes them, as some clients do):
+    # such a body is refused whole, naming the number, and nothing of it is stored.
     response = await api.client.post(
         "/api/v1/events",
         content=json.dumps({"events": batch}),
         headers={**api.auth("service"), "Content-Type": "application/json"},
+    )
+    assert response.status_code == 400, response.text
+    assert "Infinity" in response.json()["error"]["message"]
+    assert await count(api, m.rejected_events, tenant_id="acme") == 0
+    # msgpack carries them: the events that hold them are rejected one by one, and the
+    # JSON answer never echoes them
+    response = await api.client.post(
+        "/api/v1/events",
+        content=msgpack.packb({"events": batch}),
+        headers={**api.auth("service"), "Content-Type": "application/msgpack"},
     )
     assert response.status_code == 200, response.text
 

@@ -463,3 +463,23 @@ async def test_customer_name_fills_when_the_customer_replies_with_a_profile_name
     assert sorted(m["sender"] for m in detail["transcript"]) == ["agent", "customer"]
     assert detail["conversation"]["customer_name"] == "Kerry Fisher"
     assert detail["customer"]["name"] == "Kerry Fisher"
+
+
+async def test_a_reply_on_a_channel_no_provider_carries_is_refused_and_not_recorded(api):
+    contact = "+34911000152"
+    answer = await initiate(api, {"channel": "sms", "contact": contact, "text": "Hi"})
+    assert answer.status_code == 202, answer.text
+    cid = answer.json()["conversation_id"]
+    # the admin takes SMS off the sandbox: no provider carries it any more
+    response = await api.client.put(
+        "/api/v1/providers/sandbox", json={"channels": ["call"]}, headers=api.auth("admin")
+    )
+    assert response.status_code == 200, response.text
+    before = (await api.conversation(cid))["transcript"]
+    reply = await api.client.post(
+        f"/api/v1/conversations/{cid}/messages", json={"text": "More?"}, headers=api.auth("agent")
+    )
+    assert reply.status_code == 409, reply.text
+    error = reply.json()["error"]
+    assert error["code"] == "no_provider" and "sms" in error["message"], error
+    assert (await api.conversation(cid))["transcript"] == before

@@ -42,6 +42,10 @@ ERRORS: dict[str, tuple[int, str]] = {
         "The first request with this Idempotency-Key is still in progress, or failed; retry.",
     ),
     "idempotency_key_reused": (409, "This Idempotency-Key came with another body."),
+    "no_provider": (
+        409,
+        "The conversation's channel has no provider configured (PUT /api/v1/providers).",
+    ),
     "too_large": (413, "The body is too large, or has too many events."),
     "range_not_satisfiable": (416, "A Range outside the recording."),
     "invalid_field": (422, "A field is invalid: `field` names it, the message says why."),

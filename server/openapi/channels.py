@@ -97,6 +97,10 @@ CONFLICT = _error(
 NOT_NOW = _error(
     "invalid_transition: not in the conversation's status (with the current `conversation`)"
 )
+NO_MESSAGE = _error(
+    "invalid_transition: not in the conversation's status (with the current `conversation`);"
+    " no_provider: the conversation's channel has no provider configured"
+)
 
 
 def paths() -> dict[str, dict]:
@@ -164,7 +168,7 @@ def paths() -> dict[str, dict]:
                 roles="the conversation's agent, whatever its role (agent, supervisor, admin)",
                 body=request_body(ref("MessageRequest"), "The reply."),
                 parameters=[conversation],
-                more={409: NOT_NOW, 502: PROVIDER_FAILED},
+                more={409: NO_MESSAGE, 502: PROVIDER_FAILED},
             )
         },
         "/api/v1/conversations/{conversation_id}/hangup": {

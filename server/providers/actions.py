@@ -105,6 +105,14 @@ class ConversationActions:
                 conversation_id,
                 f"a {row['channel']} conversation in {row['status']} takes no message",
             )
+        config = None if channel == "chat" else await self.configs.for_channel(tenant, channel)
+        if channel != "chat" and config is None:
+            # the admin took the channel off every provider: nothing to record or send
+            raise Refused(
+                "no_provider",
+                f"the tenant has no provider for {channel}: an admin sets one with "
+                "PUT /api/v1/providers/{provider}",
+            )
         message_id = f"m-{secrets.token_hex(10)}"
         (outcome,) = await self.ingest.submit(
             tenant,
@@ -125,10 +133,7 @@ class ConversationActions:
                 "message_id": message_id,
                 "conversation": await self._row_wire(tenant, conversation_id),
             }
-        config = await self.configs.for_channel(tenant, channel)
         try:
-            if config is None:
-                raise ProviderError(f"the tenant has no provider for {channel}")
             number = row["contacto_number"] or config.default_number() or ""
             adapter = self.providers.adapter(tenant, config)
             await with_retries(
