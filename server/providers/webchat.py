@@ -23,7 +23,7 @@ from typing import Any
 from channels.base import ChannelEvent, Inbound, Reference, rfc3339
 from server.bus import Bus, BusMessage, Gap
 from server.core.clock import Clock
-from server.core.limits import KeyedBuckets, TokenBucket, client_address, networks
+from server.core.limits import TokenBucket, client_address, networks
 from server.core.tasks import cancel_and_wait
 from server.ingest.pipeline import Ingest
 from server.providers import repository as crepo
@@ -102,7 +102,8 @@ class VisitorSocket:
 class TunedBuckets:
     """Token buckets by key whose size comes with each take (a tenant's own limit, or
     the server's): `per_period` at once, refilled at `per_period` per `period` seconds.
-    A bucket whose limit changed keeps the tokens it had, up to the new size. The least
+    A bucket whose limit changed keeps what was used of it: a limit raised lets more
+    through at once, a limit lowered below what was used refuses until it refills. The least
     recently used beyond `keys` are forgotten (a forgotten key starts full again)."""
 
     def __init__(self, period: float, keys: int = VISITOR_BUCKETS):
@@ -120,9 +121,16 @@ class TunedBuckets:
             self._buckets.move_to_end(key)
             if bucket.burst != per_period:
                 bucket.take(0)  # refilled at the old rate until now
+                used = bucket.burst - bucket.tokens
                 bucket.burst, bucket.rate = float(per_period), per_period / self.period
-                bucket.tokens = min(bucket.tokens, bucket.burst)
+                bucket.tokens = max(0.0, bucket.burst - used)
         return bucket.take()
+
+    def give_back(self, key: object) -> None:
+        """Returns the token `take` took (it was not due after all)."""
+        bucket = self._buckets.get(key)
+        if bucket is not None:
+            bucket.tokens = min(bucket.burst, bucket.tokens + 1)
 
 
 class WebChatLimits:
@@ -152,7 +160,7 @@ class WebChatLimits:
             "conversations_per_hour": conversations_per_hour,
             "tenant_conversations_per_hour": tenant_conversations_per_hour,
         }
-        self.unknown = KeyedBuckets(handshakes_per_minute, handshakes_per_minute / 60)
+        self.unknown = TunedBuckets(60)
         self.handshakes = TunedBuckets(60)
         self.tenant_handshakes = TunedBuckets(60)
         self.visitors = TunedBuckets(3600)
@@ -178,10 +186,14 @@ class WebChatLimits:
 
     def handshake(self, address: str) -> float:
         """Before the tenant is known to this process (its lookup reads the database,
-        and a made-up tenant name is never remembered): 0 when a handshake from
-        `address` may go on, at the server's limit per address over every such
-        handshake, else the seconds to wait."""
-        return self.unknown.take(address)
+        and a name that is no tenant is never remembered): 0 when a handshake from
+        `address` may go on, at the server's limit per address, else the seconds to
+        wait. `found` gives the token back once the tenant turns out to exist: what
+        stays counted here is handshakes naming no tenant, each a database read."""
+        return self.unknown.take(address, self.defaults["handshakes_per_minute"])
+
+    def found(self, address: str) -> None:
+        self.unknown.give_back(address)
 
     def address_handshake(self, tenant: str, address: str, own: dict | None) -> float:
         """0 when a handshake from `address` to the tenant may go on, else the seconds

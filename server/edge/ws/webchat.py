@@ -224,6 +224,8 @@ class WebChatEndpoint(Endpoint):
                     log.warning("webchat handshake: the database is unavailable", exc_info=True)
                     unavailable = "the chat is unavailable; retry"
                     raise HandshakeRefused(503, "unavailable", unavailable) from None
+                if row is not None:
+                    limits.found(address)  # counted below, by the tenant's own limit
         if row is None:
             raise HandshakeRefused(404, "not_found", "no such tenant")
         own = row["webchat_limits"]  # the tenant's own limits, if it set any
