@@ -13,7 +13,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.server_support import LiveServer, live_server
+from tests.app_support import prepare_database
+from tests.server_support import LiveServer, live_server, spawned_server
 from tests.support import wait_for
 from tests.test_webchat import SHOP, Visitor, set_up, webchat_url
 
@@ -143,6 +144,30 @@ async def test_a_tenant_raises_or_lowers_its_handshake_limit(backend, tmp_path):
         assert [await handshake(server, "203.0.113.2") for _ in range(7)] == [101] * 6 + [429]
         # names of no tenant are held to the server's limit per address
         assert [await handshake(server, address, "nosuch") for _ in range(4)] == [404] * 3 + [429]
+
+
+async def test_a_tenant_s_new_limit_reaches_every_process_by_the_bus(backend, tmp_path):
+    """Each process keeps the tenant's row (origins, limits) in a cache: the settings
+    news of a change on one process makes the other read it again."""
+    if backend.name != "postgresql-redis":
+        pytest.skip("several processes share PostgreSQL and Redis")
+    await prepare_database(backend.database_url)
+    env = {"SWITCHBOARD_TRUSTED_PROXIES": LOCAL[0]}
+    data = tmp_path / "data"
+    async with (
+        spawned_server(backend, data, env=env) as one,
+        spawned_server(backend, data, env=env) as two,
+    ):
+        await set_up(one)
+        assert [await handshake(two, "203.0.113.1") for _ in range(2)] == [101, 101]  # cached
+        await put_limits(one, "acme", {"handshakes_per_minute": 1})
+        addresses = (f"203.0.113.{n}" for n in range(2, 250))
+
+        async def refused_at_the_second() -> bool:
+            address = next(addresses)
+            return [await handshake(two, address) for _ in range(2)] == [101, 429]
+
+        await wait_for(refused_at_the_second, 10, 0.05, "the other process took the change")
 
 
 async def test_a_visitor_flooding_frames_is_refused_then_closed(backend, tmp_path):
