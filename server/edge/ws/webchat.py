@@ -15,9 +15,8 @@ WebChatLimits, at the tenant's own values (`webchat_limits` of PUT /api/v1/tenan
 where it set them, read with its widget origins from the process's cache of tenant
 rows (server/tenants/zones.py), not from the database per handshake. The client
 address is the socket's peer, or what a proxy in SWITCHBOARD_TRUSTED_PROXIES wrote in
-X-Forwarded-For. A visitor that does not read is
-closed with 1013 once its outbox passes OUTBOX_BYTES, and catches up when it
-reconnects.
+X-Forwarded-For. A visitor that does not read is closed with 1013 once its outbox
+passes OUTBOX_BYTES, and catches up when it reconnects.
 """
 
 from __future__ import annotations
