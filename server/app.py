@@ -98,6 +98,7 @@ def build_services(
     db = Database(settings.database_url)
     bus = bus_from_url(settings.bus_url, settings.bus_prefix)
     tenants = TenantZones(db)
+    webchat_limits = WebChatLimits.from_settings(settings)
     # Every ingest records, with the rows it commits, the offers and timers they call for.
     arming = TimerArming(db)
     ingest = Ingest(db, bus, clock, alongside=(arming,))
@@ -118,7 +119,7 @@ def build_services(
         db=db,
         bus=bus,
         tenants=tenants,
-        tenant_settings=TenantSettings(db, bus, tenants),
+        tenant_settings=TenantSettings(db, bus, tenants, webchat_limits.defaults),
         ingest=ingest,
         live=live,
         catchup=CatchUp(db, live, bus),
@@ -132,7 +133,7 @@ def build_services(
         routing=build_routing(
             settings, clock, db, bus, ingest, arming, tenants, conversation_actions
         ),
-        webchat=WebChat(db, bus, ingest, inbound, clock, WebChatLimits.from_settings(settings)),
+        webchat=WebChat(db, bus, ingest, inbound, clock, webchat_limits),
         tickets=WsTickets(db, clock),
         ws_user_rows=KeyedBuckets(settings.ws_user_rows_burst, settings.ws_user_rows_rate),
     )
@@ -171,6 +172,7 @@ def build_routing(
         actions=AgentActions(
             db, ingest, clock, tenants.zone, conversation_actions.bridge_after_accept
         ),
+        tenants=tenants,
     )
 
 

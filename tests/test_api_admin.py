@@ -12,6 +12,15 @@ WEEK = {
 }
 
 
+# The web chat limits in force where a tenant sets none: the server's (its environment).
+WEBCHAT_DEFAULTS = {
+    "handshakes_per_minute": 120,
+    "tenant_handshakes_per_minute": 6000,
+    "conversations_per_hour": 30,
+    "tenant_conversations_per_hour": 3000,
+}
+
+
 async def put(api, path: str, body, role: str = "admin"):
     return await api.client.put(path, json=body, headers=api.auth(role, "adm"))
 
@@ -37,6 +46,7 @@ async def test_puts_store_and_return_values(api):
     }
     response = await put(api, "/api/v1/tenant", tenant)
     assert response.status_code == 200, response.text
+    tenant["webchat_limits"] = WEBCHAT_DEFAULTS  # none set: the server's are read back
     assert response.json() == {"id": "acme", **tenant}
     # A partial body changes only what it names.
     response = await put(api, "/api/v1/tenant", {"wrap_up_timeout_s": 90})
@@ -103,6 +113,18 @@ INVALID = [
     ("/api/v1/tenant", {"widget_origins": [1]}, "widget_origins[0]"),
     # One bad field spoils the whole body: the good one is not stored either.
     ("/api/v1/tenant", {"routing": "external", "reply_timeout_s": -1}, "reply_timeout_s"),
+    ("/api/v1/tenant", {"webchat_limits": 5}, "webchat_limits"),
+    ("/api/v1/tenant", {"webchat_limits": {"handshakes_per_minute": 0}},
+     "webchat_limits.handshakes_per_minute"),
+    ("/api/v1/tenant", {"webchat_limits": {"conversations_per_hour": -3}},
+     "webchat_limits.conversations_per_hour"),
+    ("/api/v1/tenant", {"webchat_limits": {"tenant_handshakes_per_minute": "600"}},
+     "webchat_limits.tenant_handshakes_per_minute"),
+    ("/api/v1/tenant", {"webchat_limits": {"tenant_conversations_per_hour": 10**8}},
+     "webchat_limits.tenant_conversations_per_hour"),
+    ("/api/v1/tenant", {"webchat_limits": {"conversations_per_hour": 2.5}},
+     "webchat_limits.conversations_per_hour"),
+    ("/api/v1/tenant", {"webchat_limits": {"conversations_per_hour": 2, "burst": 9}}, "burst"),
     ("/api/v1/teams/sales", {"colour": "red"}, "colour"),
     ("/api/v1/teams/sales", {"business_hours": "sometimes"}, "business_hours"),
     ("/api/v1/teams/sales", {"business_hours": {"mon": "09:00-17:00"}}, "business_hours.mon"),
@@ -136,8 +158,40 @@ INVALID = [
 ]  # fmt: skip
 
 
+async def test_a_tenant_sets_its_own_webchat_limits_and_reads_those_in_force(api):
+    async def limits(body) -> dict:
+        response = await put(api, "/api/v1/tenant", {"webchat_limits": body})
+        assert response.status_code == 200, response.text
+        got = await api.client.get("/api/v1/tenant", headers=api.auth("supervisor", "sup"))
+        assert got.json()["webchat_limits"] == response.json()["webchat_limits"]
+        return got.json()["webchat_limits"]
+
+    assert await limits({"conversations_per_hour": 2}) == {
+        **WEBCHAT_DEFAULTS,
+        "conversations_per_hour": 2,
+    }
+    # a key left out stays, a key given changes, null is the server's again
+    assert await limits({"handshakes_per_minute": 500}) == {
+        **WEBCHAT_DEFAULTS,
+        "conversations_per_hour": 2,
+        "handshakes_per_minute": 500,
+    }
+    assert await limits({"conversations_per_hour": None, "tenant_handshakes_per_minute": 9}) == {
+        **WEBCHAT_DEFAULTS,
+        "handshakes_per_minute": 500,
+        "tenant_handshakes_per_minute": 9,
+    }
+    assert await limits({}) == {
+        **WEBCHAT_DEFAULTS,
+        "handshakes_per_minute": 500,
+        "tenant_handshakes_per_minute": 9,
+    }
+    assert await limits(None) == WEBCHAT_DEFAULTS  # all four back
+
+
 async def test_invalid_bodies_are_422_naming_the_field_and_change_nothing(api):
     await put(api, "/api/v1/teams/sales", {"business_hours": WEEK, "queue_capacity": 12})
+    await put(api, "/api/v1/tenant", {"webchat_limits": {"conversations_per_hour": 7}})
     await put(api, "/api/v1/agents/a1", {"name": "Alice", "teams": ["sales"]})
     before = await read(api)
     for path, body, field in INVALID:

@@ -13,7 +13,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.server_support import LiveServer, live_server
+from tests.app_support import prepare_database
+from tests.server_support import LiveServer, live_server, spawned_server
 from tests.support import wait_for
 from tests.test_webchat import SHOP, Visitor, set_up, webchat_url
 
@@ -96,6 +97,77 @@ async def test_a_client_making_up_visitors_is_stopped(backend, tmp_path, scope):
             assert await introduced(client) == (scope == "address")
         async with chat(server, other, new_id(), tenant="globex") as client:
             assert await introduced(client), "another tenant was held to this one's limit"
+
+
+async def put_limits(server: LiveServer, tenant: str, limits: dict) -> None:
+    """The tenant embeds the widget on SHOP, with web chat limits of its own."""
+    body = {"widget_origins": [SHOP], "webchat_limits": limits}
+    admin = server.api.auth("admin", tenant=tenant)
+    response = await server.api.client.put("/api/v1/tenant", json=body, headers=admin)
+    assert response.status_code == 200, response.text
+    in_force = response.json()["webchat_limits"]
+    assert all(in_force[name] == value for name, value in limits.items() if value), in_force
+
+
+async def test_a_tenant_is_held_to_its_own_conversations_limit(backend, tmp_path):
+    changes = {"trusted_proxies": LOCAL}
+    async with live_server(backend, tmp_path, settings_changes=changes) as server:
+        await set_up(server)
+        await put_limits(server, "acme", {"conversations_per_hour": 2})
+        await put_limits(server, "globex", {})  # the server's: 30 per address
+        for _ in range(2):
+            async with chat(server, "203.0.113.1", new_id()) as client:
+                assert await introduced(client)
+        async with chat(server, "203.0.113.1", new_id()) as client:
+            assert not await introduced(client)
+            assert client.socket.close_code == 1013
+        for _ in range(3):
+            async with chat(server, "203.0.113.1", new_id(), tenant="globex") as client:
+                assert await introduced(client), "globex was held to acme's limit"
+        # set back to the server's: acme takes the third at once
+        await put_limits(server, "acme", {"conversations_per_hour": None})
+        async with chat(server, "203.0.113.1", new_id()) as client:
+            assert await introduced(client)
+
+
+async def test_a_tenant_raises_or_lowers_its_handshake_limit(backend, tmp_path):
+    changes = {"trusted_proxies": LOCAL, "webchat_handshakes_per_minute": 3}
+    async with live_server(backend, tmp_path, settings_changes=changes) as server:
+        await set_up(server)
+        await put_limits(server, "acme", {"handshakes_per_minute": 6})
+        await put_limits(server, "globex", {"handshakes_per_minute": 1})
+        address = "203.0.113.1"
+        assert [await handshake(server, address) for _ in range(7)] == [101] * 6 + [429]
+        statuses = [await handshake(server, address, "globex") for _ in range(2)]
+        assert statuses == [101, 429]  # (handshake() checks the 429's Retry-After)
+        # per tenant and address: another address still gets the tenant's own
+        assert [await handshake(server, "203.0.113.2") for _ in range(7)] == [101] * 6 + [429]
+        # names of no tenant are held to the server's limit per address
+        assert [await handshake(server, address, "nosuch") for _ in range(4)] == [404] * 3 + [429]
+
+
+async def test_a_tenant_s_new_limit_reaches_every_process_by_the_bus(backend, tmp_path):
+    """Each process keeps the tenant's row (origins, limits) in a cache: the settings
+    news of a change on one process makes the other read it again."""
+    if backend.name != "postgresql-redis":
+        pytest.skip("several processes share PostgreSQL and Redis")
+    await prepare_database(backend.database_url)
+    env = {"SWITCHBOARD_TRUSTED_PROXIES": LOCAL[0]}
+    data = tmp_path / "data"
+    async with (
+        spawned_server(backend, data, env=env) as one,
+        spawned_server(backend, data, env=env) as two,
+    ):
+        await set_up(one)
+        assert [await handshake(two, "203.0.113.1") for _ in range(2)] == [101, 101]  # cached
+        await put_limits(one, "acme", {"handshakes_per_minute": 1})
+        addresses = (f"203.0.113.{n}" for n in range(2, 250))
+
+        async def refused_at_the_second() -> bool:
+            address = next(addresses)
+            return [await handshake(two, address) for _ in range(2)] == [101, 429]
+
+        await wait_for(refused_at_the_second, 10, 0.05, "the other process took the change")
 
 
 async def test_a_visitor_flooding_frames_is_refused_then_closed(backend, tmp_path):

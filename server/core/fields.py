@@ -438,10 +438,11 @@ class Object(Field):
         closed: bool = True,
         defaults: bool = False,
         refusal: str = "invalid_field",
+        nullable: bool = False,
         description: str = "",
         **fields: Field,
     ):
-        super().__init__(description=description)
+        super().__init__(nullable=nullable, description=description)
         unknown = set(required) - set(fields)
         assert not unknown, f"required fields not declared: {unknown}"
         self.fields = fields

@@ -23,7 +23,7 @@ from typing import Any
 from channels.base import ChannelEvent, Inbound, Reference, rfc3339
 from server.bus import Bus, BusMessage, Gap
 from server.core.clock import Clock
-from server.core.limits import KeyedBuckets, client_address, networks
+from server.core.limits import TokenBucket, client_address, networks
 from server.core.tasks import cancel_and_wait
 from server.ingest.pipeline import Ingest
 from server.providers import repository as crepo
@@ -99,12 +99,51 @@ class VisitorSocket:
         self.websocket.reply(frame)
 
 
+class TunedBuckets:
+    """Token buckets by key whose size comes with each take (a tenant's own limit, or
+    the server's): `per_period` at once, refilled at `per_period` per `period` seconds.
+    A bucket whose limit changed keeps what was used of it: a limit raised lets more
+    through at once, a limit lowered below what was used refuses until it refills. The least
+    recently used beyond `keys` are forgotten (a forgotten key starts full again)."""
+
+    def __init__(self, period: float, keys: int = VISITOR_BUCKETS):
+        self.period, self.keys = period, keys
+        self._buckets: OrderedDict[object, TokenBucket] = OrderedDict()
+
+    def take(self, key: object, per_period: int) -> float:
+        """0 when a token was taken, else the seconds until one is there."""
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = TokenBucket(per_period, per_period / self.period)
+            if len(self._buckets) > self.keys:
+                self._buckets.popitem(last=False)
+        else:
+            self._buckets.move_to_end(key)
+            if bucket.burst != per_period:
+                bucket.take(0)  # refilled at the old rate until now
+                used = bucket.burst - bucket.tokens
+                bucket.burst, bucket.rate = float(per_period), per_period / self.period
+                bucket.tokens = max(0.0, bucket.burst - used)
+        return bucket.take()
+
+    def give_back(self, key: object) -> None:
+        """Returns the token `take` took (it was not due after all)."""
+        bucket = self._buckets.get(key)
+        if bucket is not None:
+            bucket.tokens = min(bucket.burst, bucket.tokens + 1)
+
+
 class WebChatLimits:
     """Abuse limits of /webchat, per client address and per tenant, in this process
     (docs/security.md): handshakes (429 beyond) and new visitors introduced, i.e.
     conversations a client may open (close 1013 beyond). A visitor id seen lately from
     an address (a reconnect, the next page of the shop) takes nothing: a client that
-    makes up a new id per connection is what the limit stops."""
+    makes up a new id per connection is what the limit stops.
+
+    The arguments are the server's limits (its environment); a tenant may set its own
+    (`webchat_limits` of its settings, server/tenants/settings.py), passed to each
+    check as `own` (the tenant's stored object: a key left out or null is the server's).
+    Limits per address count per tenant and address."""
 
     def __init__(
         self,
@@ -115,14 +154,17 @@ class WebChatLimits:
         trusted_proxies: tuple[str, ...] = (),
     ):
         self.trusted = networks(trusted_proxies)
-        self.handshakes = KeyedBuckets(handshakes_per_minute, handshakes_per_minute / 60)
-        self.tenant_handshakes = KeyedBuckets(
-            tenant_handshakes_per_minute, tenant_handshakes_per_minute / 60
-        )
-        self.visitors = KeyedBuckets(conversations_per_hour, conversations_per_hour / 3600)
-        self.tenant_visitors = KeyedBuckets(
-            tenant_conversations_per_hour, tenant_conversations_per_hour / 3600
-        )
+        self.defaults = {
+            "handshakes_per_minute": handshakes_per_minute,
+            "tenant_handshakes_per_minute": tenant_handshakes_per_minute,
+            "conversations_per_hour": conversations_per_hour,
+            "tenant_conversations_per_hour": tenant_conversations_per_hour,
+        }
+        self.unknown = TunedBuckets(60)
+        self.handshakes = TunedBuckets(60)
+        self.tenant_handshakes = TunedBuckets(60)
+        self.visitors = TunedBuckets(3600)
+        self.tenant_visitors = TunedBuckets(3600)
         self.seen: OrderedDict[tuple[str, str, str], None] = OrderedDict()
 
     @classmethod
@@ -135,27 +177,44 @@ class WebChatLimits:
             settings.trusted_proxies,
         )
 
+    def limit(self, own: dict | None, name: str) -> int:
+        """The limit `name` in force for a tenant that set `own`."""
+        return (own or {}).get(name) or self.defaults[name]
+
     def address(self, peer: str | None, forwarded_for: list[str]) -> str:
         return client_address(peer, forwarded_for, self.trusted)
 
     def handshake(self, address: str) -> float:
-        """0 when a handshake from `address` may go on (to any tenant: checked before
-        the tenant is looked up), else the seconds to wait."""
-        return self.handshakes.take(address)
+        """Before the tenant is known to this process (its lookup reads the database,
+        and a name that is no tenant is never remembered): 0 when a handshake from
+        `address` may go on, at the server's limit per address, else the seconds to
+        wait. `found` gives the token back once the tenant turns out to exist: what
+        stays counted here is handshakes naming no tenant, each a database read."""
+        return self.unknown.take(address, self.defaults["handshakes_per_minute"])
 
-    def tenant_handshake(self, tenant: str) -> float:
+    def found(self, address: str) -> None:
+        self.unknown.give_back(address)
+
+    def address_handshake(self, tenant: str, address: str, own: dict | None) -> float:
+        """0 when a handshake from `address` to the tenant may go on, else the seconds
+        to wait."""
+        return self.handshakes.take((tenant, address), self.limit(own, "handshakes_per_minute"))
+
+    def tenant_handshake(self, tenant: str, own: dict | None = None) -> float:
         """0 when a handshake to the tenant may go on, else the seconds to wait."""
-        return self.tenant_handshakes.take(tenant)
+        return self.tenant_handshakes.take(tenant, self.limit(own, "tenant_handshakes_per_minute"))
 
-    def new_visitor(self, tenant: str, address: str, contact: str) -> str | None:
+    def new_visitor(
+        self, tenant: str, address: str, contact: str, own: dict | None = None
+    ) -> str | None:
         """None when the visitor may be introduced, else which limit it passed."""
         key = (tenant, address, contact)
         if key in self.seen:
             self.seen.move_to_end(key)
             return None
-        if self.visitors.take((tenant, address)):
+        if self.visitors.take((tenant, address), self.limit(own, "conversations_per_hour")):
             return "address"
-        if self.tenant_visitors.take(tenant):
+        if self.tenant_visitors.take(tenant, self.limit(own, "tenant_conversations_per_hour")):
             return "tenant"
         self.seen[key] = None
         if len(self.seen) > VISITOR_BUCKETS:

@@ -26,6 +26,7 @@ from server.routing.presence import AgentBoard, Presence
 from server.routing.router import Router
 from server.routing.timers import TimerArming, TimerRunner
 from server.routing.wallboard import Wallboard
+from server.tenants.zones import TenantZones
 from state_machine import ROUTABLE_STATUSES
 
 log = logging.getLogger("switchboard.routing")
@@ -49,11 +50,13 @@ class Routing:
         wallboard: Wallboard,
         timers: TimerRunner,
         actions: AgentActions,
+        tenants: TenantZones,
     ):
         """`decisions`: the router's and the timers' own writer, recording with `arming`
         (settings news clears its cache): an offer never waits behind a group of
         requests' events being committed (on PostgreSQL the two transactions run side by
-        side; the conversations' locks order them)."""
+        side; the conversations' locks order them). `tenants`: the process's cache of
+        tenant rows, which settings news clears too."""
         self.bus = bus
         self.arming = arming
         self.decisions = decisions
@@ -65,6 +68,7 @@ class Routing:
         self.wallboard = wallboard
         self.timers = timers
         self.actions = actions
+        self.tenants = tenants
         self._subscription = None
         self._task: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()
@@ -131,6 +135,7 @@ class Routing:
                 log.exception("routing failed on a bus message")
 
     async def _resync(self) -> None:
+        self.tenants.forget_all()
         for tenant in list(self.board.tenants):
             self.router.forget(tenant)
             self._forget_settings(tenant)
@@ -157,6 +162,7 @@ class Routing:
             if change["presence"] == "available":
                 self.router.trigger(tenant)
         if payload.get("settings"):
+            self.tenants.forget(tenant)  # at once: the next /webchat handshake reads anew
             # One reload at a time per tenant; changes during it make one more after it.
             self._settings_due.add(tenant)
             if tenant not in self._reloading:

@@ -66,6 +66,9 @@ tenants = Table(
     Column("merge_channels", Boolean, nullable=False, server_default="0"),
     Column("widget_origins", JSON, nullable=False),
     Column("created_at", Instant, nullable=False),
+    # /webchat's abuse limits set for the tenant (server/providers/webchat.py); a key
+    # left out, or null, is the process default from the environment
+    Column("webchat_limits", JSON, nullable=True),
 )
 
 teams = Table(

@@ -28,6 +28,36 @@ from server.tenants.zones import TenantZones
 
 DAY_S = 86400
 ROUTING = ("builtin", "external")
+WEBCHAT_LIMITS = Object(
+    handshakes_per_minute=Integer(
+        1,
+        1_000_000,
+        nullable=True,
+        description="/webchat handshakes per client address per minute (429 beyond).",
+    ),
+    tenant_handshakes_per_minute=Integer(
+        1,
+        10_000_000,
+        nullable=True,
+        description="/webchat handshakes per minute over every address (429 beyond).",
+    ),
+    conversations_per_hour=Integer(
+        1,
+        1_000_000,
+        nullable=True,
+        description="New visitors (chats) per client address per hour (close 1013 beyond).",
+    ),
+    tenant_conversations_per_hour=Integer(
+        1,
+        10_000_000,
+        nullable=True,
+        description="New visitors (chats) per hour over every address (close 1013 beyond).",
+    ),
+    nullable=True,
+    description="The web chat's abuse limits for this tenant (docs/security.md). A key given "
+    "changes, null sets it back to the server's default, a key left out stays; null for "
+    "the whole object sets all four back. Read back: the values in force.",
+)
 
 TENANT_BODY = Object(
     timezone=TimeZone(),
@@ -56,6 +86,7 @@ TENANT_BODY = Object(
         max_items=100,
         description="The sites allowed to embed the chat widget: origins, `http(s)://host[:port]`.",
     ),
+    webchat_limits=WEBCHAT_LIMITS,
     description="Only the fields given change.",
 )
 TEAM_BODY = Object(
@@ -98,8 +129,19 @@ AGENT_DEFAULTS = {
 }
 
 
-def tenant_wire(row: dict) -> dict:
-    return {name: row[name] for name in ("id", *sorted(TENANT_FIELDS))}
+def tenant_wire(row: dict, webchat_defaults: dict[str, int]) -> dict:
+    """The tenant as an admin reads it: its web chat limits are the values in force
+    (the tenant's own, else `webchat_defaults`, the server's)."""
+    wire = {name: row[name] for name in ("id", *sorted(TENANT_FIELDS))}
+    wire["webchat_limits"] = webchat_limits(row["webchat_limits"], webchat_defaults)
+    return wire
+
+
+def webchat_limits(own: dict | None, defaults: dict[str, int]) -> dict[str, int]:
+    """The web chat limits in force: the tenant's `own` (a key left out or null: the
+    server's default)."""
+    own = own or {}
+    return {name: own.get(name) or defaults[name] for name in WEBCHAT_LIMITS.fields}
 
 
 def team_wire(row: dict) -> dict:
@@ -120,10 +162,18 @@ def settings_news() -> dict:
 
 
 class TenantSettings:
-    def __init__(self, db: Database, bus: Bus, zones: TenantZones):
+    def __init__(
+        self, db: Database, bus: Bus, zones: TenantZones, webchat_defaults: dict[str, int]
+    ):
+        """`webchat_defaults`: the server's web chat limits (WEBCHAT_LIMITS' names), in
+        force where a tenant sets none."""
         self.db = db
         self.bus = bus
         self.zones = zones
+        self.webchat_defaults = webchat_defaults
+
+    def wire(self, row: dict) -> dict:
+        return tenant_wire(row, self.webchat_defaults)
 
     async def tenant(self, tenant: str) -> dict:
         async with self.db.read() as conn:
@@ -140,6 +190,14 @@ class TenantSettings:
     async def put_tenant(self, tenant: str, body: dict) -> dict:
         values = TENANT_BODY.read(body)
         async with self.db.write() as conn:
+            if values.get("webchat_limits") is not None:  # merged into what was set before
+                current = await repo.get_tenant(conn, tenant)
+                merged = {
+                    **((current or {}).get("webchat_limits") or {}),
+                    **values["webchat_limits"],
+                }
+                merged = {name: value for name, value in merged.items() if value is not None}
+                values["webchat_limits"] = merged or None
             if values:
                 await conn.execute(
                     m.tenants.update().where(m.tenants.c.id == tenant).values(values)

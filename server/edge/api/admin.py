@@ -8,7 +8,7 @@ from starlette.requests import Request
 from server.core.auth import Principal
 from server.core.fields import NAME
 from server.edge.http import principal_of, read_object, respond
-from server.tenants.settings import agent_wire, team_wire, tenant_wire
+from server.tenants.settings import agent_wire, team_wire
 
 
 async def _caller(request: Request, *roles: str) -> Principal:
@@ -19,8 +19,9 @@ async def _caller(request: Request, *roles: str) -> Principal:
 
 async def get_tenant(request: Request):
     principal = await _caller(request, "admin", "supervisor")
-    row = await request.app.state.services.tenant_settings.tenant(principal.tenant)
-    return respond(request, tenant_wire(row))
+    tenant_settings = request.app.state.services.tenant_settings
+    row = await tenant_settings.tenant(principal.tenant)
+    return respond(request, tenant_settings.wire(row))
 
 
 async def put_tenant(request: Request):
@@ -28,7 +29,7 @@ async def put_tenant(request: Request):
     principal = await _caller(request, "admin")
     body = await read_object(request, services.settings.max_body_bytes)
     row = await services.tenant_settings.put_tenant(principal.tenant, body)
-    return respond(request, tenant_wire(row))
+    return respond(request, services.tenant_settings.wire(row))
 
 
 async def list_teams(request: Request):

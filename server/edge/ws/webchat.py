@@ -11,10 +11,12 @@ before the refusal's `retry_after` is closed with 1008) and per visitor (the ser
 MESSAGE_RATE), and a bad one gets an `error` frame. Handshakes are limited per client
 address and per tenant (HTTP 429 with Retry-After beyond), and so are new visitors
 introduced by `hello` (the socket is closed with 1013 beyond): the service's
-WebChatLimits. The client address is the socket's peer, or what a proxy in
-SWITCHBOARD_TRUSTED_PROXIES wrote in X-Forwarded-For. A visitor that does not read is
-closed with 1013 once its outbox passes OUTBOX_BYTES, and catches up when it
-reconnects.
+WebChatLimits, at the tenant's own values (`webchat_limits` of PUT /api/v1/tenant)
+where it set them, read with its widget origins from the process's cache of tenant
+rows (server/tenants/zones.py), not from the database per handshake. The client
+address is the socket's peer, or what a proxy in SWITCHBOARD_TRUSTED_PROXIES wrote in
+X-Forwarded-For. A visitor that does not read is closed with 1013 once its outbox
+passes OUTBOX_BYTES, and catches up when it reconnects.
 """
 
 from __future__ import annotations
@@ -60,14 +62,17 @@ REFUSALS = (20, 2.0)  # refusals ignored (a frame before retry_after), then clos
 class VisitorSession(Session):
     """One widget's socket: the visitor it carries, its frame bucket."""
 
-    __slots__ = ("address", "chat", "frames", "ignored", "retry_at", "visitor")
+    __slots__ = ("address", "chat", "frames", "ignored", "limits", "retry_at", "visitor")
 
     outbox_bytes = OUTBOX_BYTES
     refusals = (FrameError,)
 
-    def __init__(self, chat: WebChat, tenant: str, address: str = "unknown"):
+    def __init__(
+        self, chat: WebChat, tenant: str, address: str = "unknown", limits: dict | None = None
+    ):
         super().__init__(JSON)
         self.address = address  # the client's, for the limits per address
+        self.limits = limits  # the tenant's own web chat limits at the handshake, if any
         self.chat = chat
         self.frames = Bucket(*FRAME_RATE)
         self.ignored = Bucket(*REFUSALS)
@@ -140,7 +145,7 @@ async def on_hello(session: VisitorSession, frame: dict, ref) -> None:
     if team is not None and team not in await _teams(chat, socket.tenant):
         raise FrameError("invalid_field", f"team: the tenant has no team {team!r}")
     contact = visitor_contact(socket.tenant, visitor)
-    passed = chat.limits.new_visitor(socket.tenant, session.address, contact)
+    passed = chat.limits.new_visitor(socket.tenant, session.address, contact, session.limits)
     if passed is not None:
         WEBCHAT_LIMITED.labels(f"conversations per {passed}").inc()
         where = "this address" if passed == "address" else "this site"
@@ -208,23 +213,27 @@ class WebChatEndpoint(Endpoint):
         limits = services.webchat.limits
         peer = connection.client.host if connection.client else None
         address = limits.address(peer, connection.headers.getlist("x-forwarded-for"))
-        _limit("address", limits.handshake(address))
-        row = None
-        if len(tenant) <= 64 and "\x00" not in tenant:  # no tenant id has one
-            try:
-                async with services.db.read() as conn:
-                    row = await repo.get_tenant(conn, tenant)
-            except Exception:
-                log.warning("webchat handshake: the database is unavailable", exc_info=True)
-                unavailable = "the chat is unavailable; retry"
-                raise HandshakeRefused(503, "unavailable", unavailable) from None
+        row = services.tenants.cached(tenant)  # no database read while the tenant is known
+        if row is None:
+            _limit("address", limits.handshake(address))  # before the database is asked
+            if len(tenant) <= 64 and "\x00" not in tenant:  # no tenant id has one
+                try:
+                    row = await services.tenants.row(tenant)
+                except Exception:
+                    log.warning("webchat handshake: the database is unavailable", exc_info=True)
+                    unavailable = "the chat is unavailable; retry"
+                    raise HandshakeRefused(503, "unavailable", unavailable) from None
+                if row is not None:
+                    limits.found(address)  # counted below, by the tenant's own limit
         if row is None:
             raise HandshakeRefused(404, "not_found", "no such tenant")
+        own = row["webchat_limits"]  # the tenant's own limits, if it set any
+        _limit("address", limits.address_handshake(tenant, address, own))
         origin = connection.headers.get("origin")
         if origin is None or not origin_in(origin, row["widget_origins"] or ()):
             raise HandshakeRefused(403, "forbidden", "this site may not open the tenant's chat")
-        _limit("tenant", limits.tenant_handshake(tenant))
-        return VisitorSession(services.webchat, tenant, address), None
+        _limit("tenant", limits.tenant_handshake(tenant, own))
+        return VisitorSession(services.webchat, tenant, address, own), None
 
 
 def _limit(which: str, wait: float) -> None:
