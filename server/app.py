@@ -17,11 +17,12 @@ from starlette.middleware import Middleware
 
 from server.bus import Bus, bus_from_url
 from server.core.clock import SYSTEM_CLOCK, Clock
-from server.core.limits import KeyedBuckets
+from server.core.limits import KeyedBuckets, Network, networks
 from server.core.settings import Settings
 from server.edge.errors import HANDLERS
 from server.edge.middleware import Instrumentation
 from server.edge.routes import ROUTES
+from server.edge.ws.connection import FLOOD_CLOSES
 from server.ingest.pipeline import Ingest
 from server.live.catchup import CatchUp
 from server.live.windows import LiveViews
@@ -71,6 +72,9 @@ class Services:
     webchat: WebChat
     tickets: WsTickets
     ws_user_rows: KeyedBuckets  # rows asked over /ws per (tenant, user), this process
+    ws_floods: KeyedBuckets  # /ws closes for flooding per (tenant, user), this process
+    ws_failed_auth: KeyedBuckets  # refused /ws credentials per client address
+    trusted_proxies: tuple[Network, ...]  # whose X-Forwarded-For names the client
 
     async def start(self) -> None:
         await self.live.start()  # subscribed before the bus connects: no news missed
@@ -136,6 +140,11 @@ def build_services(
         webchat=WebChat(db, bus, ingest, inbound, clock, webchat_limits),
         tickets=WsTickets(db, clock),
         ws_user_rows=KeyedBuckets(settings.ws_user_rows_burst, settings.ws_user_rows_rate),
+        ws_floods=KeyedBuckets(*FLOOD_CLOSES),
+        trusted_proxies=networks(settings.trusted_proxies),
+        ws_failed_auth=KeyedBuckets(
+            settings.ws_failed_auth_per_minute, settings.ws_failed_auth_per_minute / 60
+        ),
     )
 
 

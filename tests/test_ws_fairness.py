@@ -17,7 +17,9 @@ from __future__ import annotations
 import asyncio
 import json
 
-from websockets.exceptions import ConnectionClosed
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from server.live import windows as live
 from tests.app_support import prepare_database
@@ -231,3 +233,42 @@ async def test_a_peer_that_sends_on_after_the_close_is_cut(backend, tmp_path):
             pass
         assert sent < 64 << 20, f"{sent} bytes taken after the close"
         writer.close()
+
+
+async def test_a_user_closed_for_flooding_again_and_again_is_held_back(backend, tmp_path):
+    changes = {"ws_frame_burst": 5.0, "ws_frame_rate": 1.0}
+    async with live_server(backend, tmp_path, settings_changes=changes) as server:
+        for _ in range(3):  # three closes for flooding are forgiven
+            async with server.ws() as flooder:
+                for _ in range(200):
+                    try:
+                        await flooder.send({"type": "ping"})
+                    except ConnectionClosed:
+                        break
+                await wait_for(lambda flooder=flooder: flooder.socket.close_code is not None)
+                assert flooder.socket.close_code == 1008
+        with pytest.raises(InvalidStatus) as refused:
+            async with server.ws():
+                pass
+        assert refused.value.response.status_code == 429
+        assert int(refused.value.response.headers["retry-after"]) >= 1
+        async with server.ws(user="sup2") as colleague:  # another user is not held back
+            assert (await colleague.request({"type": "ping"}))["type"] == "pong"
+
+
+async def test_refused_credentials_are_counted_per_address(backend, tmp_path):
+    changes = {"ws_failed_auth_per_minute": 3.0}
+    async with live_server(backend, tmp_path, settings_changes=changes) as server:
+        statuses = []
+        for _ in range(5):
+            try:
+                async with connect(server.ws_url, additional_headers={"Authorization": "Bearer x"}):
+                    pass
+            except InvalidStatus as refused:
+                statuses.append(refused.response.status_code)
+        assert statuses == [401, 401, 401, 429, 429]
+        # the credentials are not looked at any more, good ones neither, from this address
+        with pytest.raises(InvalidStatus) as refused:
+            async with server.ws():
+                pass
+        assert refused.value.response.status_code == 429

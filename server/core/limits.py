@@ -23,13 +23,17 @@ class TokenBucket:
 
     def take(self, cost: float = 1.0) -> float:
         """0 when `cost` units were taken, else the seconds until they are there."""
+        wait = self.wait(cost)
+        if not wait:
+            self.tokens -= cost
+        return wait
+
+    def wait(self, cost: float = 1.0) -> float:
+        """The seconds until `cost` units are there (0: now), taking nothing."""
         now = time.monotonic()
         self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
         self.at = now
-        if self.tokens >= cost:
-            self.tokens -= cost
-            return 0.0
-        return (cost - self.tokens) / self.rate
+        return 0.0 if self.tokens >= cost else (cost - self.tokens) / self.rate
 
 
 class KeyedBuckets:
@@ -42,6 +46,14 @@ class KeyedBuckets:
         self._buckets: OrderedDict[object, TokenBucket] = OrderedDict()
 
     def take(self, key: object, cost: float = 1.0) -> float:
+        return self._bucket(key).take(cost)
+
+    def wait(self, key: object, cost: float = 1.0) -> float:
+        """The seconds until `key` may spend `cost` (0: now), taking nothing."""
+        bucket = self._buckets.get(key)
+        return 0.0 if bucket is None else bucket.wait(cost)
+
+    def _bucket(self, key: object) -> TokenBucket:
         bucket = self._buckets.get(key)
         if bucket is None:
             bucket = self._buckets[key] = TokenBucket(self.burst, self.rate)
@@ -49,7 +61,7 @@ class KeyedBuckets:
                 self._buckets.popitem(last=False)
         else:
             self._buckets.move_to_end(key)
-        return bucket.take(cost)
+        return bucket
 
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network

@@ -34,7 +34,7 @@ from starlette.requests import HTTPConnection
 
 from server.core.auth import InvalidToken, Principal, verify_token
 from server.core.errors import Refused
-from server.core.limits import TokenBucket
+from server.core.limits import TokenBucket, client_address
 from server.core.metrics import WS_RATE_LIMITED
 from server.edge.errors import STATUS
 from server.edge.ws import actions as ws_actions
@@ -69,6 +69,11 @@ from server.wire.rows import project
 
 OUTBOX_BYTES = 1 << 20
 ROWS_PER_COST = 50  # a subscribe or fetch costs 1 + limit / ROWS_PER_COST units
+# Closes for flooding a user may earn before its handshakes are refused (429 with
+# Retry-After): 3 at once, then one per 10 s. Who keeps on reconnecting for a fresh
+# connection's bucket (the soak's flooders: a thousand reconnects in 30 s) is held back;
+# an honest client is never closed for flooding.
+FLOOD_CLOSES = (3, 0.1)
 REFUSALS = (50, 5.0)  # refusals ignored (a frame sent before retry_after_s): 50 at once,
 # or more than 5 a second for long, and the socket is closed with 1008
 VIEW_ROLES = ("supervisor", "admin", "agent")
@@ -171,8 +176,9 @@ class Connection(Session):
         # Only a frame sent before the last refusal's retry_after_s counts against the
         # client: one that waits as told is never closed, one that keeps on is.
         now = time.monotonic()
-        if now < self._retry_at and self._refusals.take():
+        if now < self._retry_at and self._refusals.take() and self.closing is None:
             self.close(CLOSE_POLICY, "too many frames past the rate limit")
+            self.services.ws_floods.take((self.principal.tenant, self.principal.user))
         self._retry_at = max(self._retry_at, now + retry)
         return False
 
@@ -364,6 +370,16 @@ class WsEndpoint(Endpoint):
             raise HandshakeRefused(403, "forbidden", "origin not allowed")
         token = _token(connection)
         ticket = connection.query_params.get("ticket")
+        address = client_address(
+            connection.client.host if connection.client else None,
+            connection.headers.getlist("x-forwarded-for"),
+            services.trusted_proxies,
+        )
+        wait = services.ws_failed_auth.wait(address)
+        if wait:  # credentials not even looked at: who guesses pays for nothing more
+            raise HandshakeRefused(
+                429, "rate_limited", "too many refused credentials; retry later", wait
+            )
         try:
             if token is not None:
                 principal = verify_token(settings.secret, token, services.clock)
@@ -376,9 +392,13 @@ class WsEndpoint(Endpoint):
                 )
             await services.tenants.zone(principal.tenant)
         except InvalidToken as exc:
+            services.ws_failed_auth.take(address)
             raise HandshakeRefused(401, "unauthorized", str(exc)) from None
         except Refused as exc:
             raise HandshakeRefused(STATUS[exc.code], exc.code, exc.message) from None
+        wait = services.ws_floods.wait((principal.tenant, principal.user))
+        if wait:
+            raise HandshakeRefused(429, "rate_limited", "closed for flooding; retry later", wait)
         offered = connection.scope.get("subprotocols") or []
         chosen = next((name for name in offered if name in SUBPROTOCOLS), None)
         return Connection(principal, SUBPROTOCOLS.get(chosen, JSON), services), chosen
