@@ -17,7 +17,7 @@ from starlette.middleware import Middleware
 
 from server.bus import Bus, bus_from_url
 from server.core.clock import SYSTEM_CLOCK, Clock
-from server.core.limits import KeyedBuckets, Network, networks
+from server.core.limits import KeyedBuckets
 from server.core.settings import Settings
 from server.edge.errors import HANDLERS
 from server.edge.middleware import Instrumentation
@@ -73,8 +73,6 @@ class Services:
     tickets: WsTickets
     ws_user_rows: KeyedBuckets  # rows asked over /ws per (tenant, user), this process
     ws_floods: KeyedBuckets  # /ws closes for flooding per (tenant, user), this process
-    ws_failed_auth: KeyedBuckets  # refused /ws credentials per client address
-    trusted_proxies: tuple[Network, ...]  # whose X-Forwarded-For names the client
 
     async def start(self) -> None:
         await self.live.start()  # subscribed before the bus connects: no news missed
@@ -141,10 +139,6 @@ def build_services(
         tickets=WsTickets(db, clock),
         ws_user_rows=KeyedBuckets(settings.ws_user_rows_burst, settings.ws_user_rows_rate),
         ws_floods=KeyedBuckets(*FLOOD_CLOSES),
-        trusted_proxies=networks(settings.trusted_proxies),
-        ws_failed_auth=KeyedBuckets(
-            settings.ws_failed_auth_per_minute, settings.ws_failed_auth_per_minute / 60
-        ),
     )
 
 

@@ -116,12 +116,6 @@ ENVIRONMENT = {
             "Rows a second that refill a user's bucket (SWITCHBOARD_WS_USER_ROWS_BURST).",
         ),
         Variable(
-            "SWITCHBOARD_WS_FAILED_AUTH_PER_MINUTE",
-            "600",
-            "/ws handshakes with a missing, bad or expired token or ticket per client address "
-            "a minute; beyond, 429 without looking at the credentials (docs/security.md).",
-        ),
-        Variable(
             "SWITCHBOARD_WINDOW_MEMORY_MB",
             "256",
             "The process-wide budget of live windows' rows; beyond it idle windows are "
@@ -184,7 +178,6 @@ class Settings:
     ws_frame_rate: float = float(default("SWITCHBOARD_WS_FRAME_RATE"))
     ws_user_rows_burst: float = float(default("SWITCHBOARD_WS_USER_ROWS_BURST"))
     ws_user_rows_rate: float = float(default("SWITCHBOARD_WS_USER_ROWS_RATE"))
-    ws_failed_auth_per_minute: float = float(default("SWITCHBOARD_WS_FAILED_AUTH_PER_MINUTE"))
     window_memory_bytes: int = int(default("SWITCHBOARD_WINDOW_MEMORY_MB")) << 20
     trusted_proxies: tuple[str, ...] = ()
     webchat_handshakes_per_minute: int = int(default("SWITCHBOARD_WEBCHAT_HANDSHAKES_PER_MINUTE"))
@@ -226,7 +219,6 @@ class Settings:
             # at least one snapshot of the largest window (wire/protocol.py MAX_LIMIT)
             ws_user_rows_burst=_number(env, "SWITCHBOARD_WS_USER_ROWS_BURST", 1000),
             ws_user_rows_rate=_number(env, "SWITCHBOARD_WS_USER_ROWS_RATE", 1),
-            ws_failed_auth_per_minute=_number(env, "SWITCHBOARD_WS_FAILED_AUTH_PER_MINUTE", 1),
             window_memory_bytes=int(_number(env, "SWITCHBOARD_WINDOW_MEMORY_MB", 1)) << 20,
             trusted_proxies=_networks(env.get("SWITCHBOARD_TRUSTED_PROXIES", "")),
             webchat_handshakes_per_minute=int(

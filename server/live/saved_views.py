@@ -11,6 +11,14 @@ from server.core.text import storable
 from server.storage import models as m
 
 
+def may_see(visibility: str, owner: str, user: str, role: str) -> bool:
+    """Who may read a saved view: anyone of the tenant when it is shared; its owner when
+    private, unless an agent (agents read shared views only)."""
+    if visibility == "tenant":
+        return True
+    return owner == user and role != "agent"
+
+
 async def load_view(conn: AsyncConnection, principal, view_id: str) -> dict:
     """A view the caller may read, or 404 (another tenant's, or someone's private)."""
     if not storable(view_id):  # NUL or a lone surrogate: no database takes it as a value
@@ -24,9 +32,7 @@ async def load_view(conn: AsyncConnection, principal, view_id: str) -> dict:
     if row is None:
         raise Refused("not_found", f"no view {view_id!r}")
     row = dict(row._mapping)
-    if row["visibility"] != "tenant" and row["owner"] != principal.user:
-        raise Refused("not_found", f"no view {view_id!r}")
-    if principal.role == "agent" and row["visibility"] != "tenant":
+    if not may_see(row["visibility"], row["owner"], principal.user, principal.role):
         raise Refused("not_found", f"no view {view_id!r}")
     return row
 

@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import select
 
+from server.live.saved_views import may_see
 from server.storage import models as m
 from server.storage.db import Database
 
@@ -64,13 +65,6 @@ def view_news(row: dict, deleted: bool = False) -> dict[str, Any]:
         "owner": row["owner"],
         "shape": view_shape(row),
     }
-
-
-def may_see(visibility: str, owner: str, user: str, role: str) -> bool:
-    """The rule of saved_views.load_view."""
-    if visibility == "tenant":
-        return True
-    return owner == user and role != "agent"
 
 
 class Watch:

@@ -288,6 +288,9 @@ class LiveViews:
         self.memory_budget = memory_budget
         self.accounted = 0  # bytes of every window of this process
         self.idle_bytes = 0  # of those, windows nobody watches
+        # the largest row measured here so far: a new window's guess, kept rather than
+        # found again over every window at each subscribe (F2 makes 10,000 of them)
+        self.largest_row = ROW_BYTES
         self._freed = 0  # bytes of windows dropped since memory was last given back
         self._trim_scheduled = False
         self.evictions = 0
@@ -448,6 +451,7 @@ class LiveViews:
         if size is None:
             if window.held:
                 window.row_bytes = row_bytes(window.held, window.query)
+                self.largest_row = max(self.largest_row, window.row_bytes)
             size = WINDOW_OVERHEAD + len(window.held) * window.row_bytes
         self.accounted += size - window.bytes
         if window in self._idle:
@@ -459,9 +463,7 @@ class LiveViews:
     def _make_room(self, size: int) -> None:
         """Room for a new window of `size` rows: evict idle windows, least recently
         used first, or refuse `over_capacity`."""
-        measured = [w.row_bytes for w in self.windows.values() if w.held]
-        per_row = max(measured) if measured else ROW_BYTES
-        needed = WINDOW_OVERHEAD + (size + RESERVE if size else 0) * per_row
+        needed = WINDOW_OVERHEAD + (size + RESERVE if size else 0) * self.largest_row
         while self.accounted + needed > self.memory_budget and self._idle:
             self._drop(next(iter(self._idle)))
             self.evictions += 1

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +22,7 @@ from typing import Any
 from channels.base import ChannelEvent, Inbound, Reference, rfc3339
 from server.bus import Bus, BusMessage, Gap
 from server.core.clock import Clock
-from server.core.limits import TokenBucket, client_address, networks
+from server.core.limits import KeyedBuckets, TokenBucket, client_address, networks
 from server.core.tasks import cancel_and_wait
 from server.ingest.pipeline import Ingest
 from server.providers import repository as crepo
@@ -57,27 +56,6 @@ class FrameError(Exception):
         self.code = code
         self.message = message
         self.extra = extra
-
-
-class Bucket:
-    """A token bucket: `burst` at once, refilled at `rate` per second."""
-
-    __slots__ = ("at", "burst", "rate", "tokens")
-
-    def __init__(self, burst: int, rate: float):
-        self.burst, self.rate = burst, rate
-        self.tokens = float(burst)
-        self.at = time.monotonic()
-
-    def take(self) -> float:
-        """0 when a token was taken, else the seconds until one is there."""
-        now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
-        self.at = now
-        if self.tokens >= 1:
-            self.tokens -= 1
-            return 0.0
-        return (1 - self.tokens) / self.rate
 
 
 @dataclass(eq=False)
@@ -242,7 +220,8 @@ class WebChat:
         self.inbound = inbound
         self.clock = clock
         self.sockets: dict[tuple[str, str], set[VisitorSocket]] = {}
-        self.message_buckets: OrderedDict[tuple[str, str], Bucket] = OrderedDict()
+        # a visitor's messages, by (tenant, contact)
+        self.message_buckets = KeyedBuckets(*MESSAGE_RATE, keys=VISITOR_BUCKETS)
         self._due: set[tuple[str, str]] = set()
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
@@ -284,13 +263,6 @@ class WebChat:
             sockets.discard(socket)
             if not sockets:
                 del self.sockets[key]
-
-    def message_bucket(self, key: tuple[str, str]) -> Bucket:
-        bucket = self.message_buckets.pop(key, None) or Bucket(*MESSAGE_RATE)
-        self.message_buckets[key] = bucket
-        if len(self.message_buckets) > VISITOR_BUCKETS:
-            self.message_buckets.popitem(last=False)
-        return bucket
 
     # --- the bus: which visitors have news
 

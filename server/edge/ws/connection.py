@@ -34,7 +34,7 @@ from starlette.requests import HTTPConnection
 
 from server.core.auth import InvalidToken, Principal, verify_token
 from server.core.errors import Refused
-from server.core.limits import TokenBucket, client_address
+from server.core.limits import TokenBucket
 from server.core.metrics import WS_RATE_LIMITED
 from server.edge.errors import STATUS
 from server.edge.ws import actions as ws_actions
@@ -370,16 +370,6 @@ class WsEndpoint(Endpoint):
             raise HandshakeRefused(403, "forbidden", "origin not allowed")
         token = _token(connection)
         ticket = connection.query_params.get("ticket")
-        address = client_address(
-            connection.client.host if connection.client else None,
-            connection.headers.getlist("x-forwarded-for"),
-            services.trusted_proxies,
-        )
-        wait = services.ws_failed_auth.wait(address)
-        if wait:  # credentials not even looked at: who guesses pays for nothing more
-            raise HandshakeRefused(
-                429, "rate_limited", "too many refused credentials; retry later", wait
-            )
         try:
             if token is not None:
                 principal = verify_token(settings.secret, token, services.clock)
@@ -392,7 +382,6 @@ class WsEndpoint(Endpoint):
                 )
             await services.tenants.zone(principal.tenant)
         except InvalidToken as exc:
-            services.ws_failed_auth.take(address)
             raise HandshakeRefused(401, "unauthorized", str(exc)) from None
         except Refused as exc:
             raise HandshakeRefused(STATUS[exc.code], exc.code, exc.message) from None

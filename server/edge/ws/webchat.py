@@ -29,11 +29,11 @@ import time
 
 from starlette.requests import HTTPConnection
 
+from server.core.limits import TokenBucket
 from server.core.metrics import WEBCHAT_LIMITED, WS_RATE_LIMITED
 from server.edge.ws.session import Endpoint, HandshakeRefused, Session, origin_in
 from server.providers.contacts import EMAIL
 from server.providers.webchat import (
-    Bucket,
     FrameError,
     VisitorSocket,
     WebChat,
@@ -74,8 +74,8 @@ class VisitorSession(Session):
         self.address = address  # the client's, for the limits per address
         self.limits = limits  # the tenant's own web chat limits at the handshake, if any
         self.chat = chat
-        self.frames = Bucket(*FRAME_RATE)
-        self.ignored = Bucket(*REFUSALS)
+        self.frames = TokenBucket(*FRAME_RATE)
+        self.ignored = TokenBucket(*REFUSALS)
         self.retry_at = 0.0  # monotonic: a frame before this ignores a refusal
         self.visitor = VisitorSocket(self, tenant)
 
@@ -183,7 +183,7 @@ async def on_message(session: VisitorSession, frame: dict, ref) -> None:
         client_id = secrets.token_hex(8)
     elif not isinstance(client_id, str) or not CLIENT_MESSAGE_ID.fullmatch(client_id):
         raise FrameError("invalid_field", "id: must be 1 to 64 letters, digits, '-' or '_'")
-    wait = chat.message_bucket((socket.tenant, socket.contact)).take()
+    wait = chat.message_buckets.take((socket.tenant, socket.contact))
     if wait:
         raise FrameError(
             "rate_limited", f"too many messages; retry in {wait:.1f} s", retry_after=round(wait, 1)
